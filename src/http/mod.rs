@@ -1,0 +1,1 @@
+//! The hyper service: routing, the JSON API, health and metrics, the WebSocket upgrade.

@@ -1,0 +1,22 @@
+//! Kaffediem: the backend of a café ordering system.
+//!
+//! One daemon keeps every collection in one SQLite file and pushes every committed change to
+//! the café's screens over the Phoenix Channels protocol. The rooms, in the order a write flows
+//! through them (see `ARCHITECTURE.md`):
+//!
+//! - [`http`]: the hyper service: JSON API, health, the WebSocket upgrade.
+//! - [`store`]: everything SQLite: schema, the single writer thread, readers, change capture,
+//!   records and their JSON shapes, the menu tree.
+//! - [`channels`]: Kaffediem's topics (`collection:*`, `notifications:*`), per-subscriber
+//!   filters and the fan-out of change sets.
+//! - [`phoenix`]: the wire protocol only; knows nothing about cafés or SQLite.
+//! - [`config`]: `kaffediem.toml`, environment overrides, validation.
+//! - [`server`]: wires the rooms together for `kaffediem serve`.
+
+pub mod channels;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod phoenix;
+pub mod server;
+pub mod store;

@@ -1,0 +1,134 @@
+//! Everything SQLite: opening and migrating the file (`schema.sql`), the single writer thread,
+//! the reader pool, change capture (update hook for our own commits, `PRAGMA data_version` +
+//! a table diff for other processes' commits), typed records with their JSON shapes, the menu
+//! tree, and the demo data.
+//!
+//! Architecture invariant: only the writer thread writes. Every commit it makes or observes
+//! becomes exactly one [`ChangeSet`] with the next `seq`, published in commit order on the
+//! change feed; publishing never blocks the writer.
+
+// CONTRACT FILE: the types and signatures below are the interface the rest of the crate codes
+// against. Implementations live in the submodules.
+
+pub mod demo;
+pub mod menu;
+pub mod readers;
+pub mod records;
+pub mod schema;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use readers::Readers;
+pub use records::{Collection, OrderQuery, RecordCtx};
+pub use writer::Writer;
+
+use crate::clock::Clock;
+
+/// How a row changed in one committed transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+/// One changed row of a collection, as published after commit.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub collection: Collection,
+    pub id: i64,
+    pub op: Op,
+    /// The record read back after the commit, in the same JSON shape as snapshots and the HTTP
+    /// API; `None` for a delete.
+    pub record: Option<Arc<serde_json::Value>>,
+}
+
+/// Everything one committed transaction changed. Row changes are collapsed per row (create
+/// then update → create; create then delete → nothing).
+#[derive(Debug, Clone)]
+pub struct ChangeSet {
+    /// This commit's number in the persistent, gap-free sequence of commits.
+    pub seq: u64,
+    pub changes: Vec<Change>,
+    /// The whole menu (`{"tree", "indexes"}`), rebuilt once after this commit, when the commit
+    /// touched `category`, `item`, `customization_key` or `customization_value`.
+    pub menu: Option<Arc<serde_json::Value>>,
+}
+
+/// The receiving end of the change feed: one [`ChangeSet`] per commit, in `seq` order.
+pub type ChangeFeed = tokio::sync::mpsc::UnboundedReceiver<Arc<ChangeSet>>;
+
+/// Errors of the storage layer.
+#[derive(Debug)]
+pub enum StoreError {
+    /// SQLite refused or failed.
+    Sqlite(rusqlite::Error),
+    /// The database cannot take writes right now (read-only file, disk full, busy).
+    Unavailable(String),
+    /// The file was written by a newer Kaffediem (its `user_version` is above ours).
+    TooNew { found: i64, supported: i64 },
+    /// The writer thread is gone (shutting down).
+    Closed,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Sqlite(e) => write!(f, "database error: {e}"),
+            StoreError::Unavailable(why) => write!(f, "database unavailable: {why}"),
+            StoreError::TooNew { found, supported } => write!(
+                f,
+                "database schema version {found} is newer than this kaffediem supports ({supported}); upgrade kaffediem"
+            ),
+            StoreError::Closed => write!(f, "the database writer has shut down"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    /// Reader connections in the pool.
+    pub readers: usize,
+    /// How records render item image URLs.
+    pub records: RecordCtx,
+}
+
+/// The open database: the writer handle and the reader pool.
+#[derive(Clone)]
+pub struct Store {
+    pub writer: Writer,
+    pub readers: Readers,
+}
+
+impl Store {
+    /// Open (creating and migrating if needed) the database, start the writer thread and the
+    /// foreign-write watcher, and return the change feed.
+    pub fn open(
+        _options: StoreOptions,
+        _clock: Arc<dyn Clock>,
+    ) -> Result<(Store, ChangeFeed), StoreError> {
+        todo!()
+    }
+
+    /// Finish the writes in flight, stop the writer, checkpoint the WAL with TRUNCATE.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        todo!()
+    }
+}
+
+/// The last committed `seq` as seen by `conn` (read it in the same transaction as a snapshot).
+pub fn current_seq(_conn: &rusqlite::Connection) -> Result<u64, StoreError> {
+    todo!()
+}

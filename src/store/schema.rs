@@ -1,0 +1,1 @@
+//! Opening the file and migrating it to `schema.sql`. CONTRACT STUB.
