@@ -279,10 +279,8 @@ impl Config {
                 );
             }
         }
-        if !self.http.public_url.is_empty()
-            && !(self.http.public_url.starts_with("http://")
-                || self.http.public_url.starts_with("https://"))
-        {
+        let url = &self.http.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return bad("http.public_url", "must start with http:// or https://");
         }
         let l = &self.limits;
