@@ -416,3 +416,14 @@ async fn after_leave_no_more_changes_arrive() {
     assert!(frames.is_empty(), "{frames:?}");
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn healthz_answers_ok_while_the_database_answers() {
+    let daemon = Daemon::demo().await;
+    let reply = crate::support::http::call(daemon.addr, "GET", "/healthz")
+        .send()
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "ok");
+    daemon.stop().await;
+}
