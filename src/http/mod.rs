@@ -13,6 +13,8 @@ use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 use serde_json::json;
 
+pub mod auth;
+
 use crate::channels::Cafe;
 use crate::phoenix::Endpoint;
 use crate::store::{Store, StoreError};
