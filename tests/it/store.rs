@@ -749,3 +749,60 @@ async fn shutdown_checkpoints_the_wal_and_refuses_later_writes() {
     let late: Result<(), StoreError> = store.writer.write(|_| Ok(())).await;
     assert!(matches!(late, Err(StoreError::Closed)));
 }
+
+#[tokio::test]
+async fn rows_changed_by_foreign_key_actions_are_published_with_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut feed) = open(&db_path(&dir));
+    store
+        .writer
+        .write(|tx| {
+            tx.execute_batch(
+                "INSERT INTO message (id, title) VALUES (1, 'Stengt');
+                 UPDATE status SET show_message = 1, message_id = 1 WHERE id = 1;",
+            )?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    next(&mut feed).await;
+    store
+        .writer
+        .write(|tx| {
+            tx.execute("DELETE FROM message WHERE id = 1", [])?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    let set = next(&mut feed).await;
+    assert_eq!(
+        ops(&set),
+        vec![
+            (Collection::Message, 1, Op::Delete),
+            (Collection::Status, 1, Op::Update)
+        ]
+    );
+    assert_eq!(
+        set.changes[1].record.as_deref().unwrap()["message_id"],
+        Value::Null
+    );
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn foreign_writes_outside_the_collections_publish_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let (store, mut feed) = open(&path);
+    shell(&path)
+        .execute(
+            "INSERT INTO user (email, password_hash) VALUES ('kari@kafe.no', 'x')",
+            [],
+        )
+        .unwrap();
+    assert_quiet(&mut feed).await;
+    // And the sequence did not move.
+    let seq = store.readers.read(store::current_seq).await.unwrap();
+    assert_eq!(seq, 0);
+    store.shutdown().await.unwrap();
+}
