@@ -10,7 +10,8 @@
 //! Foreign commits: `PRAGMA data_version` on this connection changes only when another
 //! connection commits. It is checked before every job, whenever `notify` reports a write to
 //! the database or its WAL, and at least once a second; a change triggers a diff of the
-//! collection tables against the shadow (see `capture`).
+//! collection tables against the shadow (see `capture`) — unless `collections_version`, a
+//! counter the schema's triggers bump on every collection row change, has not moved.
 //!
 //! Group commit (later): the loop takes one job per transaction today. Because a job only sees
 //! a `&Transaction` and its outcome is reported through its own reply closure, the loop can
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
@@ -34,6 +35,11 @@ use super::{menu, records, schema, Change, ChangeSet, Collection, Op, RecordCtx,
 
 /// How often the writer looks for foreign commits when nothing else wakes it.
 const FOREIGN_POLL: Duration = Duration::from_secs(1);
+
+/// How soon after a file event the writer looks again. The events come from the WAL writes;
+/// the commit becomes visible only when the other process then updates the shared-memory
+/// index, which raises no event, so the check made at the event itself can be too early.
+const SETTLE: Duration = Duration::from_millis(30);
 
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -91,6 +97,7 @@ impl Writer {
         // Baseline for foreign writes: data_version first, then the scan, so that a commit
         // in between is seen as a (harmless, empty) change rather than missed.
         let data_version = data_version(&conn)?;
+        let counted = collections_version(&conn)?;
         let shadow = Shadow::scan(&conn)?;
         let (queue, inbox) = mpsc::channel();
         let watcher = watch(path, queue.clone());
@@ -101,6 +108,7 @@ impl Writer {
             hook,
             shadow,
             data_version,
+            counted,
             feed,
         };
         let closed = Arc::new(AtomicBool::new(false));
@@ -207,19 +215,31 @@ struct Engine {
     shadow: Shadow,
     /// `PRAGMA data_version` as of the shadow.
     data_version: i64,
+    /// `collections_version` (bumped by triggers on every collection row change, see
+    /// `schema.sql`) as of the shadow; `None` if an admin deleted it (then always diff).
+    counted: Option<i64>,
     feed: UnboundedSender<Arc<ChangeSet>>,
 }
 
 impl Engine {
     fn run(&mut self, inbox: mpsc::Receiver<Msg>) {
+        let mut next_check = Instant::now() + FOREIGN_POLL;
         loop {
-            match inbox.recv_timeout(FOREIGN_POLL) {
+            let wait = next_check.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(wait) {
                 Ok(Msg::Job(job)) => {
                     // Publish a foreign commit first, so it is not mistaken for ours.
                     self.check_foreign();
                     self.run_job(job);
                 }
-                Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => self.check_foreign(),
+                Ok(Msg::Wake) => {
+                    self.check_foreign();
+                    next_check = Instant::now() + SETTLE;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.check_foreign();
+                    next_check = Instant::now() + FOREIGN_POLL;
+                }
                 Ok(Msg::Shutdown(done)) => {
                     let _ = done.send(self.checkpoint());
                     break;
@@ -247,6 +267,7 @@ impl Engine {
                 return;
             }
         };
+        let counted_before = collections_version(&tx);
         let outcome = match catch_unwind(AssertUnwindSafe(|| job(Ok(&tx)))) {
             Ok(outcome) => outcome,
             Err(_) => {
@@ -266,7 +287,13 @@ impl Engine {
         let touched = self.hook.take();
         let changes = capture::collapse(&touched, |c, id| self.shadow.contains(c, id));
         match self.commit(tx, &changes) {
-            Ok(published) => {
+            Ok((published, counted_after)) => {
+                // Our commit moved the counter; if nobody else had moved it before our BEGIN,
+                // the shadow is current up to `counted_after`. Otherwise leave it stale, so
+                // the next check diffs and finds the other process's rows.
+                if counted_before.ok().flatten() == self.counted && self.counted.is_some() {
+                    self.counted = counted_after;
+                }
                 if let Some((set, hashes)) = published {
                     for (c, id, hash) in hashes {
                         self.shadow.set(c, id, hash);
@@ -283,21 +310,29 @@ impl Engine {
     }
 
     /// Read back `changes` and bump `seq` if there are any, then commit. Returns what to
-    /// publish and the rows' new shadow hashes. Dropping `tx` on error rolls back.
+    /// publish with the rows' new shadow hashes, and `collections_version` as committed.
+    /// Dropping `tx` on error rolls back.
     #[allow(clippy::type_complexity)]
     fn commit(
         &self,
         tx: Transaction<'_>,
         changes: &[RowChange],
-    ) -> Result<Option<(ChangeSet, Vec<(Collection, i64, Option<u64>)>)>, StoreError> {
+    ) -> Result<
+        (
+            Option<(ChangeSet, Vec<(Collection, i64, Option<u64>)>)>,
+            Option<i64>,
+        ),
+        StoreError,
+    > {
         let prepared = if changes.is_empty() {
             None
         } else {
             Some(self.prepare(&tx, changes).map_err(|e| self.classify(e))?)
         };
+        let counted = collections_version(&tx).map_err(|e| self.classify(e))?;
         tx.commit()
             .map_err(|e| schema::unavailable(&self.path, e))?;
-        Ok(prepared)
+        Ok((prepared, counted))
     }
 
     /// Inside the open transaction: bump `seq`, read the changed rows back, rebuild the menu if
@@ -349,13 +384,22 @@ impl Engine {
 
     /// Publish what another process committed since we last looked, if anything.
     fn check_foreign(&mut self) {
-        match data_version(&self.conn) {
+        let version = match data_version(&self.conn) {
             Ok(v) if v == self.data_version => return,
-            Ok(_) => {}
+            Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read data_version");
                 return;
             }
+        };
+        // Someone committed; if no collection row changed (the counter did not move), there
+        // is nothing to diff. A commit after the PRAGMA just makes the next check look again.
+        match collections_version(&self.conn) {
+            Ok(Some(c)) if Some(c) == self.counted => {
+                self.data_version = version;
+                return;
+            }
+            _ => {}
         }
         if let Err(e) = self.publish_foreign() {
             // Retried on the next wake-up or tick: data_version is still different.
@@ -370,10 +414,12 @@ impl Engine {
             .map_err(|e| schema::unavailable(&path, e))?;
         // Under the write lock nobody else can commit: this version matches the diff.
         let version = data_version(&tx)?;
+        let counted = collections_version(&tx)?;
         let (changes, shadow) = self.shadow.diff(&tx)?;
         if changes.is_empty() {
             drop(tx);
             self.data_version = version;
+            self.counted = counted;
             return Ok(());
         }
         tracing::info!(
@@ -385,6 +431,7 @@ impl Engine {
         self.hook.take();
         self.shadow = shadow;
         self.data_version = version;
+        self.counted = counted;
         let _ = self.feed.send(Arc::new(set));
         Ok(())
     }
@@ -402,6 +449,19 @@ impl Engine {
             other => other,
         }
     }
+}
+
+/// The `collections_version` counter kept by the triggers of `schema.sql`.
+fn collections_version(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT value FROM kaffediem_meta WHERE key = 'collections_version'",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .optional()?
+        .flatten())
 }
 
 fn data_version(conn: &Connection) -> Result<i64, StoreError> {
