@@ -34,7 +34,16 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| unavailable(path, e))?;
+    // SQLite quietly opens a write-protected file read-only; say so now, not at the first order.
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(StoreError::Unavailable(format!(
+            "{}: the file is not writable by this user",
+            path.display()
+        )));
+    }
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Records, scans and the menu use more distinct statements than the default cache holds.
+    conn.set_prepared_statement_cache_capacity(64);
     // WAL: readers never block the writer, and Litestream can stream the log (SPEC 9).
     // Setting it writes to the file, so this is also where a read-only file shows up.
     let mode: String = conn
