@@ -196,11 +196,23 @@ pub fn get(
         Collection::Order => Some(label_colors(conn)?),
         _ => None,
     };
+    get_with(conn, collection, id, ctx, colors.as_ref())
+}
+
+/// [`get`] with the keys' label colours already read (from [`label_colors`]), for reading
+/// many orders back after one commit.
+pub(crate) fn get_with(
+    conn: &Connection,
+    collection: Collection,
+    id: i64,
+    ctx: &RecordCtx,
+    colors: Option<&HashMap<i64, Value>>,
+) -> Result<Option<Value>, StoreError> {
     let sql = format!("{} WHERE t.id = ?1", collection.select());
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
-        Some(row) => Ok(Some(to_json(collection, row, ctx, colors.as_ref()))),
+        Some(row) => Ok(Some(to_json(collection, row, ctx, colors))),
         None => Ok(None),
     }
 }
@@ -225,7 +237,7 @@ pub fn normalize_timestamp(stored: &str) -> Option<String> {
 }
 
 /// Current `label_color` of every customization key, for order serialization.
-fn label_colors(conn: &Connection) -> Result<HashMap<i64, Value>, StoreError> {
+pub(crate) fn label_colors(conn: &Connection) -> Result<HashMap<i64, Value>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT id, label_color FROM customization_key")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, opt_text(r, 1))))?;
     let mut colors = HashMap::new();

@@ -230,7 +230,12 @@ impl Engine {
                 Ok(Msg::Job(job)) => {
                     // Publish a foreign commit first, so it is not mistaken for ours.
                     self.check_foreign();
-                    self.run_job(job);
+                    // A bug past the job itself (reading back, the menu) must not take the
+                    // writer down either: the transaction rolls back as the stack unwinds.
+                    if catch_unwind(AssertUnwindSafe(|| self.run_job(job))).is_err() {
+                        tracing::error!("the writer panicked while committing; rolled back");
+                        self.hook.take();
+                    }
                 }
                 Ok(Msg::Wake) => {
                     self.check_foreign();
@@ -350,10 +355,14 @@ impl Engine {
         )?;
         let mut out = Vec::with_capacity(changes.len());
         let mut hashes = Vec::with_capacity(changes.len());
+        let colors = match changes.iter().any(|c| c.0 == Collection::Order) {
+            true => Some(records::label_colors(conn)?),
+            false => None,
+        };
         for &(collection, id, op) in changes {
             let record = match op {
                 Op::Delete => None,
-                _ => records::get(conn, collection, id, &self.ctx)?,
+                _ => records::get_with(conn, collection, id, &self.ctx, colors.as_ref())?,
             };
             let hash = match record {
                 Some(_) => capture::row_hash(conn, collection, id)?,
@@ -384,6 +393,13 @@ impl Engine {
 
     /// Publish what another process committed since we last looked, if anything.
     fn check_foreign(&mut self) {
+        if catch_unwind(AssertUnwindSafe(|| self.check_foreign_inner())).is_err() {
+            tracing::error!("the writer panicked while publishing a foreign commit");
+            self.hook.take();
+        }
+    }
+
+    fn check_foreign_inner(&mut self) {
         let version = match data_version(&self.conn) {
             Ok(v) if v == self.data_version => return,
             Ok(v) => v,

@@ -806,3 +806,44 @@ async fn foreign_writes_outside_the_collections_publish_nothing() {
     assert_eq!(seq, 0);
     store.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn own_and_foreign_commits_share_one_gap_free_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let (store, mut feed) = open(&path);
+    let sh = shell(&path);
+    for n in 0..5 {
+        store
+            .writer
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO message (title) VALUES (?1)",
+                    [format!("vår {n}")],
+                )?;
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        sh.execute(
+            "INSERT INTO message (title) VALUES (?1)",
+            [format!("skall {n}")],
+        )
+        .unwrap();
+    }
+    let mut seqs = Vec::new();
+    let mut titles = Vec::new();
+    while titles.len() < 10 {
+        let set = next(&mut feed).await;
+        seqs.push(set.seq);
+        for change in &set.changes {
+            assert_eq!(change.op, Op::Create);
+            titles.push(change.record.as_deref().unwrap()["title"].clone());
+        }
+    }
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected);
+    assert_eq!(list(&store, Collection::Message).await.len(), 10);
+    assert_quiet(&mut feed).await;
+    store.shutdown().await.unwrap();
+}
