@@ -6,6 +6,20 @@
 //! Architecture invariant: only the writer thread writes. Every commit it makes or observes
 //! becomes exactly one [`ChangeSet`] with the next `seq`, published in commit order on the
 //! change feed; publishing never blocks the writer.
+//!
+//! Reading a snapshot with its `seq` (a join reply): the rows and the `seq` must come from one
+//! read transaction, or a commit in between is counted twice or lost. Use
+//! [`Readers::snapshot`] (or [`snapshot`] on a connection you hold), which runs
+//! `BEGIN DEFERRED`, [`current_seq`], your reads, `COMMIT`:
+//!
+//! ```ignore
+//! let (seq, items) = store.readers
+//!     .snapshot(move |conn| records::list(conn, Collection::Item, &ctx))
+//!     .await?;
+//! ```
+//!
+//! Every change set on the feed with `seq` above that number is news to the snapshot; those at
+//! or below it are already in it.
 
 // CONTRACT FILE: the types and signatures below are the interface the rest of the crate codes
 // against. Implementations live in the submodules.

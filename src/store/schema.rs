@@ -1,7 +1,7 @@
 //! Opening the database file and bringing it to the schema of `schema.sql`.
 //!
 //! A fresh file is created from `schema.sql` in one transaction; a file from an older
-//! Kaffediem is upgraded by the steps in [`UPGRADES`], all in one transaction; a file from a
+//! Kaffediem is upgraded by the steps in `UPGRADES`, all in one transaction; a file from a
 //! newer Kaffediem is refused.
 
 use std::path::Path;

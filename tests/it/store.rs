@@ -847,3 +847,47 @@ async fn own_and_foreign_commits_share_one_gap_free_sequence() {
     assert_quiet(&mut feed).await;
     store.shutdown().await.unwrap();
 }
+
+/// `cargo test --release --test it menu_build_timing_on_a_real_file -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn menu_build_timing_on_a_real_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let (store, _feed) = open(&path);
+    // SPEC 11's menu: 200 items in 20 categories, 20 keys with 4 values each, 2 keys a category.
+    shell(&path)
+        .execute_batch(
+            "BEGIN;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20)
+               INSERT INTO customization_key (id, name, label_color, sort_order)
+               SELECT i, 'Valg ' || i, '#aabbcc', i FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 80)
+               INSERT INTO customization_value (id, name, price_increment_nok, belongs_to, sort_order)
+               SELECT i, 'Verdi ' || i, 5, (i - 1) / 4 + 1, i FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20)
+               INSERT INTO category (id, name, sort_order, valid_customizations)
+               SELECT i, 'Kategori ' || i, i, json_array(i, (i % 20) + 1) FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+               INSERT INTO item (id, name, price_nok, category_id, sort_order)
+               SELECT i, 'Vare ' || i, 45, (i - 1) / 10 + 1, i FROM n;
+             COMMIT;",
+        )
+        .unwrap();
+    let (per_build, bytes) = store
+        .readers
+        .read(|conn| {
+            let rounds = 200;
+            let start = std::time::Instant::now();
+            let mut bytes = 0;
+            for _ in 0..rounds {
+                let menu = store::menu::build(conn, &ctx())?;
+                bytes = serde_json::to_vec(&menu).unwrap().len();
+            }
+            Ok::<_, StoreError>((start.elapsed() / rounds, bytes))
+        })
+        .await
+        .unwrap();
+    println!("menu::build (SQL reads included) + encode: {per_build:?} for {bytes} bytes");
+    store.shutdown().await.unwrap();
+}
