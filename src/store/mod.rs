@@ -105,8 +105,17 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
+    /// "Cannot take writes right now" errors (disk full, read-only, I/O error, locked by
+    /// another process past the busy timeout) become [`StoreError::Unavailable`], so that a
+    /// write job's `?` reports them as such; everything else stays [`StoreError::Sqlite`].
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e)
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(ReadOnly | DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Sqlite(e),
+        }
     }
 }
 

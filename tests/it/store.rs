@@ -891,3 +891,43 @@ async fn menu_build_timing_on_a_real_file() {
     println!("menu::build (SQL reads included) + encode: {per_build:?} for {bytes} bytes");
     store.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_full_disk_answers_unavailable_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut feed) = open(&db_path(&dir));
+    small_menu(&store).await;
+    next(&mut feed).await;
+    // Cap the file at its current size, as a full disk would.
+    let full: Result<(), StoreError> = store
+        .writer
+        .write(|tx| {
+            let pages: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            tx.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+            for n in 0..1000 {
+                tx.execute(
+                    "INSERT INTO message (title, subtitle) VALUES (?1, ?2)",
+                    (n, "x".repeat(4000)),
+                )?;
+            }
+            Ok(())
+        })
+        .await;
+    assert!(matches!(full, Err(StoreError::Unavailable(_))), "{full:?}");
+    assert_quiet(&mut feed).await;
+    // The space comes back; what was stored before is intact and writes work again.
+    store
+        .writer
+        .write(|tx| {
+            tx.query_row("PRAGMA max_page_count = 1073741823", [], |_| Ok(()))?;
+            tx.execute("INSERT INTO message (title) VALUES ('igjen')", [])?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    let set = next(&mut feed).await;
+    assert_eq!(set.seq, 2);
+    assert_eq!(list(&store, Collection::Item).await.len(), 1);
+    assert_eq!(list(&store, Collection::Message).await.len(), 1);
+    store.shutdown().await.unwrap();
+}
