@@ -185,6 +185,56 @@ pub fn list_orders(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The fields order filters and notifications look at, for every order: much lighter than
+/// the full records when the fan-out starts on a year of orders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderFields {
+    pub id: i64,
+    pub inserted_at: jiff::Timestamp,
+    pub customer_id: Option<i64>,
+    pub state: String,
+    pub day_id: Option<i64>,
+}
+
+/// [`OrderFields`] of every order whose `inserted_at` is a readable timestamp.
+pub fn order_fields(conn: &Connection) -> Result<Vec<OrderFields>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        r#"SELECT id, inserted_at, customer_id, state, day_id FROM "order" ORDER BY id"#,
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let at: Option<String> = r.get(1).ok();
+        Ok((
+            r.get::<_, i64>(0)?,
+            at,
+            r.get::<_, Option<i64>>(2).ok().flatten(),
+            r.get::<_, Option<String>>(3)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            r.get::<_, Option<i64>>(4).ok().flatten(),
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, at, customer_id, state, day_id) = row?;
+        let Some(inserted_at) = at
+            .as_deref()
+            .and_then(normalize_timestamp)
+            .and_then(|t| t.parse().ok())
+        else {
+            continue;
+        };
+        out.push(OrderFields {
+            id,
+            inserted_at,
+            customer_id,
+            state,
+            day_id,
+        });
+    }
+    Ok(out)
+}
+
 /// One record, or `None`.
 pub fn get(
     conn: &Connection,
