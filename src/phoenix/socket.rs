@@ -177,7 +177,8 @@ impl<H: SocketHandler> Socket<H> {
             tracing::debug!(peer = %self.peer, error = %e, "socket write failed");
             return Poll::Ready(Event::WriteFailed);
         }
-        if self.pending.len() < PAUSE_READING_AT {
+        // A client that closed is read to the end whatever is pending (nothing more is sent).
+        if self.pending.len() < PAUSE_READING_AT || self.peer_closed {
             if let Poll::Ready(item) = ws.poll_next_unpin(cx) {
                 return Poll::Ready(Event::Inbound(item));
             }
@@ -339,6 +340,7 @@ impl<H: SocketHandler> Socket<H> {
             }
             Message::Close(_) => {
                 self.peer_closed = true;
+                self.pending.clear();
                 return None;
             }
             Message::Pong(_) | Message::Frame(_) => return None,

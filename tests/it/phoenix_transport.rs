@@ -26,12 +26,19 @@ async fn http(addr: SocketAddr, request: String) -> (u16, String) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = timeout(GUARD, stream.read(&mut buf)).await.expect("answer in time").expect("read");
+        let n = timeout(GUARD, stream.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
         assert!(n > 0, "connection closed before the response head");
         head.extend_from_slice(&buf[..n]);
     }
     let head = String::from_utf8_lossy(&head).to_lowercase();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
     (status, head)
 }
 
@@ -52,32 +59,64 @@ fn upgrade_request(addr: SocketAddr, path_query: &str, extra: &[&str]) -> String
 async fn phoenix_unsupported_vsn_is_refused_before_upgrade() {
     let s = server().await;
     for vsn in ["3.0.0", "2.1.0", "abc"] {
-        let (status, _) = http(s.addr, upgrade_request(s.addr, &format!("/socket/websocket?vsn={vsn}"), &[])).await;
+        let (status, _) = http(
+            s.addr,
+            upgrade_request(s.addr, &format!("/socket/websocket?vsn={vsn}"), &[]),
+        )
+        .await;
         assert_eq!(status, 403, "vsn={vsn}");
     }
-    let (status, _) = http(s.addr, upgrade_request(s.addr, "/socket/websocket?vsn[]=x", &[])).await;
+    let (status, _) = http(
+        s.addr,
+        upgrade_request(s.addr, "/socket/websocket?vsn[]=x", &[]),
+    )
+    .await;
     assert_eq!(status, 403);
-    let (status, head) = http(s.addr, upgrade_request(s.addr, "/socket/websocket?vsn=2.0.0", &[])).await;
+    let (status, head) = http(
+        s.addr,
+        upgrade_request(s.addr, "/socket/websocket?vsn=2.0.0", &[]),
+    )
+    .await;
     assert_eq!(status, 101);
-    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
 }
 
 #[tokio::test]
 async fn phoenix_refused_connect_is_403_with_empty_body() {
     let s = server().await;
-    let (status, head) =
-        http(s.addr, upgrade_request(s.addr, "/socket/websocket?vsn=2.0.0&reject=true&token=secret", &[])).await;
+    let (status, head) = http(
+        s.addr,
+        upgrade_request(
+            s.addr,
+            "/socket/websocket?vsn=2.0.0&reject=true&token=secret",
+            &[],
+        ),
+    )
+    .await;
     assert_eq!(status, 403);
     assert!(head.contains("content-length: 0"), "{head}");
-    let (params, _) = s.app.last_connect.lock().unwrap().clone().expect("connect ran");
-    assert_eq!(params.get("vsn").map(String::as_str), Some("2.0.0"));
+    let seen = s
+        .app
+        .last_connect
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("connect ran");
+    assert_eq!(seen.params.get("vsn").map(String::as_str), Some("2.0.0"));
 }
 
 #[tokio::test]
 async fn phoenix_origin_policy() {
     let s = server().await;
     let path = "/socket/websocket?vsn=2.0.0";
-    let (evil, _) = http(s.addr, upgrade_request(s.addr, path, &["Origin: http://evil.example"])).await;
+    let (evil, _) = http(
+        s.addr,
+        upgrade_request(s.addr, path, &["Origin: http://evil.example"]),
+    )
+    .await;
     assert_eq!(evil, 403);
     let (none, _) = http(s.addr, upgrade_request(s.addr, path, &[])).await;
     assert_eq!(none, 101);
@@ -86,21 +125,39 @@ async fn phoenix_origin_policy() {
     assert_eq!(own, 101);
 
     let open = server_with(|c| c.check_origin = false).await;
-    let (off, _) = http(open.addr, upgrade_request(open.addr, path, &["Origin: http://evil.example"])).await;
+    let (off, _) = http(
+        open.addr,
+        upgrade_request(open.addr, path, &["Origin: http://evil.example"]),
+    )
+    .await;
     assert_eq!(off, 101);
     let listed = server_with(|c| c.allowed_origins = vec!["https://cafe.example".into()]).await;
-    let (ok, _) = http(listed.addr, upgrade_request(listed.addr, path, &["Origin: https://cafe.example"])).await;
+    let (ok, _) = http(
+        listed.addr,
+        upgrade_request(listed.addr, path, &["Origin: https://cafe.example"]),
+    )
+    .await;
     assert_eq!(ok, 101);
-    let (wrong_scheme, _) = http(listed.addr, upgrade_request(listed.addr, path, &["Origin: http://cafe.example"])).await;
+    let (wrong_scheme, _) = http(
+        listed.addr,
+        upgrade_request(listed.addr, path, &["Origin: http://cafe.example"]),
+    )
+    .await;
     assert_eq!(wrong_scheme, 403);
 }
 
 #[tokio::test]
 async fn phoenix_non_upgrade_requests_get_400() {
     let s = server().await;
-    let post = format!("POST /socket/websocket HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n", s.addr);
+    let post = format!(
+        "POST /socket/websocket HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+        s.addr
+    );
     assert_eq!(http(s.addr, post).await.0, 400);
-    let get = format!("GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
+    let get = format!(
+        "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: {}\r\n\r\n",
+        s.addr
+    );
     assert_eq!(http(s.addr, get).await.0, 400);
 }
 
@@ -108,7 +165,11 @@ async fn phoenix_non_upgrade_requests_get_400() {
 async fn phoenix_compression_is_never_negotiated() {
     let s = server().await;
     let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits";
-    let (status, head) = http(s.addr, upgrade_request(s.addr, "/socket/websocket?vsn=2.0.0", &[offer])).await;
+    let (status, head) = http(
+        s.addr,
+        upgrade_request(s.addr, "/socket/websocket?vsn=2.0.0", &[offer]),
+    )
+    .await;
     assert_eq!(status, 101);
     assert!(!head.contains("sec-websocket-extensions"), "{head}");
 }
@@ -120,16 +181,30 @@ async fn phoenix_auth_token_subprotocol_selects_phoenix() {
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert(
         "sec-websocket-protocol",
-        "phoenix,base64url.bearer.phx.bXkgc2VjcmV0IHRva2VuIT8".parse().expect("header"),
+        "phoenix,base64url.bearer.phx.bXkgc2VjcmV0IHRva2VuIT8"
+            .parse()
+            .expect("header"),
     );
     let (ws, response) = timeout(GUARD, tokio_tungstenite::connect_async(request))
         .await
         .expect("in time")
         .expect("upgrade");
-    assert_eq!(response.headers().get("sec-websocket-protocol").map(|v| v.as_bytes()), Some(&b"phoenix"[..]));
-    let (params, token) = s.app.last_connect.lock().unwrap().clone().expect("connect ran");
-    assert_eq!(token.as_deref(), Some("my secret token!?"));
-    assert_eq!(params.get("token").map(String::as_str), Some("abc"));
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.as_bytes()),
+        Some(&b"phoenix"[..])
+    );
+    let seen = s
+        .app
+        .last_connect
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("connect ran");
+    assert_eq!(seen.auth_token.as_deref(), Some("my secret token!?"));
+    assert_eq!(seen.params.get("token").map(String::as_str), Some("abc"));
     let mut c = Client { ws };
     c.barrier().await;
 }
@@ -138,7 +213,11 @@ async fn phoenix_auth_token_subprotocol_selects_phoenix() {
 async fn phoenix_socket_limit_answers_503() {
     let s = server_with(|c| c.max_sockets = 1).await;
     let mut first = v2(s.addr).await;
-    let (status, _) = http(s.addr, upgrade_request(s.addr, "/socket/websocket?vsn=2.0.0", &[])).await;
+    let (status, _) = http(
+        s.addr,
+        upgrade_request(s.addr, "/socket/websocket?vsn=2.0.0", &[]),
+    )
+    .await;
     assert_eq!(status, 503);
     first.barrier().await;
     assert_eq!(s.endpoint.metrics().open_sockets.load(Ordering::Relaxed), 1);
@@ -191,7 +270,11 @@ async fn assert_closes(frame: Message, code: u16) {
 async fn phoenix_malformed_text_closes_1011() {
     assert_closes(Message::text("not json"), 1011).await;
     assert_closes(Message::text(r#"["1","2","test:a"]"#), 1011).await;
-    assert_closes(Message::text(r#"{"topic":"test:a","event":"echo","payload":{},"ref":"1"}"#), 1011).await;
+    assert_closes(
+        Message::text(r#"{"topic":"test:a","event":"echo","payload":{},"ref":"1"}"#),
+        1011,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -202,7 +285,11 @@ async fn phoenix_malformed_binary_closes_1011() {
 
 #[tokio::test]
 async fn phoenix_invalid_utf8_closes_1007() {
-    let frame = Frame::message(Bytes::from_static(&[b'[', 0xff, 0xfe, b']']), OpCode::Data(Data::Text), true);
+    let frame = Frame::message(
+        Bytes::from_static(&[b'[', 0xff, 0xfe, b']']),
+        OpCode::Data(Data::Text),
+        true,
+    );
     assert_closes(Message::Frame(frame), 1007).await;
 }
 
@@ -229,13 +316,21 @@ async fn phoenix_stalled_reader_is_closed_1013_while_others_keep_receiving() {
     // reads, so its TCP buffers and then its queue fill up.
     while slow() == 0 {
         assert!(sent < 4000, "the stalled reader was never closed");
-        s.app.broadcast("test:flood", "flood", j(json!({"n": sent, "pad": pad})));
+        s.app
+            .broadcast("test:flood", "flood", j(json!({"n": sent, "pad": pad})));
         let got = healthy.recv().await;
-        assert_eq!((got[3].clone(), got[4]["n"].clone()), (json!("flood"), json!(sent)));
+        assert_eq!(
+            (got[3].clone(), got[4]["n"].clone()),
+            (json!("flood"), json!(sent))
+        );
         sent += 1;
     }
     for n in sent..sent + 10 {
-        assert_eq!(s.app.broadcast("test:flood", "flood", j(json!({"n": n}))), 1, "only the healthy one");
+        assert_eq!(
+            s.app.broadcast("test:flood", "flood", j(json!({"n": n}))),
+            1,
+            "only the healthy one"
+        );
         assert_eq!(healthy.recv().await[4]["n"], json!(n));
     }
     healthy.barrier().await;
@@ -249,11 +344,17 @@ async fn phoenix_close_all_closes_with_1001_and_waits() {
     let mut b = connect(s.addr, "").await;
     a.join("1", "test:a").await;
     let closing = async {
-        timeout(GUARD, s.endpoint.close_all(1001)).await.expect("close_all returns");
+        timeout(GUARD, s.endpoint.close_all(1001))
+            .await
+            .expect("close_all returns");
     };
     let (code_a, code_b, ()) = tokio::join!(a.close_code(), b.close_code(), closing);
     assert_eq!((code_a, code_b), (1001, 1001));
     assert_eq!(s.endpoint.metrics().open_sockets.load(Ordering::Relaxed), 0);
-    let (status, _) = http(s.addr, upgrade_request(s.addr, "/socket/websocket?vsn=2.0.0", &[])).await;
+    let (status, _) = http(
+        s.addr,
+        upgrade_request(s.addr, "/socket/websocket?vsn=2.0.0", &[]),
+    )
+    .await;
     assert_eq!(status, 503, "a closed endpoint takes no new sockets");
 }

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use kaffediem::phoenix::{
-    Broadcast, BoxFuture, Channel, ConnectInfo, Endpoint, EndpointConfig, JoinResult, Outbox,
+    BoxFuture, Broadcast, Channel, ConnectInfo, Endpoint, EndpointConfig, JoinResult, Outbox,
     Payload, Refused, Reply, SocketHandler,
 };
 use serde_json::{json, Value};
@@ -43,6 +43,11 @@ impl Registry {
     /// Send `msg` to every current subscriber of its topic; returns how many accepted it.
     pub fn send(&self, msg: &Arc<Broadcast>) -> usize {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.send_at(seq, msg)
+    }
+
+    /// Send `msg` at an explicit position of the broadcast order.
+    pub fn send_at(&self, seq: u64, msg: &Arc<Broadcast>) -> usize {
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         let Some(list) = topics.get_mut(&msg.topic) else {
             return 0;
@@ -52,12 +57,19 @@ impl Registry {
     }
 }
 
+/// What the last connect saw: its query params and decoded `authToken`.
+#[derive(Debug, Clone)]
+pub struct SeenConnect {
+    pub params: HashMap<String, String>,
+    pub auth_token: Option<String>,
+}
+
 /// The application: `test:*` topics, connect refused on `reject=true`.
 #[derive(Default)]
 pub struct TestApp {
     pub registry: Arc<Registry>,
     /// The last connect's params and decoded `authToken`, for assertions.
-    pub last_connect: Mutex<Option<(HashMap<String, String>, Option<String>)>>,
+    pub last_connect: Mutex<Option<SeenConnect>>,
 }
 
 impl TestApp {
@@ -70,12 +82,17 @@ impl SocketHandler for TestApp {
     type Session = TestSession;
 
     fn connect(&self, info: &ConnectInfo) -> Result<TestSession, Refused> {
-        *self.last_connect.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((info.params.clone(), info.auth_token.clone()));
+        *self.last_connect.lock().unwrap_or_else(|e| e.into_inner()) = Some(SeenConnect {
+            params: info.params.clone(),
+            auth_token: info.auth_token.clone(),
+        });
         if info.params.get("reject").map(String::as_str) == Some("true") {
             return Err(Refused("reject=true".into()));
         }
-        let id = info.params.get("user_id").map(|u| format!("users_socket:{u}"));
+        let id = info
+            .params
+            .get("user_id")
+            .map(|u| format!("users_socket:{u}"));
         Ok(TestSession { id })
     }
 
@@ -89,13 +106,23 @@ impl SocketHandler for TestApp {
         let rest = topic.strip_prefix("test:")?;
         let result = match rest {
             "refuse" => JoinResult::Error(json!({"reason": "unauthorized"})),
-            "joincrash" => return Some(Box::pin(async { panic!("test:joincrash fails on purpose") })),
+            "joincrash" => {
+                return Some(Box::pin(async {
+                    panic!("test:joincrash fails on purpose")
+                }))
+            }
             _ => {
                 self.registry.subscribe(topic, outbox);
-                let welcome = payload.as_json().and_then(|p| p.get("welcome")) == Some(&json!(true));
+                let param = |key: &str| payload.as_json().and_then(|p| p.get(key)).cloned();
+                let welcome = param("welcome") == Some(json!(true));
                 JoinResult::Ok {
-                    response: if welcome { json!({"welcome": true}) } else { json!({}) },
-                    seq: 0,
+                    response: if welcome {
+                        json!({"welcome": true})
+                    } else {
+                        json!({})
+                    },
+                    // `{"seq": N}` pretends the join's snapshot covers broadcasts up to N.
+                    seq: param("seq").and_then(|v| v.as_u64()).unwrap_or(0),
                     channel: Box::new(TestChannel {
                         topic: topic.to_owned(),
                         registry: Arc::clone(&self.registry),
@@ -133,7 +160,8 @@ impl Channel for TestChannel {
                 Reply::NoReply
             }
             "bcast" => {
-                self.registry.send(&Broadcast::new(self.topic.clone(), "bcasted", payload));
+                self.registry
+                    .send(&Broadcast::new(self.topic.clone(), "bcasted", payload));
                 Reply::NoReply
             }
             "bin" => {
@@ -165,7 +193,11 @@ pub async fn start(config: EndpointConfig) -> TestServer {
     let app = Arc::new(TestApp::default());
     let endpoint = Endpoint::new(Arc::clone(&app), config);
     tokio::spawn(serve_endpoint(listener, Arc::clone(&endpoint)));
-    TestServer { addr, app, endpoint }
+    TestServer {
+        addr,
+        app,
+        endpoint,
+    }
 }
 
 /// Serve the test app on `listener` until the task is dropped.
