@@ -341,7 +341,7 @@ async fn phoenix_stalled_reader_is_closed_1013_while_others_keep_receiving() {
 async fn phoenix_close_all_closes_with_1001_and_waits() {
     let s = server().await;
     let mut a = v2(s.addr).await;
-    let mut b = connect(s.addr, "").await;
+    let b = connect(s.addr, "").await;
     a.join("1", "test:a").await;
     let closing = async {
         timeout(GUARD, s.endpoint.close_all(1001))
