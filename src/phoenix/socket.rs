@@ -386,8 +386,12 @@ impl<H: SocketHandler> Socket<H> {
             self.next_join_id += 1;
             let outbox = Outbox::new(self.tx.clone(), Arc::clone(&self.slot.shared), join_id);
             let handler = &self.slot.endpoint.handler;
-            match handler.join(&self.session, &topic, payload, outbox.clone()) {
-                None => {
+            // A panic in the routing call itself counts as a crashed join, like one in the future.
+            let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handler.join(&self.session, &topic, payload, outbox.clone())
+            }));
+            let result = match routed {
+                Ok(None) => {
                     outbox.end();
                     tracing::debug!(peer = %self.peer, %topic, "join of unmatched topic");
                     // Phoenix builds this reply without a join_ref.
@@ -395,38 +399,42 @@ impl<H: SocketHandler> Socket<H> {
                     self.reply_json(&Value::Null, &reference, &topic, "error", reason);
                     return self.after_join(replaced);
                 }
-                Some(future) => match Self::await_join(&self.slot.shared, future).await {
+                Ok(Some(future)) => match Self::await_join(&self.slot.shared, future).await {
                     Err(code) => return Some(End::Close(code)),
-                    Ok(Ok(JoinResult::Ok {
-                        response,
-                        seq,
-                        channel,
-                    })) => {
-                        let channel_ref = if join_ref.is_null() {
-                            reference.clone()
-                        } else {
-                            join_ref.clone()
-                        };
-                        self.joined.push(Joined {
-                            topic: topic.clone(),
-                            join_ref: join_ref.clone(),
-                            channel_ref,
-                            seq,
-                            outbox,
-                            channel,
-                        });
-                        Ok(response)
-                    }
-                    Ok(Ok(JoinResult::Error(response))) => {
-                        outbox.end();
-                        Err(response)
-                    }
-                    Ok(Err(_panic)) => {
-                        outbox.end();
-                        tracing::warn!(peer = %self.peer, %topic, "join crashed");
-                        Err(json!({"reason": "join crashed"}))
-                    }
+                    Ok(result) => result,
                 },
+                Err(panic) => Err(panic),
+            };
+            match result {
+                Ok(JoinResult::Ok {
+                    response,
+                    seq,
+                    channel,
+                }) => {
+                    let channel_ref = if join_ref.is_null() {
+                        reference.clone()
+                    } else {
+                        join_ref.clone()
+                    };
+                    self.joined.push(Joined {
+                        topic: topic.clone(),
+                        join_ref: join_ref.clone(),
+                        channel_ref,
+                        seq,
+                        outbox,
+                        channel,
+                    });
+                    Ok(response)
+                }
+                Ok(JoinResult::Error(response)) => {
+                    outbox.end();
+                    Err(response)
+                }
+                Err(_panic) => {
+                    outbox.end();
+                    tracing::warn!(peer = %self.peer, %topic, "join crashed");
+                    Err(json!({"reason": "join crashed"}))
+                }
             }
         };
         match outcome {

@@ -3,6 +3,7 @@
 //! Absence of a frame is proven with a heartbeat as a barrier, never with a sleep.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -146,6 +147,14 @@ async fn phoenix_heartbeat_needs_no_join() {
         c.recv().await,
         reply(Value::Null, "2", "phoenix", "ok", json!({}))
     );
+    let metrics = s.endpoint.metrics();
+    assert_eq!(metrics.messages_sent.load(Ordering::Relaxed), 2);
+    let frame = r#"[null,"1","phoenix","phx_reply",{"status":"ok","response":{}}]"#;
+    assert_eq!(
+        metrics.bytes_sent.load(Ordering::Relaxed),
+        2 * frame.len() as u64
+    );
+    assert_eq!(metrics.open_sockets.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]
