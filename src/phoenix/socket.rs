@@ -118,7 +118,8 @@ pub(crate) async fn run<H: SocketHandler>(
         peer_closed: false,
     };
     let end = socket.serve(&mut ws, &mut rx).await;
-    socket.finish(ws, rx, end).await;
+    // Boxed (like joins): an idle socket's task then only holds the state of its read loop.
+    Box::pin(socket.finish(ws, rx, end)).await;
 }
 
 fn deadline(from: Instant, after: Duration) -> Instant {
@@ -361,7 +362,7 @@ impl<H: SocketHandler> Socket<H> {
             return None;
         }
         match m.event.as_str() {
-            "phx_join" => return self.join(m).await,
+            "phx_join" => return Box::pin(self.join(m)).await,
             "phx_leave" => self.leave(m),
             _ => self.event(m, rx),
         }

@@ -157,14 +157,17 @@ impl<H: SocketHandler> Endpoint<H> {
         };
         tracing::debug!(%peer, query = %redact_query(query), ?vsn, "socket connected");
 
-        tokio::spawn(async move {
-            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+        // Taken out of the request now so the socket task does not carry the request along.
+        let on_upgrade = hyper::upgrade::on(req);
+        let fut = async move {
+            let Ok(upgraded) = on_upgrade.await else {
                 tracing::debug!(%peer, "upgrade failed before the socket opened");
                 return drop(slot);
             };
             let io = hyper_util::rt::TokioIo::new(upgraded);
             super::socket::run(slot, session, vsn, peer, io, &config).await;
-        });
+        };
+        tokio::spawn(fut);
 
         let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, "");
         let headers = response.headers_mut();
