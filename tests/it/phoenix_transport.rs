@@ -359,3 +359,18 @@ async fn phoenix_close_all_closes_with_1001_and_waits() {
     .await;
     assert_eq!(status, 503, "a closed endpoint takes no new sockets");
 }
+
+#[tokio::test]
+async fn phoenix_config_is_replaceable_at_runtime() {
+    let s = server().await;
+    let mut c = v2(s.addr).await;
+    c.join("1", "test:a").await;
+    let mut config = (*s.endpoint.config()).clone();
+    config.max_topics_per_socket = 1;
+    s.endpoint.set_config(config);
+    c.send(json!(["2", "2", "test:b", "phx_join", {}])).await;
+    assert_eq!(
+        c.recv().await,
+        json!(["2", "2", "test:b", "phx_reply", {"status": "error", "response": {"reason": "too many channels joined"}}])
+    );
+}
