@@ -568,3 +568,23 @@ async fn phoenix_broadcasts_already_in_the_join_snapshot_are_dropped() {
     assert_eq!(c.recv().await, json!([null, null, "test:s", "new", {}]));
     c.barrier().await;
 }
+
+#[tokio::test]
+async fn phoenix_join_reply_precedes_anything_sent_during_the_join() {
+    let s = server().await;
+    let mut c = v2(s.addr).await;
+    c.send(json!(["1", "1", "test:early", "phx_join", {"early": true}]))
+        .await;
+    assert_eq!(
+        c.recv().await,
+        reply("1", "1", "test:early", "ok", json!({}))
+    );
+    assert_eq!(
+        c.recv().await,
+        json!(["1", null, "test:early", "early_push", {}])
+    );
+    assert_eq!(
+        c.recv().await,
+        json!([null, null, "test:early", "early_bcast", {}])
+    );
+}

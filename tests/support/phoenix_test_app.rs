@@ -112,8 +112,16 @@ impl SocketHandler for TestApp {
                 }))
             }
             _ => {
-                self.registry.subscribe(topic, outbox);
                 let param = |key: &str| payload.as_json().and_then(|p| p.get(key)).cloned();
+                // `{"early": true}`: push and broadcast before the join has even answered.
+                if param("early") == Some(json!(true)) {
+                    outbox.push("early_push", Payload::Json(json!({})));
+                    outbox.broadcast(
+                        1,
+                        &Broadcast::new(topic, "early_bcast", Payload::Json(json!({}))),
+                    );
+                }
+                self.registry.subscribe(topic, outbox);
                 let welcome = param("welcome") == Some(json!(true));
                 JoinResult::Ok {
                     response: if welcome {
