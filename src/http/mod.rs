@@ -36,6 +36,7 @@ pub async fn handle(
     let path = req.uri().path().to_owned();
     let response = match (req.method(), path.as_str()) {
         (_, "/socket/websocket") => app.endpoint.upgrade(req, peer),
+        (_, "/socket/longpoll") => app.endpoint.long_poll(req, peer).await,
         (&Method::GET, "/healthz") => healthz(&app).await,
         (_, "/healthz") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "not found"),

@@ -1,6 +1,6 @@
 //! The Phoenix Channels wire protocol, server side: serializers (V1 JSON, V2 JSON, V2 binary),
-//! the per-socket state machine (joins, refs, leaves, heartbeats, idle timeout) and the
-//! WebSocket transport with a bounded outbound queue per socket.
+//! the per-socket state machine (joins, refs, leaves, heartbeats, idle timeout), and two
+//! transports feeding it: the WebSocket and LongPoll, with a bounded outbound queue per socket.
 //!
 //! Architecture invariant: this module knows nothing about cafés or SQLite. An application
 //! plugs in through [`SocketHandler`] (connect + join) and [`Channel`] (client events on a
@@ -10,6 +10,7 @@
 // against. Implementations live in the submodules.
 
 pub mod frame;
+pub mod longpoll;
 pub mod outbox;
 pub mod socket;
 pub mod transport;
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 pub use frame::{Payload, Vsn};
+pub use longpoll::LongPollConfig;
 pub use outbox::{Broadcast, Outbox};
 pub use transport::{Endpoint, EndpointConfig, Metrics};
 

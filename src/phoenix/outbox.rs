@@ -103,6 +103,11 @@ impl SocketShared {
     pub(crate) fn register(&self, waker: &std::task::Waker) {
         self.waker.register(waker);
     }
+
+    /// Wake the socket task (a long-poll request left it input or made room for output).
+    pub(crate) fn wake(&self) {
+        self.waker.wake();
+    }
 }
 
 /// A join instance's liveness, flipped by the socket when the join ends (leave, duplicate

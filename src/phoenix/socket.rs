@@ -1,6 +1,7 @@
-//! The per-socket state machine: one tokio task per socket owns the WebSocket, its joined
-//! topics (each a `Box<dyn Channel>`) and the receiving end of its outbound queue, and applies
-//! the join/leave/event/heartbeat rules of Phoenix 1.8 plus the idle timeout and close codes.
+//! The per-socket state machine: one tokio task per socket owns its connection (a [`Wire`]:
+//! the WebSocket, or a long-poll session), its joined topics (each a `Box<dyn Channel>`) and
+//! the receiving end of its outbound queue, and applies the join/leave/event/heartbeat rules
+//! of Phoenix 1.8 plus the idle timeout and close codes.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
@@ -31,6 +32,50 @@ use super::transport::{EndpointConfig, SocketSlot};
 use super::{BoxFuture, Channel, JoinResult, Reply, SocketHandler};
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// What a socket's state machine reads client frames from and writes server frames to. The
+/// WebSocket is one; a long-poll session (`longpoll.rs`) is the other, so both transports share
+/// every protocol rule below.
+pub(crate) trait Wire: Sink<Message, Error = WsError> + Unpin {
+    /// Whether the endpoint's idle timeout applies. Long-poll clients send no heartbeats; their
+    /// sessions end through their own inactivity reaper instead.
+    const IDLE_TIMEOUT: bool;
+
+    /// The next thing the client sent. Registers the task's waker when nothing is there yet.
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Inbound>;
+}
+
+/// One step of a client's input.
+pub(crate) enum Inbound {
+    Message(Message),
+    /// The client went away (or its session expired); nothing more to send.
+    Gone,
+    /// Unreadable input: close with this code (1007, 1009, 1011, ...).
+    Failed(u16, String),
+}
+
+impl Wire for Ws {
+    const IDLE_TIMEOUT: bool = true;
+
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
+        self.poll_next_unpin(cx).map(|item| match item {
+            None => Inbound::Gone,
+            Some(Ok(msg)) => Inbound::Message(msg),
+            Some(Err(e)) => {
+                let code = match &e {
+                    WsError::Utf8(_) => 1007,
+                    WsError::Capacity(_) => 1009,
+                    WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                        return Inbound::Gone
+                    }
+                    WsError::Protocol(_) => 1002,
+                    _ => return Inbound::Gone,
+                };
+                Inbound::Failed(code, e.to_string())
+            }
+        })
+    }
+}
 
 /// Read buffer per socket. Clients send little (joins, heartbeats), and an idle subscriber
 /// must stay cheap: tungstenite allocates this eagerly.
@@ -58,7 +103,7 @@ struct Joined {
 }
 
 /// How the socket loop ended.
-enum End {
+pub(crate) enum End {
     /// The client went away or closed; nothing more to send.
     Gone,
     /// The server closes with this code.
@@ -66,13 +111,13 @@ enum End {
 }
 
 enum Event {
-    Inbound(Option<Result<Message, WsError>>),
+    Inbound(Inbound),
     WriteFailed,
     CloseRequested(u16),
     IdleCheck,
 }
 
-struct Socket<H: SocketHandler> {
+pub(crate) struct Socket<H: SocketHandler> {
     slot: SocketSlot<H>,
     session: Arc<H::Session>,
     vsn: Vsn,
@@ -104,19 +149,7 @@ pub(crate) async fn run<H: SocketHandler>(
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-    let (tx, mut rx) = mpsc::channel(config.outbound_queue.max(1));
-    let mut socket = Socket {
-        slot,
-        session,
-        vsn,
-        peer,
-        tx,
-        joined: Vec::new(),
-        pending: VecDeque::new(),
-        next_join_id: 1,
-        unflushed: false,
-        peer_closed: false,
-    };
+    let (mut socket, mut rx) = Socket::new(slot, session, vsn, peer, config);
     let end = socket.serve(&mut ws, &mut rx).await;
     // Boxed (like joins): an idle socket's task then only holds the state of its read loop.
     Box::pin(socket.finish(ws, rx, end)).await;
@@ -128,15 +161,47 @@ fn deadline(from: Instant, after: Duration) -> Instant {
 }
 
 impl<H: SocketHandler> Socket<H> {
-    fn idle_timeout(&self) -> Duration {
-        self.slot.endpoint.config().idle_timeout
+    /// A socket with nothing joined, and the receiving end of its outbound queue.
+    pub(crate) fn new(
+        slot: SocketSlot<H>,
+        session: Arc<H::Session>,
+        vsn: Vsn,
+        peer: SocketAddr,
+        config: &EndpointConfig,
+    ) -> (Self, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
+        let socket = Socket {
+            slot,
+            session,
+            vsn,
+            peer,
+            tx,
+            joined: Vec::new(),
+            pending: VecDeque::new(),
+            next_join_id: 1,
+            unflushed: false,
+            peer_closed: false,
+        };
+        (socket, rx)
     }
 
-    async fn serve(&mut self, ws: &mut Ws, rx: &mut mpsc::Receiver<Outbound>) -> End {
+    fn idle_timeout<W: Wire>(&self) -> Duration {
+        match W::IDLE_TIMEOUT {
+            true => self.slot.endpoint.config().idle_timeout,
+            false => Duration::MAX,
+        }
+    }
+
+    /// Run the protocol over `wire` until the connection ends; returns how it ended.
+    pub(crate) async fn serve<W: Wire>(
+        &mut self,
+        ws: &mut W,
+        rx: &mut mpsc::Receiver<Outbound>,
+    ) -> End {
         let mut last_received = Instant::now();
         // The timer is only re-armed when it fires, so a busy socket does not touch the timer
         // wheel on every frame.
-        let idle = tokio::time::sleep_until(deadline(last_received, self.idle_timeout()));
+        let idle = tokio::time::sleep_until(deadline(last_received, self.idle_timeout::<W>()));
         tokio::pin!(idle);
         loop {
             let event = poll_fn(|cx| self.poll_event(cx, ws, rx, idle.as_mut())).await;
@@ -144,16 +209,19 @@ impl<H: SocketHandler> Socket<H> {
                 Event::CloseRequested(code) => return End::Close(code),
                 Event::WriteFailed => return End::Gone,
                 Event::IdleCheck => {
-                    let due = deadline(last_received, self.idle_timeout());
+                    let due = deadline(last_received, self.idle_timeout::<W>());
                     if Instant::now() >= due {
                         tracing::debug!(peer = %self.peer, "idle socket closed");
                         return End::Close(1002);
                     }
                     idle.as_mut().reset(due);
                 }
-                Event::Inbound(None) => return End::Gone,
-                Event::Inbound(Some(Err(e))) => return self.read_failed(e),
-                Event::Inbound(Some(Ok(msg))) => {
+                Event::Inbound(Inbound::Gone) => return End::Gone,
+                Event::Inbound(Inbound::Failed(code, error)) => {
+                    tracing::warn!(peer = %self.peer, %error, code, "unreadable client input, closing socket");
+                    return End::Close(code);
+                }
+                Event::Inbound(Inbound::Message(msg)) => {
                     last_received = Instant::now();
                     if let Some(end) = self.on_message(msg, rx).await {
                         return end;
@@ -163,10 +231,10 @@ impl<H: SocketHandler> Socket<H> {
         }
     }
 
-    fn poll_event(
+    fn poll_event<W: Wire>(
         &mut self,
         cx: &mut Context<'_>,
-        ws: &mut Ws,
+        ws: &mut W,
         rx: &mut mpsc::Receiver<Outbound>,
         idle: Pin<&mut Sleep>,
     ) -> Poll<Event> {
@@ -180,7 +248,7 @@ impl<H: SocketHandler> Socket<H> {
         }
         // A client that closed is read to the end whatever is pending (nothing more is sent).
         if self.pending.len() < PAUSE_READING_AT || self.peer_closed {
-            if let Poll::Ready(item) = ws.poll_next_unpin(cx) {
+            if let Poll::Ready(item) = ws.poll_inbound(cx) {
                 return Poll::Ready(Event::Inbound(item));
             }
         }
@@ -192,10 +260,10 @@ impl<H: SocketHandler> Socket<H> {
 
     /// Move frames to the WebSocket while it accepts them: own replies first, then the queue.
     /// Returns as soon as the connection would block; never waits.
-    fn poll_write(
+    fn poll_write<W: Wire>(
         &mut self,
         cx: &mut Context<'_>,
-        ws: &mut Ws,
+        ws: &mut W,
         rx: &mut mpsc::Receiver<Outbound>,
     ) -> Result<(), WsError> {
         if self.peer_closed {
@@ -316,18 +384,6 @@ impl<H: SocketHandler> Socket<H> {
         response: Value,
     ) {
         self.reply(join_ref, reference, topic, status, &Payload::Json(response));
-    }
-
-    fn read_failed(&self, e: WsError) -> End {
-        let code = match &e {
-            WsError::Utf8(_) => 1007,
-            WsError::Capacity(_) => 1009,
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return End::Gone,
-            WsError::Protocol(_) => 1002,
-            _ => return End::Gone,
-        };
-        tracing::warn!(peer = %self.peer, error = %e, code, "bad WebSocket frame, closing socket");
-        End::Close(code)
     }
 
     async fn on_message(&mut self, msg: Message, rx: &mut mpsc::Receiver<Outbound>) -> Option<End> {
@@ -531,24 +587,30 @@ impl<H: SocketHandler> Socket<H> {
         }
     }
 
-    /// End the socket: drop every channel, and for a server-initiated close send the close
-    /// frame (after what the client has not read yet), hang up our side and let the client
-    /// finish, each bounded in time.
-    async fn finish(mut self, mut ws: Ws, mut rx: mpsc::Receiver<Outbound>, end: End) {
+    /// Drop every channel (ending their subscriptions) and everything not yet sent. The socket
+    /// stays counted as open until it is dropped.
+    pub(crate) fn release(&mut self, rx: &mut mpsc::Receiver<Outbound>, end: &End) {
         rx.close();
         for joined in self.joined.drain(..) {
             joined.outbox.end();
         }
         self.pending.clear();
+        if let End::Close(1013) = end {
+            self.slot
+                .endpoint
+                .metrics
+                .slow_closed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %self.peer, "slow consumer: outbound queue full, closing socket with 1013");
+        }
+    }
+
+    /// End a WebSocket: release the socket, and for a server-initiated close send the close
+    /// frame (after what the client has not read yet), hang up our side and let the client
+    /// finish, each bounded in time.
+    async fn finish(mut self, mut ws: Ws, mut rx: mpsc::Receiver<Outbound>, end: End) {
+        self.release(&mut rx, &end);
         if let End::Close(code) = end {
-            if code == 1013 {
-                self.slot
-                    .endpoint
-                    .metrics
-                    .slow_closed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %self.peer, "slow consumer: outbound queue full, closing socket with 1013");
-            }
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: "".into(),

@@ -1,6 +1,7 @@
-//! The WebSocket endpoint: upgrade checks (method and headers, vsn, origin, `authToken`
-//! subprotocol, socket limit, the application's connect), the 101 answer, and the registry of
-//! open sockets used by [`Endpoint::close_all`]. The per-socket loop lives in `socket.rs`.
+//! The endpoint: the checks every new socket passes (vsn, origin, socket limit, the
+//! application's connect), the WebSocket upgrade (method and headers, `authToken` subprotocol,
+//! the 101 answer), and the registry of open sockets used by [`Endpoint::close_all`]. The
+//! per-socket loop lives in `socket.rs`, the LongPoll transport in `longpoll.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::frame::Vsn;
+use super::longpoll::LongPolls;
 use super::outbox::SocketShared;
 use super::{ConnectInfo, SocketHandler};
 
@@ -77,6 +79,8 @@ pub struct Endpoint<H: SocketHandler> {
     socket_gone: Notify,
     /// Set by `close_all`: the endpoint is shutting down and refuses new upgrades (503).
     shutting_down: AtomicBool,
+    /// LongPoll sessions by token (each also an open socket above) and their timings.
+    pub(crate) long_polls: LongPolls,
 }
 
 impl<H: SocketHandler> Endpoint<H> {
@@ -88,6 +92,7 @@ impl<H: SocketHandler> Endpoint<H> {
             sockets: Mutex::new(HashMap::new()),
             socket_gone: Notify::new(),
             shutting_down: AtomicBool::new(false),
+            long_polls: LongPolls::new(),
         })
     }
 
@@ -120,42 +125,17 @@ impl<H: SocketHandler> Endpoint<H> {
         let Some(key) = websocket_key(req.headers()) else {
             return respond(StatusCode::BAD_REQUEST, "not a WebSocket upgrade request");
         };
-        let query = req.uri().query().unwrap_or("");
-        let params = parse_query(query);
-        let vsn = match params.keys().any(|k| k.starts_with("vsn[")) {
-            true => None,
-            false => Vsn::negotiate(params.get("vsn").map(String::as_str)),
-        };
-        let Some(vsn) = vsn else {
-            tracing::warn!(%peer, query = %redact_query(query), "refused socket: unsupported vsn");
-            return respond(StatusCode::FORBIDDEN, "");
-        };
-        let config = self.config();
-        if config.check_origin && !origin_allowed(req.headers(), &config.allowed_origins) {
-            tracing::warn!(%peer, origin = ?req.headers().get(header::ORIGIN), "refused socket: origin");
-            return respond(StatusCode::FORBIDDEN, "");
-        }
         let (auth_token, offers_phoenix) = match subprotocols(req.headers()) {
             Ok(found) => found,
             Err(()) => return respond(StatusCode::FORBIDDEN, ""),
         };
-        let info = ConnectInfo {
-            params,
-            auth_token,
-            headers: req.headers().clone(),
-            peer,
+        let query = req.uri().query().unwrap_or("");
+        let (slot, session, vsn, config) = match self.admit(req.headers(), query, auth_token, peer)
+        {
+            Ok(admitted) => admitted,
+            Err(Refusal::Forbidden) => return respond(StatusCode::FORBIDDEN, ""),
+            Err(Refusal::Unavailable) => return respond(StatusCode::SERVICE_UNAVAILABLE, ""),
         };
-        let Some(slot) = self.reserve_slot(&config) else {
-            return respond(StatusCode::SERVICE_UNAVAILABLE, "");
-        };
-        let session = match self.handler.connect(&info) {
-            Ok(session) => Arc::new(session),
-            Err(refused) => {
-                tracing::debug!(%peer, query = %redact_query(query), reason = %refused.0, "socket refused");
-                return respond(StatusCode::FORBIDDEN, "");
-            }
-        };
-        tracing::debug!(%peer, query = %redact_query(query), ?vsn, "socket connected");
 
         // Taken out of the request now so the socket task does not carry the request along.
         let on_upgrade = hyper::upgrade::on(req);
@@ -185,6 +165,52 @@ impl<H: SocketHandler> Endpoint<H> {
             );
         }
         response
+    }
+
+    /// The checks every new socket passes, whatever its transport: `vsn` negotiation, the
+    /// origin policy, the socket limit and the application's `connect`, in that order.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        query: &str,
+        auth_token: Option<String>,
+        peer: SocketAddr,
+    ) -> Result<Admitted<H>, Refusal> {
+        let params = parse_query(query);
+        let vsn = match params.keys().any(|k| k.starts_with("vsn[")) {
+            true => None,
+            false => Vsn::negotiate(params.get("vsn").map(String::as_str)),
+        };
+        let Some(vsn) = vsn else {
+            tracing::warn!(%peer, query = %redact_query(query), "refused socket: unsupported vsn");
+            return Err(Refusal::Forbidden);
+        };
+        let config = self.config();
+        if !self.origin_ok(headers, &config) {
+            tracing::warn!(%peer, origin = ?headers.get(header::ORIGIN), "refused socket: origin");
+            return Err(Refusal::Forbidden);
+        }
+        let info = ConnectInfo {
+            params,
+            auth_token,
+            headers: headers.clone(),
+            peer,
+        };
+        let slot = self.reserve_slot(&config).ok_or(Refusal::Unavailable)?;
+        let session = match self.handler.connect(&info) {
+            Ok(session) => Arc::new(session),
+            Err(refused) => {
+                tracing::debug!(%peer, query = %redact_query(query), reason = %refused.0, "socket refused");
+                return Err(Refusal::Forbidden);
+            }
+        };
+        tracing::debug!(%peer, query = %redact_query(query), ?vsn, "socket connected");
+        Ok((slot, session, vsn, config))
+    }
+
+    /// Whether the request's `Origin` passes the endpoint's policy.
+    pub(crate) fn origin_ok(&self, headers: &HeaderMap, config: &EndpointConfig) -> bool {
+        !config.check_origin || origin_allowed(headers, &config.allowed_origins)
     }
 
     /// Register a new socket if the limit allows; the guard unregisters it when dropped.
@@ -229,6 +255,23 @@ impl<H: SocketHandler> Endpoint<H> {
             gone.await;
         }
     }
+}
+
+/// A socket that passed [`Endpoint::admit`]: its slot, the application's session, the
+/// negotiated serializer and the settings it was admitted under.
+pub(crate) type Admitted<H> = (
+    SocketSlot<H>,
+    Arc<<H as SocketHandler>::Session>,
+    Vsn,
+    Arc<EndpointConfig>,
+);
+
+/// Why [`Endpoint::admit`] turned a socket away.
+pub(crate) enum Refusal {
+    /// vsn, origin or the application's connect (WebSocket: HTTP 403).
+    Forbidden,
+    /// Socket limit reached or shutting down (WebSocket: HTTP 503).
+    Unavailable,
 }
 
 /// One open socket's place in the endpoint: counted in `open_sockets` and reachable by

@@ -214,7 +214,10 @@ pub async fn serve(listener: TcpListener, config: EndpointConfig) {
     serve_endpoint(listener, endpoint).await
 }
 
-/// HTTP/1 with upgrades: `/socket/websocket` goes to the endpoint, anything else is 404.
+/// HTTP/1 with upgrades: `/socket/websocket` and `/socket/longpoll` go to the endpoint,
+/// anything else is 404. Like a proxy that blocks WebSockets, an upgrade whose query holds
+/// `block_websocket=refuse` is answered 403 and one with `block_websocket=hang` never answered
+/// (the LongPoll transport ignores the parameter, so the JS suite can test the fallback).
 pub async fn serve_endpoint(listener: TcpListener, endpoint: Arc<Endpoint<TestApp>>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -225,12 +228,17 @@ pub async fn serve_endpoint(listener: TcpListener, endpoint: Arc<Endpoint<TestAp
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let endpoint = Arc::clone(&endpoint);
                 async move {
-                    let response = if req.uri().path() == "/socket/websocket" {
-                        endpoint.upgrade(req, peer)
-                    } else {
-                        let mut not_found = hyper::Response::new(Full::new(Bytes::new()));
-                        *not_found.status_mut() = hyper::StatusCode::NOT_FOUND;
-                        not_found
+                    let block = req.uri().query().and_then(|q| {
+                        q.split('&')
+                            .find_map(|kv| kv.strip_prefix("block_websocket="))
+                            .map(str::to_owned)
+                    });
+                    let response = match (req.uri().path(), block.as_deref()) {
+                        ("/socket/websocket", Some("refuse")) => status(403),
+                        ("/socket/websocket", Some("hang")) => std::future::pending().await,
+                        ("/socket/websocket", _) => endpoint.upgrade(req, peer),
+                        ("/socket/longpoll", _) => endpoint.long_poll(req, peer).await,
+                        _ => status(404),
                     };
                     Ok::<_, Infallible>(response)
                 }
@@ -241,6 +249,12 @@ pub async fn serve_endpoint(listener: TcpListener, endpoint: Arc<Endpoint<TestAp
                 .await;
         });
     }
+}
+
+fn status(code: u16) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = hyper::StatusCode::from_u16(code).expect("status code");
+    response
 }
 
 /// A JSON payload, for brevity in tests.
