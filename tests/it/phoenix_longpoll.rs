@@ -14,6 +14,7 @@ use tokio::time::{timeout, Instant};
 use crate::phoenix::{reply, unmatched, v2, GUARD};
 use crate::phoenix_test_app::{start, TestServer};
 use crate::support::http::{call, Reply};
+use crate::support::Daemon;
 use kaffediem::phoenix::{EndpointConfig, LongPollConfig};
 
 /// The poll window in these tests (Phoenix: 10 s).
@@ -37,7 +38,8 @@ async fn server() -> TestServer {
 
 async fn get(addr: SocketAddr, query: &str) -> Reply {
     let path = format!("/socket/longpoll?{query}");
-    timeout(GUARD, call(addr, "GET", &path).send())
+    // Longer than any poll window used here (the daemon's is Phoenix's 10 s).
+    timeout(2 * GUARD, call(addr, "GET", &path).send())
         .await
         .expect("answer in time")
 }
@@ -560,4 +562,36 @@ async fn longpoll_close_all_answers_the_waiting_poll_then_410() {
     );
     // No new session while shutting down: the client backs off and retries.
     assert_eq!(session.poll().await, json!({"status": 500}));
+}
+
+#[tokio::test]
+async fn longpoll_daemon_serves_collections_over_long_poll() {
+    let daemon = Daemon::demo().await;
+    let session = open(daemon.addr).await;
+    session
+        .post(&[json!(["1", "1", "collection:message", "phx_join", {}])])
+        .await;
+    let joined = session.frames(1).await.remove(0);
+    assert_eq!(joined[3], "phx_reply");
+    assert_eq!(joined[4]["status"], "ok", "{joined}");
+    daemon
+        .shell()
+        .execute(
+            "INSERT INTO message (title, subtitle) VALUES ('Vafler i dag', NULL)",
+            [],
+        )
+        .expect("insert");
+    let change = session.frames(1).await.remove(0);
+    assert_eq!(
+        [&change[0], &change[1], &change[2], &change[3]],
+        [
+            &json!(null),
+            &json!(null),
+            &json!("collection:message"),
+            &json!("change")
+        ]
+    );
+    assert_eq!(change[4]["action"], "create");
+    assert_eq!(change[4]["record"]["title"], "Vafler i dag");
+    daemon.stop().await;
 }
