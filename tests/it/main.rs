@@ -5,6 +5,7 @@ mod phoenix_test_app;
 
 mod channels;
 mod phoenix;
+mod phoenix_fuzz_regressions;
 mod phoenix_longpoll;
 mod phoenix_transport;
 mod store;
