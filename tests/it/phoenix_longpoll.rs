@@ -595,3 +595,48 @@ async fn longpoll_daemon_serves_collections_over_long_poll() {
     assert_eq!(change[4]["record"]["title"], "Vafler i dag");
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn longpoll_oversized_posts_end_the_session() {
+    let s = server_with(|config, _| config.max_message_bytes = 64).await;
+    // One line over the frame limit (1009 on a WebSocket).
+    let session = open(s.addr).await;
+    let line = json!([null, "1", "phoenix", "heartbeat", {"pad": "x".repeat(64)}]);
+    assert_eq!(session.post(&[line]).await, json!({"status": 410}));
+    assert_eq!(session.poll().await["status"], 410);
+    // A body over the body limit (16 frames' worth), however it is split into lines.
+    let session = open(s.addr).await;
+    let heartbeat = json!([null, "1", "phoenix", "heartbeat", {}]).to_string();
+    assert_eq!(
+        session.post_lines(&vec![heartbeat; 40]).await,
+        json!({"status": 410})
+    );
+    assert_eq!(session.poll().await["status"], 410);
+}
+
+#[tokio::test]
+async fn longpoll_v1_clients_post_one_object_per_request() {
+    let s = server().await;
+    let body = envelope(&get(s.addr, "").await);
+    assert_eq!(body["status"], 410);
+    let session = Session {
+        addr: s.addr,
+        token: body["token"].as_str().expect("token").to_owned(),
+    };
+    let join = json!({"topic": "test:v1", "event": "phx_join", "payload": {}, "ref": "1"});
+    let posted = call(
+        s.addr,
+        "POST",
+        &format!("/socket/longpoll?token={}", session.token),
+    )
+    .json(&join)
+    .send()
+    .await;
+    assert_eq!(envelope(&posted), json!({"status": 200}));
+    assert_eq!(
+        session.frames(1).await,
+        vec![
+            json!({"topic": "test:v1", "event": "phx_reply", "payload": {"status": "ok", "response": {}}, "ref": "1"})
+        ]
+    );
+}
