@@ -1,4 +1,4 @@
-//! The per-socket state machine: one tokio task per socket owns its connection (a [`Wire`]:
+//! The per-socket state machine: one tokio task per socket owns its connection (a `Wire`:
 //! the WebSocket, or a long-poll session), its joined topics (each a `Box<dyn Channel>`) and
 //! the receiving end of its outbound queue, and applies the join/leave/event/heartbeat rules
 //! of Phoenix 1.8 plus the idle timeout and close codes.
