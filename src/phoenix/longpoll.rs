@@ -22,7 +22,7 @@ use futures_util::Sink;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -277,8 +277,10 @@ fn new_token() -> String {
 type HttpResponse = hyper::Response<Full<Bytes>>;
 
 /// HTTP 200 with the JSON envelope and the headers every LongPoll answer carries.
-fn envelope(body: Value) -> HttpResponse {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+fn envelope(body: &Envelope<'_>) -> HttpResponse {
+    // Serializing strings and numbers cannot fail.
+    let json = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = hyper::Response::new(Full::new(Bytes::from(json)));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -286,6 +288,17 @@ fn envelope(body: Value) -> HttpResponse {
     );
     cors(headers);
     response
+}
+
+/// The JSON body of every LongPoll answer; frames are written as JSON strings without being
+/// copied into a `serde_json::Value` first.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Vec<&'a str>>,
 }
 
 fn cors(headers: &mut HeaderMap) {
@@ -297,12 +310,19 @@ fn cors(headers: &mut HeaderMap) {
 }
 
 fn status(code: u16) -> HttpResponse {
-    envelope(json!({ "status": code }))
+    envelope(&Envelope {
+        status: code,
+        token: None,
+        messages: None,
+    })
 }
 
 fn messages(code: u16, token: &str, frames: &[Utf8Bytes]) -> HttpResponse {
-    let frames: Vec<&str> = frames.iter().map(Utf8Bytes::as_str).collect();
-    envelope(json!({"status": code, "token": token, "messages": frames}))
+    envelope(&Envelope {
+        status: code,
+        token: Some(token),
+        messages: Some(frames.iter().map(Utf8Bytes::as_str).collect()),
+    })
 }
 
 /// `OPTIONS`: the CORS preflight, allowing whatever headers were asked for.
