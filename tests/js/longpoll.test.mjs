@@ -1,5 +1,6 @@
 // The LongPoll transport of the generic Phoenix server (`phoenix_test_server`) through the
-// official `phoenix` npm client (1.8.16): cases 53–55 of phoenix-protocol.md §8. Self-contained
+// official `phoenix` npm client (1.8.16, and 1.8.12 for the basics): cases 53–55 of
+// phoenix-protocol.md §8. Self-contained
 // (it starts its own server) so it runs beside the rest of the suite:
 //
 //     cargo build --examples && node --test tests/js/longpoll.test.mjs
@@ -17,6 +18,7 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Socket, LongPoll } from "phoenix";
+import * as phoenix1812 from "phoenix-1812";
 import { WebSocket } from "ws";
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -220,6 +222,22 @@ describe("LongPoll through phoenix 1.8.16", () => {
     await sleep(400); // four heartbeat intervals
     const sent = spy.posts().flatMap((p) => p.body.split("\n"));
     assert.ok(!sent.some((l) => l.includes('"heartbeat"')), `no heartbeat over LongPoll: ${sent}`);
+  });
+
+  t("case 53 with phoenix 1.8.12: join, push and broadcast over LongPoll", async () => {
+    const s = new phoenix1812.Socket(server.url, { transport: phoenix1812.LongPoll });
+    sockets.push(s);
+    s.connect();
+    await opened(s);
+    const ch = s.channel("test:old");
+    await joinOk(ch);
+    assert.deepEqual(await push(ch, "echo", { v: "1.8.12" }), {
+      status: "ok",
+      response: { echo: { v: "1.8.12" } },
+    });
+    const got = new Promise((r) => ch.on("bcasted", r));
+    ch.push("bcast", { n: 1 });
+    assert.deepEqual(await withTimeout(got, 5000, "bcasted"), { n: 1 });
   });
 
   t("case 54: a refused WebSocket upgrade falls back at once and joins over LongPoll", async () => {
