@@ -352,10 +352,11 @@ export function bytes(buf) {
 }
 
 /** Wraps an assertion block so a failure also prints the server's recent output. */
-export async function withServerLog(server, fn) {
+export async function withServerLog(serverOrGetter, fn) {
   try {
     return await fn();
   } catch (e) {
+    const server = typeof serverOrGetter === "function" ? serverOrGetter() : serverOrGetter;
     if (server && e && typeof e.message === "string") {
       e.message += `\n--- ${server.name} output (tail) ---\n${server.tail()}`;
     }
