@@ -224,12 +224,8 @@ impl Config {
 
     /// Parse one file (no environment overrides).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!(
-                "cannot read config file {}: {e}",
-                path.display()
-            ))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
         Config::parse(&text, path)
     }
 
@@ -248,14 +244,14 @@ impl Config {
 
     fn apply_env(&mut self) -> Result<(), ConfigError> {
         if let Some(v) = env_nonempty("KAFFEDIEM_PORT") {
-            self.http.port = v.parse().map_err(|_| {
-                ConfigError(format!("KAFFEDIEM_PORT: `{v}` is not a port number"))
-            })?;
+            self.http.port = v
+                .parse()
+                .map_err(|_| ConfigError(format!("KAFFEDIEM_PORT: `{v}` is not a port number")))?;
         }
         if let Some(v) = env_nonempty("KAFFEDIEM_BIND") {
-            self.http.bind = v.parse().map_err(|_| {
-                ConfigError(format!("KAFFEDIEM_BIND: `{v}` is not an IP address"))
-            })?;
+            self.http.bind = v
+                .parse()
+                .map_err(|_| ConfigError(format!("KAFFEDIEM_BIND: `{v}` is not an IP address")))?;
         }
         if let Some(v) = env_nonempty("KAFFEDIEM_DB") {
             self.database.path = PathBuf::from(v);
@@ -283,10 +279,8 @@ impl Config {
                 );
             }
         }
-        if !self.http.public_url.is_empty()
-            && !(self.http.public_url.starts_with("http://")
-                || self.http.public_url.starts_with("https://"))
-        {
+        let url = &self.http.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return bad("http.public_url", "must start with http:// or https://");
         }
         let l = &self.limits;
@@ -297,8 +291,14 @@ impl Config {
             ("limits.max_body_bytes", l.max_body_bytes),
             ("limits.max_upload_bytes", l.max_upload_bytes),
             ("limits.outbound_queue", l.outbound_queue),
-            ("limits.idle_timeout_seconds", l.idle_timeout_seconds as usize),
-            ("limits.header_timeout_seconds", l.header_timeout_seconds as usize),
+            (
+                "limits.idle_timeout_seconds",
+                l.idle_timeout_seconds as usize,
+            ),
+            (
+                "limits.header_timeout_seconds",
+                l.header_timeout_seconds as usize,
+            ),
         ] {
             if value == 0 {
                 return bad(key, "must be greater than 0");
@@ -342,8 +342,8 @@ mod tests {
 
     #[test]
     fn bad_time_zone_is_rejected() {
-        let err = Config::parse("[cafe]\ntime_zone = \"Mars/Base\"\n", Path::new("k.toml"))
-            .unwrap_err();
+        let err =
+            Config::parse("[cafe]\ntime_zone = \"Mars/Base\"\n", Path::new("k.toml")).unwrap_err();
         assert!(err.0.contains("cafe.time_zone"), "{err}");
     }
 

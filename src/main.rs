@@ -1,1 +1,150 @@
-fn main() {}
+//! `kaffediem`: the command line. Wiring only; the work happens in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use kaffediem::clock::SystemClock;
+use kaffediem::config::Config;
+use kaffediem::server;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Café ordering backend: one SQLite file, realtime screens"
+)]
+struct Cli {
+    /// Configuration file (else $KAFFEDIEM_CONFIG, else ./kaffediem.toml, else defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API and the realtime socket (the default).
+    Serve {
+        /// Fill an empty database with the demo café first.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Load the demo café into an empty database, then exit.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (config, config_path) = match Config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("kaffediem: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kaffediem: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve { demo: false }) {
+            Command::Serve { demo } => serve(config, config_path, demo).await,
+            Command::Demo => demo_only(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kaffediem: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    config: Config,
+    config_path: Option<PathBuf>,
+    demo: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let running = server::start(server::Options {
+        config,
+        config_path,
+        clock: Arc::new(SystemClock),
+        demo,
+    })
+    .await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn demo_only(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    use kaffediem::store::{self, Store, StoreOptions};
+    let options = StoreOptions {
+        path: config.database.path.clone(),
+        readers: 1,
+        records: Default::default(),
+    };
+    let (store, _feed) = Store::open(options, Arc::new(SystemClock))?;
+    let loaded = store::demo::load(&store.writer).await?;
+    store.shutdown().await?;
+    if loaded {
+        println!(
+            "loaded the demo café into {}",
+            config.database.path.display()
+        );
+    } else {
+        println!(
+            "{} already has a menu; nothing loaded",
+            config.database.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(config: &Config) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,1 +1,254 @@
-//! Wires the rooms together for `kaffediem serve`.
+//! Wires the rooms together for `kaffediem serve`: open the store, start the fan-out, bind
+//! the port, accept connections, and shut down in the order that loses nothing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::channels::fanout::Fanout;
+use crate::channels::registry::Registry;
+use crate::channels::{Access, Cafe};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{self, App};
+use crate::phoenix::{Endpoint, EndpointConfig};
+use crate::store::{self, RecordCtx, Store, StoreOptions};
+
+/// Close code for sockets when the daemon stops ("going away"; clients reconnect).
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// How long open HTTP requests get to finish once shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `serve` needs besides the configuration.
+pub struct Options {
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    pub clock: Arc<dyn Clock>,
+    /// Fill an empty database with the demo café before serving.
+    pub demo: bool,
+}
+
+/// Why the daemon could not start, worded for the person at the console.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A started daemon.
+pub struct Running {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// The address actually bound (port 0 resolves to a real port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop as on SIGTERM and wait until everything is flushed.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Wait until the daemon stops (after [`Running::shutdown`] from elsewhere, or a fatal error).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// The socket endpoint settings that come from the configuration.
+pub fn endpoint_config(config: &Config) -> EndpointConfig {
+    let l = &config.limits;
+    EndpointConfig {
+        idle_timeout: Duration::from_secs(l.idle_timeout_seconds),
+        max_message_bytes: l.max_message_bytes,
+        max_topics_per_socket: l.max_topics_per_socket,
+        outbound_queue: l.outbound_queue,
+        max_sockets: l.max_sockets,
+        check_origin: config.http.check_origin,
+        allowed_origins: config.http.allowed_origins.clone(),
+    }
+}
+
+fn record_ctx(config: &Config) -> RecordCtx {
+    let public_url = if config.http.public_url.is_empty() {
+        let host = if config.http.bind.is_unspecified() {
+            "localhost".to_string()
+        } else {
+            config.http.bind.to_string()
+        };
+        format!("http://{host}:{}", config.http.port)
+    } else {
+        config.http.public_url.trim_end_matches('/').to_owned()
+    };
+    RecordCtx { public_url }
+}
+
+/// Open everything and start serving; returns once the port is bound.
+pub async fn start(options: Options) -> Result<Running, StartError> {
+    let Options {
+        config,
+        config_path: _,
+        clock,
+        demo,
+    } = options;
+    let path = config.database.path.clone();
+    let store_options = StoreOptions {
+        path: path.clone(),
+        readers: 4,
+        records: record_ctx(&config),
+    };
+    let (store, feed) = Store::open(store_options, Arc::clone(&clock))
+        .map_err(|e| StartError(format!("cannot open database {}: {e}", path.display())))?;
+    if demo {
+        match store::demo::load(&store.writer).await {
+            Ok(true) => tracing::info!("loaded the demo café into {}", path.display()),
+            Ok(false) => tracing::info!("database already has a menu; demo not loaded"),
+            Err(e) => return Err(StartError(format!("cannot load the demo café: {e}"))),
+        }
+    }
+
+    let tz = config.time_zone();
+    let registry = Registry::new();
+    let fanout = Fanout::load(
+        &store,
+        Arc::clone(&registry),
+        Arc::clone(&clock),
+        tz.clone(),
+    )
+    .await
+    .map_err(|e| StartError(format!("cannot read orders: {e}")))?;
+    tokio::spawn(fanout.run(feed));
+
+    let cafe = Cafe::new(
+        store.clone(),
+        registry,
+        Access {
+            public_read: config.access.public_read,
+            admin_token: config.access.admin_token.clone(),
+        },
+        Arc::clone(&clock),
+        tz,
+        record_ctx(&config),
+    );
+    let endpoint = Endpoint::new(Arc::new(cafe), endpoint_config(&config));
+
+    let bind = SocketAddr::new(config.http.bind, config.http.port);
+    let listener = TcpListener::bind(bind).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another program (or another kaffediem) uses that port: stop it, or set http.port / KAFFEDIEM_PORT"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need privileges: use a higher port"
+            }
+            _ => "",
+        };
+        StartError(format!("cannot listen on {bind}: {e}{hint}"))
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+    tracing::info!("listening on {addr}");
+
+    let app = Arc::new(App {
+        store: store.clone(),
+        endpoint: Arc::clone(&endpoint),
+    });
+    let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        accept_loop(listener, app, header_timeout, stop_rx).await;
+        endpoint.close_all(CLOSE_GOING_AWAY).await;
+        if let Err(e) = store.shutdown().await {
+            tracing::error!(error = %e, "database shutdown failed");
+        }
+        tracing::info!("stopped");
+    });
+    Ok(Running {
+        addr,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    header_timeout: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    // Shutdown is a watch flipped to true; "all connections finished" is every clone of
+    // `done_tx` dropped, so `done_rx.recv()` yields `None` (the mini-redis pattern).
+    let (draining_tx, draining_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = Arc::clone(&app);
+        let service = service_fn(move |req| http::handle(Arc::clone(&app), req, peer));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut draining = draining_rx.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let _done = done;
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = async { draining.wait_for(|d| *d).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = draining_tx.send(true);
+    drop(done_tx);
+    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some HTTP requests were still open after {DRAIN_TIMEOUT:?}");
+    }
+}

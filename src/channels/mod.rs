@@ -1,4 +1,280 @@
-//! Kaffediem's topics: `collection:{name}` and `notifications:{scope}`. Routes joins, answers
-//! with snapshots, keeps the subscriber registry with per-subscriber order filters, and turns
-//! each [`crate::store::ChangeSet`] into broadcasts encoded once and queued to every matching
-//! subscriber.
+//! Kaffediem's topics: `collection:{name}` and `notifications:{scope}` (SPEC 3). Routes joins,
+//! answers them with snapshots, keeps the subscriber registry with per-subscriber order
+//! filters, and (in [`fanout`]) turns each [`crate::store::ChangeSet`] into broadcasts encoded
+//! once and queued to every matching subscriber.
+//!
+//! Architecture invariant: channels never write. Clients change data over HTTP; what they
+//! see here comes from the change feed, in commit order.
+
+pub mod fanout;
+pub mod filter;
+pub mod registry;
+
+use std::sync::{Arc, RwLock};
+
+use jiff::tz::TimeZone;
+use serde_json::{json, Value};
+
+use crate::clock::Clock;
+use crate::phoenix::{
+    BoxFuture, Channel, ConnectInfo, JoinResult, Outbox, Payload, Refused, Reply, SocketHandler,
+};
+use crate::store::{self, Collection, OrderQuery, RecordCtx, Store, StoreError};
+
+use filter::{local_date, OrderFilter};
+use registry::{Registry, Subscription, TopicKey};
+
+/// Who is on the other end of a socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Viewer {
+    pub user_id: Option<i64>,
+    pub admin: bool,
+}
+
+/// Settings the channels read on every join; replaced on config reload.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Anonymous sockets may join `collection:*`.
+    pub public_read: bool,
+    /// Interim admin credential: socket param `token` equal to this (when not empty).
+    pub admin_token: String,
+}
+
+/// Decides who a connecting socket is. The HTTP layer provides the real one (sessions and
+/// socket tokens); without it, sockets are anonymous unless they carry the admin token.
+pub trait Authenticate: Send + Sync + 'static {
+    /// `Ok(None)`: no credentials given, an anonymous viewer. `Err`: credentials given but
+    /// invalid or expired → the upgrade is refused with 403.
+    fn viewer(&self, info: &ConnectInfo) -> Result<Option<Viewer>, Refused>;
+}
+
+/// The socket handler of the café.
+pub struct Cafe {
+    store: Store,
+    registry: Arc<Registry>,
+    access: RwLock<Access>,
+    auth: Option<Arc<dyn Authenticate>>,
+    clock: Arc<dyn Clock>,
+    tz: TimeZone,
+    records: RecordCtx,
+}
+
+impl Cafe {
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        access: Access,
+        clock: Arc<dyn Clock>,
+        tz: TimeZone,
+        records: RecordCtx,
+    ) -> Self {
+        Cafe {
+            store,
+            registry,
+            access: RwLock::new(access),
+            auth: None,
+            clock,
+            tz,
+            records,
+        }
+    }
+
+    /// Use `auth` to identify sockets (sessions, socket tokens).
+    pub fn with_auth(mut self, auth: Arc<dyn Authenticate>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    pub fn set_access(&self, access: Access) {
+        *self.access.write().unwrap_or_else(|e| e.into_inner()) = access;
+    }
+
+    fn access(&self) -> Access {
+        self.access
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn join_collection(
+        &self,
+        viewer: &Viewer,
+        name: &str,
+        payload: &Value,
+        outbox: Outbox,
+    ) -> BoxFuture<JoinResult> {
+        if !self.access().public_read && viewer.user_id.is_none() && !viewer.admin {
+            return refuse("unauthorized");
+        }
+        let readers = self.store.readers.clone();
+        let ctx = self.records.clone();
+        if name == "menu" {
+            let sub = self.registry.subscribe(TopicKey::Menu, outbox);
+            return Box::pin(async move {
+                let read = readers
+                    .read(move |conn| snapshot(conn, |c| store::menu::build(c, &ctx)))
+                    .await;
+                joined(read, sub)
+            });
+        }
+        let Some(collection) = Collection::from_name(name) else {
+            return refuse("unknown collection");
+        };
+        if collection != Collection::Order {
+            let sub = self
+                .registry
+                .subscribe(TopicKey::Collection(collection), outbox);
+            return Box::pin(async move {
+                let read = readers
+                    .read(move |conn| {
+                        snapshot(conn, |c| {
+                            store::records::list(c, collection, &ctx).map(Value::from)
+                        })
+                    })
+                    .await;
+                joined(read, sub)
+            });
+        }
+        let filter = match OrderFilter::from_join_payload(payload) {
+            Ok(filter) => filter,
+            Err(errors) => {
+                let reply = json!({"reason": "invalid options", "errors": errors});
+                return Box::pin(async move { JoinResult::Error(reply) });
+            }
+        };
+        let query = OrderQuery {
+            since: filter.since(local_date(self.clock.now(), &self.tz), &self.tz),
+            customer_id: filter.customer_id,
+            state: None,
+        };
+        let sub = self.registry.subscribe(TopicKey::Orders(filter), outbox);
+        Box::pin(async move {
+            let read = readers
+                .read(move |conn| {
+                    snapshot(conn, |c| {
+                        store::records::list_orders(c, &query, &ctx).map(Value::from)
+                    })
+                })
+                .await;
+            joined(read, sub)
+        })
+    }
+
+    fn join_notifications(
+        &self,
+        viewer: &Viewer,
+        scope: &str,
+        outbox: Outbox,
+    ) -> BoxFuture<JoinResult> {
+        let key = if scope == "admin" {
+            if !viewer.admin {
+                return refuse("unauthorized");
+            }
+            TopicKey::Admin
+        } else if let Some(id) = scope.strip_prefix("user:") {
+            let Ok(id) = id.parse::<i64>() else {
+                return refuse("unknown scope");
+            };
+            if !(viewer.admin || viewer.user_id == Some(id)) {
+                return refuse("unauthorized");
+            }
+            TopicKey::User(id)
+        } else {
+            return refuse("unknown scope");
+        };
+        let sub = self.registry.subscribe(key, outbox);
+        Box::pin(async move {
+            JoinResult::Ok {
+                response: json!({}),
+                seq: 0,
+                channel: Box::new(Joined { _sub: sub }),
+            }
+        })
+    }
+}
+
+impl SocketHandler for Cafe {
+    type Session = Viewer;
+
+    fn connect(&self, info: &ConnectInfo) -> Result<Viewer, Refused> {
+        if let Some(auth) = &self.auth {
+            if let Some(viewer) = auth.viewer(info)? {
+                return Ok(viewer);
+            }
+        }
+        let admin_token = self.access().admin_token;
+        let admin = !admin_token.is_empty()
+            && info
+                .params
+                .get("token")
+                .is_some_and(|t| constant_time_eq(t.as_bytes(), admin_token.as_bytes()));
+        Ok(Viewer {
+            user_id: None,
+            admin,
+        })
+    }
+
+    fn join(
+        &self,
+        viewer: &Arc<Viewer>,
+        topic: &str,
+        payload: Payload,
+        outbox: Outbox,
+    ) -> Option<BoxFuture<JoinResult>> {
+        let payload = payload.as_json().cloned().unwrap_or(Value::Null);
+        if let Some(name) = topic.strip_prefix("collection:") {
+            Some(self.join_collection(viewer, name, &payload, outbox))
+        } else {
+            topic
+                .strip_prefix("notifications:")
+                .map(|scope| self.join_notifications(viewer, scope, outbox))
+        }
+    }
+}
+
+/// A joined café topic. Clients write over HTTP, so every client event is refused at once
+/// (the old backend ignored them and the client's push timed out after 10 s).
+struct Joined {
+    _sub: Subscription,
+}
+
+impl Channel for Joined {
+    fn handle_in(&mut self, _event: &str, _payload: Payload, _outbox: &Outbox) -> Reply {
+        Reply::error(json!({"reason": "unknown event"}))
+    }
+}
+
+fn refuse(reason: &'static str) -> BoxFuture<JoinResult> {
+    Box::pin(async move { JoinResult::Error(json!({ "reason": reason })) })
+}
+
+/// Read `items` and the `seq` they reflect in one read transaction.
+fn snapshot(
+    conn: &rusqlite::Connection,
+    items: impl FnOnce(&rusqlite::Connection) -> Result<Value, StoreError>,
+) -> Result<(u64, Value), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let seq = store::current_seq(&tx)?;
+    let items = items(&tx)?;
+    tx.commit()?;
+    Ok((seq, items))
+}
+
+fn joined(read: Result<(u64, Value), StoreError>, sub: Subscription) -> JoinResult {
+    match read {
+        Ok((seq, items)) => JoinResult::Ok {
+            response: json!({"items": items, "seq": seq}),
+            seq,
+            channel: Box::new(Joined { _sub: sub }),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "reading a snapshot for a join failed");
+            JoinResult::Error(json!({"reason": "unavailable"}))
+        }
+    }
+}
+
+/// Compare secrets without leaking where they differ through timing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

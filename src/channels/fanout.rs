@@ -1,0 +1,239 @@
+//! The fan-out: consumes the change feed in commit order and turns every [`ChangeSet`] into
+//! broadcasts, each built and encoded once and queued to every matching subscriber.
+//!
+//! It owns the one piece of state that filters need beyond the change itself: for every
+//! order, the fields filters look at ([`OrderKey`]), so that an update can be compared with
+//! the order's previous state (leaving a filter → `delete`, entering it → `create`), and so
+//! that the `"today"` window can drop the previous day's orders at local midnight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use serde_json::{json, Value};
+
+use crate::clock::Clock;
+use crate::phoenix::{Broadcast, Payload};
+use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, OrderQuery, Store};
+
+use super::filter::{local_date, FromDate, OrderKey};
+use super::registry::{Registry, TopicKey};
+
+/// A `seq` above every real one: broadcasts that are not commits (the midnight roll-over)
+/// must never be mistaken for something a snapshot already contains.
+const NOT_A_COMMIT: u64 = u64::MAX;
+
+pub struct Fanout {
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    tz: TimeZone,
+    /// Filter fields of every order in the database, by id.
+    orders: HashMap<i64, OrderKey>,
+    /// The local day the `"today"` subscribers are currently on.
+    today: Date,
+    /// The last commit applied; change sets at or below it are already reflected.
+    last_seq: u64,
+}
+
+impl Fanout {
+    /// Load the order keys (with the `seq` they reflect) and start at that point.
+    pub async fn load(
+        store: &Store,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        tz: TimeZone,
+    ) -> Result<Fanout, store::StoreError> {
+        let ctx = store::RecordCtx::default();
+        let (seq, records) = store
+            .readers
+            .read(move |conn| -> Result<_, store::StoreError> {
+                let tx = conn.unchecked_transaction()?;
+                let seq = store::current_seq(&tx)?;
+                let records = store::records::list_orders(&tx, &OrderQuery::default(), &ctx)?;
+                tx.commit()?;
+                Ok((seq, records))
+            })
+            .await?;
+        let orders = records
+            .iter()
+            .filter_map(|r| Some((r.get("id")?.as_i64()?, OrderKey::from_record(r)?)))
+            .collect();
+        let today = local_date(clock.now(), &tz);
+        Ok(Fanout {
+            registry,
+            clock,
+            tz,
+            orders,
+            today,
+            last_seq: seq,
+        })
+    }
+
+    /// Apply change sets until the feed closes (the store shut down), and roll the
+    /// `"today"` window over at local midnight. The clock is polled every second rather than
+    /// slept on until midnight: a Raspberry Pi has no real-time clock and its time may jump
+    /// when NTP syncs after boot.
+    pub async fn run(mut self, mut feed: ChangeFeed) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                set = feed.recv() => match set {
+                    Some(set) => self.apply(&set),
+                    None => return,
+                },
+                _ = tick.tick() => self.roll_over_if_new_day(),
+            }
+        }
+    }
+
+    /// Publish one committed transaction.
+    pub fn apply(&mut self, set: &ChangeSet) {
+        if set.seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = set.seq;
+        self.roll_over_if_new_day();
+        for change in &set.changes {
+            if change.collection == Collection::Order {
+                self.order_change(set.seq, change);
+            } else {
+                let msg = change_broadcast(
+                    &format!("collection:{}", change.collection.name()),
+                    change.op,
+                    change,
+                    set.seq,
+                );
+                self.registry
+                    .lock()
+                    .send(TopicKey::Collection(change.collection), set.seq, &msg);
+            }
+        }
+        if let Some(menu) = &set.menu {
+            let payload = json!({"action": "update", "record": &**menu, "seq": set.seq});
+            let msg = Broadcast::new("collection:menu", "change", Payload::Json(payload));
+            self.registry.lock().send(TopicKey::Menu, set.seq, &msg);
+        }
+    }
+
+    fn order_change(&mut self, seq: u64, change: &Change) {
+        let old = self.orders.remove(&change.id);
+        let new = change.record.as_deref().and_then(OrderKey::from_record);
+        if let Some(key) = &new {
+            self.orders.insert(change.id, key.clone());
+        }
+        // The order was new to us when the commit created it, or when we never saw it.
+        let old = if change.op == Op::Create { None } else { old };
+
+        // One broadcast per action, built on first need and shared by every filter group.
+        let mut built: [Option<Arc<Broadcast>>; 3] = [None, None, None];
+        let mut topics = self.registry.lock();
+        for filter in topics.order_filters() {
+            let since = filter.since(self.today, &self.tz);
+            let was = old.as_ref().is_some_and(|k| filter.matches(k, since));
+            let is = new.as_ref().is_some_and(|k| filter.matches(k, since));
+            let (op, slot) = match (was, is) {
+                (false, true) => (Op::Create, 0),
+                (true, true) => (Op::Update, 1),
+                (true, false) => (Op::Delete, 2),
+                (false, false) => continue,
+            };
+            let msg = built[slot]
+                .get_or_insert_with(|| change_broadcast("collection:order", op, change, seq));
+            topics.send(TopicKey::Orders(filter), seq, msg);
+        }
+
+        if let Some(key) = &new {
+            let id = change.id;
+            let day = key.day_id.map(|d| format!(" #{d}")).unwrap_or_default();
+            if change.op == Op::Create {
+                let msg = notification(
+                    "notifications:admin",
+                    "new_order",
+                    (id, key.day_id),
+                    format!("New order{day}"),
+                    key.inserted_at,
+                );
+                topics.send(TopicKey::Admin, seq, &msg);
+            }
+            let completed_now =
+                key.state == "completed" && old.as_ref().is_none_or(|o| o.state != "completed");
+            if let (true, Some(customer)) = (completed_now, key.customer_id) {
+                let msg = notification(
+                    &format!("notifications:user:{customer}"),
+                    "order_ready",
+                    (id, key.day_id),
+                    format!("Order{day} is ready"),
+                    self.clock.now(),
+                );
+                topics.send(TopicKey::User(customer), seq, &msg);
+            }
+        }
+    }
+
+    /// At local midnight, `"today"` subscribers receive `delete` for every order of the day
+    /// before that their filter showed.
+    fn roll_over_if_new_day(&mut self) {
+        let today = local_date(self.clock.now(), &self.tz);
+        if today == self.today {
+            return;
+        }
+        let previous = std::mem::replace(&mut self.today, today);
+        if today < previous {
+            // The clock went backwards (NTP after a boot without RTC); windows only grow,
+            // and new joins read fresh snapshots.
+            return;
+        }
+        let mut topics = self.registry.lock();
+        for filter in topics.order_filters() {
+            if filter.from != FromDate::Today {
+                continue;
+            }
+            let was_since = filter.since(previous, &self.tz);
+            let now_since = filter.since(today, &self.tz);
+            let mut gone: Vec<i64> = self
+                .orders
+                .iter()
+                .filter(|(_, k)| filter.matches(k, was_since) && !filter.matches(k, now_since))
+                .map(|(id, _)| *id)
+                .collect();
+            gone.sort_unstable();
+            for id in gone {
+                let payload =
+                    json!({"action": "delete", "record": {"id": id}, "seq": self.last_seq});
+                let msg = Broadcast::new("collection:order", "change", Payload::Json(payload));
+                topics.send(TopicKey::Orders(filter), NOT_A_COMMIT, &msg);
+            }
+        }
+    }
+}
+
+/// `{"action", "record", "seq"}` on `topic`; a delete carries only the id.
+fn change_broadcast(topic: &str, op: Op, change: &Change, seq: u64) -> Arc<Broadcast> {
+    let (action, record) = match (op, &change.record) {
+        (Op::Delete, _) | (_, None) => ("delete", json!({"id": change.id})),
+        (Op::Create, Some(r)) => ("create", (**r).clone()),
+        (Op::Update, Some(r)) => ("update", (**r).clone()),
+    };
+    let payload = json!({"action": action, "record": record, "seq": seq});
+    Broadcast::new(topic, "change", Payload::Json(payload))
+}
+
+/// `{"order_id", "day_id", "message", "timestamp"}` (SPEC 3.3).
+fn notification(
+    topic: &str,
+    event: &str,
+    (order_id, day_id): (i64, Option<i64>),
+    message: String,
+    at: jiff::Timestamp,
+) -> Arc<Broadcast> {
+    let payload: Value = json!({
+        "order_id": order_id,
+        "day_id": day_id,
+        "message": message,
+        "timestamp": at.to_string(),
+    });
+    Broadcast::new(topic, event, Payload::Json(payload))
+}

@@ -1,0 +1,4 @@
+//! Integration tests: one binary, one module per area (fast to link, shared support code).
+
+mod channels;
+mod support;

@@ -1,0 +1,112 @@
+//! A small HTTP/1.1 client for tests: one connection per request, full control over method,
+//! headers and raw body bytes, so tests can send exactly what a browser or an attacker would.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use serde_json::Value;
+
+/// A finished response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A request under construction.
+pub struct Call {
+    addr: SocketAddr,
+    method: Method,
+    path: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+pub fn call(addr: SocketAddr, method: &str, path: &str) -> Call {
+    Call {
+        addr,
+        method: Method::from_bytes(method.as_bytes()).expect("method"),
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: Bytes::new(),
+    }
+}
+
+impl Call {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((
+            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_str(value).expect("header value"),
+        ));
+        self
+    }
+
+    pub fn json(self, value: &Value) -> Self {
+        self.header("content-type", "application/json")
+            .raw(value.to_string())
+    }
+
+    pub fn raw(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub async fn send(self) -> Reply {
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(self.method)
+            .uri(&self.path)
+            .header("host", self.addr.to_string());
+        for (name, value) in self.headers {
+            req = req.header(name, value);
+        }
+        let req = req.body(Full::new(self.body)).expect("request");
+        let response = sender.send_request(req).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// GET `path` and expect JSON.
+pub async fn get_json(addr: SocketAddr, path: &str) -> (StatusCode, Value) {
+    let reply = call(addr, "GET", path).send().await;
+    let status = reply.status;
+    (status, reply.json())
+}
