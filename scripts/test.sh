@@ -22,4 +22,5 @@ cd "$root/tests/js"
 if [ ! -d node_modules ]; then
   npm ci --no-audit --no-fund
 fi
-npm test
+# a global bound on the whole suite (each test also has its own timeout in package.json)
+timeout --signal=TERM --kill-after=30 900 npm test

@@ -16,10 +16,13 @@ const TARGET_DIR = process.env.CARGO_TARGET_DIR
   : joinPath(REPO_ROOT, "target");
 
 /** Path of the generic Phoenix test server (override: PHOENIX_TEST_SERVER). */
-export const PHOENIX_TEST_SERVER =
-  process.env.PHOENIX_TEST_SERVER || joinPath(TARGET_DIR, "debug", "examples", "phoenix_test_server");
+export const PHOENIX_TEST_SERVER = process.env.PHOENIX_TEST_SERVER
+  ? resolve(process.env.PHOENIX_TEST_SERVER)
+  : joinPath(TARGET_DIR, "debug", "examples", "phoenix_test_server");
 /** Path of the daemon (override: KAFFEDIEM_BIN). */
-export const KAFFEDIEM_BIN = process.env.KAFFEDIEM_BIN || joinPath(TARGET_DIR, "debug", "kaffediem");
+export const KAFFEDIEM_BIN = process.env.KAFFEDIEM_BIN
+  ? resolve(process.env.KAFFEDIEM_BIN)
+  : joinPath(TARGET_DIR, "debug", "kaffediem");
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -191,7 +194,13 @@ function match(frame, topic, event) {
 }
 
 function decode(conn, data) {
-  if (typeof data === "string") return { conn, data, json: JSON.parse(data) };
+  if (typeof data === "string") {
+    try {
+      return { conn, data, json: JSON.parse(data) };
+    } catch {
+      return { conn, data, json: null };
+    }
+  }
   if (Buffer.isBuffer(data)) {
     const text = data.toString("utf8");
     // `ws` delivers text frames as Buffers only when asked to; try JSON, else keep binary
