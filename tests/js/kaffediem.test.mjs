@@ -133,7 +133,10 @@ function insertOrder(db, { customer_id = null, inserted_at } = {}) {
     items: "[]",
     total_nok: 0,
   };
-  if (inserted_at !== undefined) values.inserted_at = inserted_at;
+  if (inserted_at !== undefined) {
+    values.inserted_at = inserted_at;
+    values.updated_at = inserted_at;
+  }
   return insert(db, "order", values);
 }
 
