@@ -18,6 +18,7 @@ import {
   join,
   joinOk,
   leave,
+  push,
   collect,
   sleep,
   waitFor,
@@ -438,6 +439,37 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     await joinOk(socket.channel("collection:order", { options: { colour: "blue" } }));
   });
 
+  t("client events on a joined topic are refused with unknown event; unmatched topics and scopes", async () => {
+    const socket = await connect();
+    const ch = socket.channel("collection:message");
+    await joinOk(ch);
+    assert.deepEqual(await push(ch, "new_msg", { body: "hi" }), {
+      status: "error",
+      response: { reason: "unknown event" },
+    });
+    // a binary push (ArrayBuffer payload) too
+    const bin = await push(ch, "upload", new Uint8Array([1, 2, 3]).buffer);
+    assert.equal(bin.status, "error");
+    assert.deepEqual(bin.response, { reason: "unknown event" });
+    // the channel is still joined and live
+    const changes = collect(ch, "change");
+    const id = insertMessage(daemon.sqlite(), "Still subscribed");
+    await changes.next(CHANGE_MS, changeFor(id, "create"), "a change after the refused events");
+
+    const nope = socket.channel("nope:x");
+    assert.deepEqual(await join(nope), { status: "error", response: { reason: "unmatched topic" } });
+    nope.leave();
+    const [reply] = socket.spy.receivedFrames("nope:x", "phx_reply");
+    assert.equal(reply[0], null, "unmatched topic replies carry a null join_ref");
+    const scope = socket.channel("notifications:bogus");
+    assert.deepEqual(await join(scope), { status: "error", response: { reason: "unknown scope" } });
+    scope.leave();
+    const user = socket.channel("notifications:user:1");
+    assert.deepEqual(await join(user), { status: "error", response: { reason: "unauthorized" } });
+    user.leave();
+    assert.ok(socket.isConnected(), "refusals leave the socket open");
+  });
+
   t("notifications:admin needs the admin token; new_order arrives on an order insert", async () => {
     const anonymous = await connect();
     const refused = anonymous.channel("notifications:admin");
@@ -546,6 +578,7 @@ describe("kaffediem daemon restart", () => {
       assert.deepEqual(status, { code: 0, signal: null }, "SIGTERM stops the daemon with exit 0");
       await waitFor(() => socket.events.close.length > 0, 5000, "the client to see the close");
       assert.notEqual(socket.events.close[0], 1000, "shutdown must not close with 1000");
+      assert.equal(socket.events.close[0], 1001, "shutdown closes every socket with 1001 (SPEC 9)");
 
       await daemon.start(port);
       assert.equal(daemon.process.port, port);
