@@ -395,6 +395,35 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     assert.deepEqual(b.items.map((c) => [c.action, c.record.id]), [["create", id]], "bob saw only the move in");
   });
 
+  t("customer_id filter: an order that was in the join snapshot leaves with a delete", async () => {
+    const db = daemon.sqlite();
+    const carol = 800000 + (Date.now() % 10000);
+    const dave = carol + 1;
+    // inserted right before the joins, as a screen opening while the shell writes
+    const order = insertOrder(db, { customer_id: carol });
+    // two sockets: the official client keeps one joined Channel per topic per socket
+    const socket = await connect();
+    const other = await connect();
+    const chC = socket.channel("collection:order", { options: { customer_id: carol } });
+    const chD = other.channel("collection:order", { options: { customer_id: dave } });
+    const snapC = await joinOk(chC);
+    const c = collect(chC, "change");
+    const d = collect(chD, "change");
+    await joinOk(chD);
+    if (!snapC.items.some((o) => o.id === order)) {
+      // the insert was published after the join: it arrives as a create
+      await c.next(CHANGE_MS, changeFor(order, "create"), "carol's create");
+    }
+    // let the daemon publish the insert (foreign commits are noticed within a second) before
+    // the move: two foreign commits between two looks may reach it as one change set
+    await sleep(1500);
+    db.prepare(`UPDATE "order" SET customer_id = ? WHERE id = ?`).run(dave, order);
+    const gone = await c.next(CHANGE_MS, changeFor(order), "carol's delete after the move");
+    assert.equal(gone.action, "delete", JSON.stringify(gone));
+    const arrived = await d.next(CHANGE_MS, changeFor(order), "dave's create after the move");
+    assert.equal(arrived.action, "create", JSON.stringify(arrived));
+  });
+
   t("from_date as an ISO date (and today) filters the snapshot", async () => {
     const db = daemon.sqlite();
     // store an old timestamp in whatever format the daemon stores inserted_at
