@@ -356,8 +356,16 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     const db = daemon.sqlite();
     const alice = 700000 + (Date.now() % 10000);
     const bob = alice + 1;
+    // orders from before the joins, published before the joins: a foreign commit reaches the
+    // daemon within a second, and a join racing it may see the row in its snapshot and then
+    // its create as well
+    const watcher = (await connect()).channel("collection:order");
+    await joinOk(watcher);
+    const watched = collect(watcher, "change");
     const aliceOld = insertOrder(db, { customer_id: alice });
     const bobOld = insertOrder(db, { customer_id: bob });
+    await watched.next(CHANGE_MS, changeFor(aliceOld, "create"), "the first order's publication");
+    await watched.next(CHANGE_MS, changeFor(bobOld, "create"), "the second order's publication");
     const socket = await connect();
     const chA = socket.channel("collection:order", { options: { customer_id: alice } });
     const other = await connect();
@@ -399,8 +407,11 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     const db = daemon.sqlite();
     const carol = 800000 + (Date.now() % 10000);
     const dave = carol + 1;
-    // inserted right before the joins, as a screen opening while the shell writes
+    const watcher = (await connect()).channel("collection:order");
+    await joinOk(watcher);
+    const watched = collect(watcher, "change");
     const order = insertOrder(db, { customer_id: carol });
+    await watched.next(CHANGE_MS, changeFor(order, "create"), "the order's publication");
     // two sockets: the official client keeps one joined Channel per topic per socket
     const socket = await connect();
     const other = await connect();
@@ -409,19 +420,17 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     const snapC = await joinOk(chC);
     const c = collect(chC, "change");
     const d = collect(chD, "change");
-    await joinOk(chD);
-    if (!snapC.items.some((o) => o.id === order)) {
-      // the insert was published after the join: it arrives as a create
-      await c.next(CHANGE_MS, changeFor(order, "create"), "carol's create");
-    }
-    // let the daemon publish the insert (foreign commits are noticed within a second) before
-    // the move: two foreign commits between two looks may reach it as one change set
-    await sleep(1500);
+    const snapD = await joinOk(chD);
+    assert.deepEqual(snapC.items.map((o) => o.id), [order], "carol's snapshot holds her order");
+    assert.deepEqual(snapD.items, [], "dave's snapshot is empty");
     db.prepare(`UPDATE "order" SET customer_id = ? WHERE id = ?`).run(dave, order);
     const gone = await c.next(CHANGE_MS, changeFor(order), "carol's delete after the move");
     assert.equal(gone.action, "delete", JSON.stringify(gone));
     const arrived = await d.next(CHANGE_MS, changeFor(order), "dave's create after the move");
     assert.equal(arrived.action, "create", JSON.stringify(arrived));
+    await sleep(500);
+    assert.deepEqual(c.items.map((x) => x.action), ["delete"]);
+    assert.deepEqual(d.items.map((x) => x.action), ["create"]);
   });
 
   t("from_date as an ISO date (and today) filters the snapshot", async () => {
