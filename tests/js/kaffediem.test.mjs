@@ -577,6 +577,48 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     assert.equal(a.items.length, 0, "the replaced channel gets nothing");
   });
 
+  t("resume: params as a function send the latest seq on the automatic rejoin; nothing is lost", async () => {
+    // SPEC 3.1: with the official client, pass the channel params as a function so that each
+    // automatic rejoin sends the latest seq
+    const socket = await connect({ reconnectAfterMs: () => 2000 });
+    let lastSeq = null;
+    const ch = socket.channel("collection:message", () => ({ options: lastSeq === null ? {} : { since: lastSeq } }));
+    const replies = [];
+    const seen = [];
+    ch.on("change", (c) => {
+      seen.push(c);
+      lastSeq = c.seq;
+    });
+    const first = await new Promise((resolveJoin) =>
+      ch.join().receive("ok", (reply) => {
+        replies.push(reply);
+        if (reply.changes) for (const c of reply.changes) seen.push(c);
+        lastSeq = reply.seq;
+        resolveJoin(reply);
+      }),
+    );
+    assert.ok(Array.isArray(first.items), "the first join gets the full snapshot");
+    const before = lastSeq;
+
+    // the network drops; a message is written while the screen is away
+    socket.spy.connections[0].ws.terminate();
+    await waitFor(() => socket.events.close.length > 0, 5000, "the client to notice the drop");
+    const id = insertMessage(daemon.sqlite(), "Written while away");
+    await waitFor(() => replies.length >= 2, 15000, "the automatic rejoin's reply");
+
+    const rejoin = socket.spy.sentFrames("collection:message", "phx_join").at(-1);
+    assert.deepEqual(rejoin[4], { options: { since: before } }, "the rejoin sends the latest seq");
+    const resumed = replies[1];
+    assert.equal(resumed.items, null, `a resumed join has items: null: ${JSON.stringify(resumed)}`);
+    assert.ok(Array.isArray(resumed.changes), "and the missed changes");
+    assert.ok(resumed.seq >= before);
+    await waitFor(() => seen.some(changeFor(id, "create")), CHANGE_MS, "the missed create");
+    await sleep(500);
+    assert.equal(seen.filter(changeFor(id)).length, 1, "the missed change arrives exactly once");
+    const seqs = seen.map((c) => c.seq);
+    assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y), "in seq order");
+  });
+
   t("heartbeats keep a socket open past idle_timeout_seconds = 1; silence closes it with 1002", async () => {
     const busy = await connect({ heartbeatIntervalMs: 300 });
     const quiet = await connect({ heartbeatIntervalMs: 60000 });
