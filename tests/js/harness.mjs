@@ -48,6 +48,17 @@ export async function waitFor(predicate, ms, what, every = 20) {
 
 const LISTENING = /listening on 127\.0\.0\.1:(\d+)/;
 
+// Servers still running when this test process ends (a crash, a cancelled hook) are killed, so
+// no server outlives the suite.
+const running = new Set();
+process.on("exit", () => {
+  for (const proc of running) {
+    try {
+      proc.kill("SIGKILL");
+    } catch {}
+  }
+});
+
 /**
  * A server process: `start()` spawns it and resolves once it printed `listening on
  * 127.0.0.1:PORT` on stdout or stderr. Output is kept so failures can show it.
@@ -78,8 +89,10 @@ export class ServerProcess {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.proc = proc;
+    running.add(proc);
     const exited = new Promise((resolveExit) => {
       proc.on("exit", (code, signal) => {
+        running.delete(proc);
         this.exit = { code, signal };
         resolveExit(this.exit);
       });
