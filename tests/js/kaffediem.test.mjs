@@ -10,6 +10,7 @@ import { join as joinPath } from "node:path";
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
 import * as phoenix from "phoenix";
+import * as phoenix1812 from "phoenix-1812";
 import {
   KAFFEDIEM_BIN,
   ServerProcess,
@@ -632,6 +633,44 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     assert.notEqual(quiet.events.close[0], 1000, "never 1000 for a close the client did not ask for");
     assert.equal(quiet.events.close[0], 1002, "idle timeout closes with 1002");
   });
+});
+
+describe("kaffediem daemon through phoenix 1.8.12", () => {
+  const daemon = new Daemon();
+  let clients;
+  before(async () => {
+    await daemon.start();
+  });
+  after(async () => {
+    clients?.closeAll();
+    await daemon.dispose();
+  });
+
+  test("1.8.12 (no reconnect after a 1000 close) comes back after the daemon's idle close", () =>
+    withServerLog(() => daemon.process, async () => {
+      clients = new Clients(phoenix1812);
+      // no heartbeat within idle_timeout_seconds = 1: the daemon closes the socket
+      const socket = await clients.connected(daemon.url, { heartbeatIntervalMs: 60000 });
+      const ch = socket.channel("collection:message");
+      await joinOk(ch);
+      const changes = collect(ch, "change");
+      await waitFor(() => socket.events.close.length > 0, 5000, "the daemon's idle close");
+      assert.equal(socket.events.close[0], 1002);
+      await waitFor(() => socket.events.open >= 2, 5000, "the reconnect");
+      await waitFor(
+        () => socket.spy.sentFrames("collection:message", "phx_join").length >= 2 && ch.state === "joined",
+        5000,
+        "the rejoin",
+      );
+      // keep the rejoined socket alive while the change travels
+      const keepAlive = setInterval(() => socket.ping(() => {}), 300);
+      try {
+        const id = insertMessage(daemon.sqlite(), "For the old client");
+        await changes.next(CHANGE_MS, changeFor(id, "create"), "a change after the rejoin");
+      } finally {
+        clearInterval(keepAlive);
+      }
+    }));
 });
 
 describe("kaffediem daemon restart", () => {
