@@ -4,6 +4,7 @@
 mod phoenix_test_app;
 
 mod channels;
+mod hostile;
 mod phoenix;
 mod phoenix_fuzz_regressions;
 mod phoenix_longpoll;
