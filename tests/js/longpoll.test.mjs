@@ -1,9 +1,8 @@
 // The LongPoll transport of the generic Phoenix server (`phoenix_test_server`) through the
 // official `phoenix` npm client (1.8.16, and 1.8.12 for the basics): cases 53–55 of
-// phoenix-protocol.md §8. Self-contained
-// (it starts its own server) so it runs beside the rest of the suite:
+// phoenix-protocol.md §8. With the binaries built (see README.md):
 //
-//     cargo build --examples && node --test tests/js/longpoll.test.mjs
+//     node --test longpoll.test.mjs
 //
 // Over Node the client's LongPoll uses `fetch`; a spy wrapped around `globalThis.fetch` records
 // every request. The server's test routing blocks WebSocket upgrades whose query holds
@@ -13,73 +12,22 @@
 
 import { test, describe, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { Socket, LongPoll } from "phoenix";
+import * as phoenix from "phoenix";
 import * as phoenix1812 from "phoenix-1812";
-import { WebSocket } from "ws";
+import {
+  PHOENIX_TEST_SERVER,
+  ServerProcess,
+  Clients,
+  openSocket,
+  joinOk,
+  push,
+  sleep,
+  waitFor,
+  withTimeout,
+  withServerLog,
+} from "./harness.mjs";
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const TARGET_DIR = process.env.CARGO_TARGET_DIR
-  ? resolve(REPO_ROOT, process.env.CARGO_TARGET_DIR)
-  : join(REPO_ROOT, "target");
-const SERVER = process.env.PHOENIX_TEST_SERVER
-  ? resolve(process.env.PHOENIX_TEST_SERVER)
-  : join(TARGET_DIR, "debug", "examples", "phoenix_test_server");
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const guard = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, guard]).finally(() => clearTimeout(timer));
-}
-
-async function waitFor(predicate, ms, what) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = predicate();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-/** Starts phoenix_test_server on port 0; resolves to {url, stop, output()}. */
-async function startServer() {
-  if (!existsSync(SERVER)) throw new Error(`${SERVER} does not exist; run cargo build --examples`);
-  const proc = spawn(SERVER, ["0"], { stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  const port = await withTimeout(
-    new Promise((resolvePort, reject) => {
-      const onData = (chunk) => {
-        output += chunk.toString();
-        const m = output.match(/listening on 127\.0\.0\.1:(\d+)/);
-        if (m) resolvePort(Number(m[1]));
-      };
-      proc.stdout.on("data", onData);
-      proc.stderr.on("data", onData);
-      proc.on("exit", (code) => reject(new Error(`server exited (${code}):\n${output}`)));
-    }),
-    30000,
-    "phoenix_test_server to listen",
-  );
-  const exited = new Promise((r) => proc.on("exit", r));
-  return {
-    url: `ws://127.0.0.1:${port}/socket`,
-    output: () => output,
-    async stop() {
-      proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
+const { LongPoll } = phoenix;
 
 /** Records the client's HTTP requests: {method, url, body, at, status, json}. */
 class FetchSpy {
@@ -116,74 +64,38 @@ class FetchSpy {
   }
 }
 
-function joinOk(channel, ms = 5000) {
-  return withTimeout(
-    new Promise((resolveJoin, reject) => {
-      channel
-        .join(ms)
-        .receive("ok", resolveJoin)
-        .receive("error", (r) => reject(new Error(`join ${channel.topic}: ${JSON.stringify(r)}`)))
-        .receive("timeout", () => reject(new Error(`join ${channel.topic} timed out`)));
-    }),
-    ms + 2000,
-    `join of ${channel.topic}`,
-  );
-}
-
-function push(channel, event, payload, ms = 5000) {
-  return withTimeout(
-    new Promise((resolvePush) => {
-      channel
-        .push(event, payload, ms)
-        .receive("ok", (response) => resolvePush({ status: "ok", response }))
-        .receive("error", (response) => resolvePush({ status: "error", response }))
-        .receive("timeout", () => resolvePush({ status: "timeout" }));
-    }),
-    ms + 2000,
-    `reply to ${event}`,
-  );
-}
-
-function opened(socket, ms = 5000) {
-  return withTimeout(new Promise((r) => socket.onOpen(r)), ms, "socket onOpen");
-}
-
 describe("LongPoll through phoenix 1.8.16", () => {
   let server;
   let spy;
-  let sockets = [];
-  const socket = (opts) => {
-    const s = new Socket(server.url, opts);
-    sockets.push(s);
-    return s;
-  };
+  let clients;
   before(async () => {
-    server = await startServer();
+    server = new ServerProcess(PHOENIX_TEST_SERVER, ["0"], { name: "phoenix_test_server" });
+    await server.start();
   });
   after(async () => {
     await server?.stop();
   });
   afterEach(() => {
-    for (const s of sockets) s.disconnect();
-    sockets = [];
+    clients?.closeAll();
     spy?.uninstall();
   });
   const t = (name, fn) =>
-    test(name, async () => {
+    test(name, () => {
+      clients = new Clients(phoenix);
       spy = new FetchSpy();
       spy.install();
-      try {
-        await fn();
-      } catch (e) {
-        e.message += `\n--- phoenix_test_server output ---\n${server.output().split("\n").slice(-30).join("\n")}`;
-        throw e;
-      }
+      return withServerLog(server, fn);
     });
+  /** A socket of the given client module, closed after the test (LongPoll: no frame spy). */
+  const socket = (opts, module = phoenix) => {
+    const s = new module.Socket(server.url, opts);
+    clients.sockets.push(s);
+    return s;
+  };
 
   t("case 53: join, two pushes in one POST, a broadcast, and never a heartbeat", async () => {
     const lp = socket({ transport: LongPoll, heartbeatIntervalMs: 100 });
-    lp.connect();
-    await opened(lp);
+    await openSocket(lp);
     const first = spy.requests[0];
     assert.equal(new URL(first.url).pathname, "/socket/longpoll");
     assert.deepEqual(first.json.messages, []);
@@ -210,9 +122,7 @@ describe("LongPoll through phoenix 1.8.16", () => {
     assert.equal(batch[0].json.status, 200);
 
     // A broadcast from a WebSocket client on the same topic reaches the long-poll client.
-    const ws = socket({ transport: WebSocket });
-    ws.connect();
-    await opened(ws);
+    const ws = await clients.connected(server.url);
     const wsCh = ws.channel("test:lp");
     await joinOk(wsCh);
     const got = new Promise((r) => ch.on("bcasted", r));
@@ -225,10 +135,8 @@ describe("LongPoll through phoenix 1.8.16", () => {
   });
 
   t("case 53 with phoenix 1.8.12: join, push and broadcast over LongPoll", async () => {
-    const s = new phoenix1812.Socket(server.url, { transport: phoenix1812.LongPoll });
-    sockets.push(s);
-    s.connect();
-    await opened(s);
+    const s = socket({ transport: phoenix1812.LongPoll }, phoenix1812);
+    await openSocket(s);
     const ch = s.channel("test:old");
     await joinOk(ch);
     assert.deepEqual(await push(ch, "echo", { v: "1.8.12" }), {
@@ -242,14 +150,14 @@ describe("LongPoll through phoenix 1.8.16", () => {
 
   t("case 54: a refused WebSocket upgrade falls back at once and joins over LongPoll", async () => {
     const started = Date.now();
-    const s = socket({
-      transport: WebSocket,
+    const s = clients.socket(server.url, {
       longPollFallbackMs: 3000,
       params: { block_websocket: "refuse" },
     });
-    s.connect();
-    await opened(s);
+    await openSocket(s);
     assert.equal(s.transport, LongPoll);
+    assert.equal(s.spy.connections.length, 1, "one WebSocket attempt");
+    assert.equal(s.spy.connections[0].opened, false);
     const firstPoll = spy.requests[0];
     assert.ok(firstPoll, "the client polled");
     assert.ok(firstPoll.at - started < 2000, `fell back before the 3000 ms timer (${firstPoll.at - started} ms)`);
@@ -265,14 +173,13 @@ describe("LongPoll through phoenix 1.8.16", () => {
 
   t("case 54: a WebSocket upgrade that never completes falls back after longPollFallbackMs", async () => {
     const started = Date.now();
-    const s = socket({
-      transport: WebSocket,
+    const s = clients.socket(server.url, {
       longPollFallbackMs: 500,
       params: { block_websocket: "hang" },
     });
-    s.connect();
-    await opened(s);
+    await openSocket(s);
     assert.equal(s.transport, LongPoll);
+    assert.equal(s.spy.connections[0].opened, false);
     const waited = spy.requests[0].at - started;
     assert.ok(waited >= 400, `waited for the fallback timer (${waited} ms)`);
     const ch = s.channel("test:hang");
@@ -284,8 +191,7 @@ describe("LongPoll through phoenix 1.8.16", () => {
     const s = socket({ transport: LongPoll });
     const closes = [];
     s.onClose((e) => closes.push(e.code));
-    s.connect();
-    await opened(s);
+    await openSocket(s);
     const ch = s.channel("test:gone");
     await joinOk(ch);
     const firstJoinRef = ch.joinRef();
