@@ -5,9 +5,10 @@
 //     node --test longpoll.test.mjs
 //
 // Over Node the client's LongPoll uses `fetch`; a spy wrapped around `globalThis.fetch` records
-// every request. The server's test routing blocks WebSocket upgrades whose query holds
-// `block_websocket=refuse` (HTTP 403) or `block_websocket=hang` (never answered), as a proxy
-// that blocks WebSockets would, while LongPoll requests with the same params go through.
+// every request. The server's test routing breaks WebSocket upgrades whose query holds
+// `block_websocket=refuse` (HTTP 403), `block_websocket=hang` (never answered) or
+// `block_websocket=mute` (opened, then silent), as a network that blocks WebSockets would,
+// while LongPoll requests with the same params go through.
 // Every wait is a failure guard; timing assertions are generous bounds only.
 
 import { test, describe, before, after, afterEach } from "node:test";
@@ -185,6 +186,22 @@ describe("LongPoll through phoenix 1.8.16", () => {
     const ch = s.channel("test:hang");
     await joinOk(ch);
     assert.equal((await push(ch, "echo", {})).status, "ok");
+  });
+
+  t("case 54: an open WebSocket whose health-check heartbeat goes unanswered falls back", async () => {
+    const s = clients.socket(server.url, {
+      longPollFallbackMs: 500,
+      params: { block_websocket: "mute" },
+    });
+    await openSocket(s, 10000);
+    await waitFor(() => s.transport === LongPoll, 5000, "the fallback to LongPoll");
+    const [ws] = s.spy.connections;
+    assert.equal(ws.opened, true, "the WebSocket opened");
+    assert.equal(s.spy.sentFrames("phoenix", "heartbeat").length, 1, "one health-check heartbeat");
+    const ch = s.channel("test:mute");
+    await joinOk(ch);
+    assert.equal((await push(ch, "echo", {})).status, "ok");
+    assert.ok(spy.posts().length >= 2, "the join and the push went over LongPoll");
   });
 
   t("case 55: a session dropped by the server while the client polls makes it reconnect and rejoin", async () => {

@@ -215,9 +215,10 @@ pub async fn serve(listener: TcpListener, config: EndpointConfig) {
 }
 
 /// HTTP/1 with upgrades: `/socket/websocket` and `/socket/longpoll` go to the endpoint,
-/// anything else is 404. Like a proxy that blocks WebSockets, an upgrade whose query holds
-/// `block_websocket=refuse` is answered 403 and one with `block_websocket=hang` never answered
-/// (the LongPoll transport ignores the parameter, so the JS suite can test the fallback).
+/// anything else is 404. Like a network that breaks WebSockets, an upgrade whose query holds
+/// `block_websocket=refuse` is answered 403, `block_websocket=hang` never answered, and
+/// `block_websocket=mute` opened but never answered a frame (the LongPoll transport ignores the
+/// parameter, so the JS suite can test every row of the fallback, case 54).
 pub async fn serve_endpoint(listener: TcpListener, endpoint: Arc<Endpoint<TestApp>>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -236,6 +237,7 @@ pub async fn serve_endpoint(listener: TcpListener, endpoint: Arc<Endpoint<TestAp
                     let response = match (req.uri().path(), block.as_deref()) {
                         ("/socket/websocket", Some("refuse")) => status(403),
                         ("/socket/websocket", Some("hang")) => std::future::pending().await,
+                        ("/socket/websocket", Some("mute")) => mute_websocket(req),
                         ("/socket/websocket", _) => endpoint.upgrade(req, peer),
                         ("/socket/longpoll", _) => endpoint.long_poll(req, peer).await,
                         _ => status(404),
@@ -249,6 +251,43 @@ pub async fn serve_endpoint(listener: TcpListener, endpoint: Arc<Endpoint<TestAp
                 .await;
         });
     }
+}
+
+/// Accept a WebSocket upgrade, then read and ignore every frame (heartbeats go unanswered).
+fn mute_websocket(req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return status(400);
+    };
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let mut response = status(101);
+    let headers = response.headers_mut();
+    headers.insert(
+        "upgrade",
+        hyper::header::HeaderValue::from_static("websocket"),
+    );
+    headers.insert(
+        "connection",
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    let accept = derive_accept_key(key.as_bytes());
+    headers.insert(
+        "sec-websocket-accept",
+        hyper::header::HeaderValue::from_str(&accept).expect("accept key"),
+    );
+    response
 }
 
 fn status(code: u16) -> hyper::Response<Full<Bytes>> {
