@@ -192,7 +192,7 @@ impl<H: SocketHandler> Socket<H> {
         }
     }
 
-    /// Run the protocol over `wire` until the connection ends; returns how it ended.
+    /// Run the protocol over the connection until it ends; returns how it ended.
     pub(crate) async fn serve<W: Wire>(
         &mut self,
         ws: &mut W,
