@@ -640,3 +640,23 @@ async fn longpoll_v1_clients_post_one_object_per_request() {
         ]
     );
 }
+
+#[tokio::test]
+async fn longpoll_post_not_handled_within_the_window_is_408() {
+    // One frame waits for a poll at most; replies then pile up in the socket until it stops
+    // reading, so the rest of a large batch is not handled while nobody polls.
+    let s = server_with(|config, _| config.outbound_queue = 1).await;
+    let session = open(s.addr).await;
+    let heartbeats: Vec<Value> = (0..100)
+        .map(|n| json!([null, n.to_string(), "phoenix", "heartbeat", {}]))
+        .collect();
+    let started = Instant::now();
+    assert_eq!(session.post(&heartbeats).await, json!({"status": 408}));
+    assert!(started.elapsed() >= WINDOW - Duration::from_millis(20));
+    // The session lives on: the replies handled so far come in order, then nothing more.
+    let body = session.poll().await;
+    assert_eq!(body["status"], 200);
+    let first: Value =
+        serde_json::from_str(body["messages"][0].as_str().expect("frame")).expect("json");
+    assert_eq!(first, reply(Value::Null, "0", "phoenix", "ok", json!({})));
+}
