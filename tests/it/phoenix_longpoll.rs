@@ -543,7 +543,8 @@ async fn longpoll_close_all_answers_the_waiting_poll_then_410() {
     session.join("1", "test:c").await;
     let (addr, token) = (session.addr, session.token.clone());
     let waiting = tokio::spawn(async move { session.poll().await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Time for the poll to reach the server (there is no way to observe a waiting poll).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     timeout(GUARD, s.endpoint.close_all(1001))
         .await
         .expect("close_all returns");
