@@ -312,11 +312,7 @@ impl Auth {
         if !settings.dev_auto_login {
             return empty(StatusCode::NO_CONTENT);
         }
-        let admin = self
-            .store
-            .readers
-            .read(accounts::first_admin)
-            .await;
+        let admin = self.store.readers.read(accounts::first_admin).await;
         match admin {
             Ok(Some(admin)) => {
                 tracing::warn!(
