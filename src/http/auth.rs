@@ -134,6 +134,9 @@ impl Auth {
         let secret = load_or_create_secret(store).await?;
         bootstrap(store, config).await?;
         let socket_conn = open_socket_conn(config)?;
+        // Make the decoy hash now, so the first login for an unknown email costs what any
+        // other login costs (and no async thread computes it).
+        let _ = tokio::task::spawn_blocking(accounts::decoy_hash).await;
         let settings = Settings::from_config(config);
         if settings.dev_auto_login {
             tracing::warn!(
