@@ -6,10 +6,25 @@
 //! Architecture invariant: only the writer thread writes. Every commit it makes or observes
 //! becomes exactly one [`ChangeSet`] with the next `seq`, published in commit order on the
 //! change feed; publishing never blocks the writer.
+//!
+//! Reading a snapshot with its `seq` (a join reply): the rows and the `seq` must come from one
+//! read transaction, or a commit in between is counted twice or lost. Use
+//! [`Readers::snapshot`] (or [`snapshot`] on a connection you hold), which runs
+//! `BEGIN DEFERRED`, [`current_seq`], your reads, `COMMIT`:
+//!
+//! ```ignore
+//! let (seq, items) = store.readers
+//!     .snapshot(move |conn| records::list(conn, Collection::Item, &ctx))
+//!     .await?;
+//! ```
+//!
+//! Every change set on the feed with `seq` above that number is news to the snapshot; those at
+//! or below it are already in it.
 
 // CONTRACT FILE: the types and signatures below are the interface the rest of the crate codes
 // against. Implementations live in the submodules.
 
+mod capture;
 pub mod demo;
 pub mod menu;
 pub mod readers;
@@ -20,7 +35,7 @@ pub mod writer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use readers::Readers;
+pub use readers::{snapshot, Readers};
 pub use records::{Collection, OrderQuery, RecordCtx};
 pub use writer::Writer;
 
@@ -90,8 +105,17 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
+    /// "Cannot take writes right now" errors (disk full, read-only, I/O error, locked by
+    /// another process past the busy timeout) become [`StoreError::Unavailable`], so that a
+    /// write job's `?` reports them as such; everything else stays [`StoreError::Sqlite`].
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e)
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(ReadOnly | DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Sqlite(e),
+        }
     }
 }
 
@@ -115,20 +139,87 @@ pub struct Store {
 impl Store {
     /// Open (creating and migrating if needed) the database, start the writer thread and the
     /// foreign-write watcher, and return the change feed.
+    ///
+    /// The clock is not read by the store today: timestamps a writer sets itself come from the
+    /// caller's clock (stored with [`records::format_timestamp`]); column defaults use SQLite's.
     pub fn open(
-        _options: StoreOptions,
+        options: StoreOptions,
         _clock: Arc<dyn Clock>,
     ) -> Result<(Store, ChangeFeed), StoreError> {
-        todo!()
+        let path = options.path;
+        let mut conn = schema::open_connection(&path)?;
+        schema::migrate(&mut conn, &path)?;
+        let (feed, changes) = tokio::sync::mpsc::unbounded_channel();
+        let writer = Writer::start(conn, &path, options.records, feed)?;
+        let readers = Readers::open(&path, options.readers)?;
+        Ok((Store { writer, readers }, changes))
+    }
+
+    /// Read `f` and the `seq` it reflects in one read transaction, such that the change feed
+    /// after that `seq` holds every later change to what `f` read.
+    ///
+    /// A reader sees another process's commit as soon as it lands, but the writer publishes it
+    /// only when it notices (within a second). A snapshot taken in between would show rows
+    /// whose change set is still to come, and the two could disagree (an update folded into a
+    /// create, say). So when the collections hold unpublished rows, the writer is asked to
+    /// publish them first and the snapshot is read again.
+    pub async fn snapshot<T, E, F>(&self, f: F) -> Result<(u64, T), E>
+    where
+        F: Fn(&rusqlite::Connection) -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let mut attempts = 0;
+        loop {
+            let read = Arc::clone(&f);
+            let (clean, seq, value) = self
+                .readers
+                .read(move |conn| {
+                    readers::snapshot(conn, |c| {
+                        let clean = all_published(c)?;
+                        read(c).map(|value| (clean, value))
+                    })
+                    .map(|(seq, (clean, value))| (clean, seq, value))
+                })
+                .await?;
+            attempts += 1;
+            if clean || attempts >= 3 {
+                return Ok((seq, value));
+            }
+            // Any job makes the writer publish pending foreign commits before it runs.
+            self.writer.write(|_tx| Ok::<(), StoreError>(())).await?;
+        }
     }
 
     /// Finish the writes in flight, stop the writer, checkpoint the WAL with TRUNCATE.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
-        todo!()
+        self.writer.shutdown().await
     }
 }
 
-/// The last committed `seq` as seen by `conn` (read it in the same transaction as a snapshot).
-pub fn current_seq(_conn: &rusqlite::Connection) -> Result<u64, StoreError> {
-    todo!()
+/// Whether every collection row change in the database has been published (no commit by
+/// another process is waiting to be noticed).
+pub fn all_published(conn: &rusqlite::Connection) -> Result<bool, StoreError> {
+    let same: Option<bool> = conn.query_row(
+        "SELECT (SELECT value FROM kaffediem_meta WHERE key = 'collections_version') \
+              IS (SELECT value FROM kaffediem_meta WHERE key = 'published_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(same.unwrap_or(false))
+}
+
+/// The last committed `seq` as seen by `conn` (read it in the same transaction as a snapshot,
+/// see [`snapshot`]).
+pub fn current_seq(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
+    use rusqlite::OptionalExtension;
+    let seq: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM kaffediem_meta WHERE key = 'seq'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
 }
