@@ -526,13 +526,10 @@ async fn bootstrap(store: &Store, config: &Config) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A reader connection like the pool's (the store's settings, `query_only`).
 fn open_socket_conn(config: &Config) -> Result<rusqlite::Connection, StoreError> {
-    use rusqlite::OpenFlags;
-    let conn = rusqlite::Connection::open_with_flags(
-        &config.database.path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(2))?;
+    let conn = crate::store::schema::open_connection(&config.database.path)?;
+    conn.pragma_update(None, "query_only", true)?;
     Ok(conn)
 }
 
