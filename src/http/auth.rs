@@ -1,7 +1,7 @@
 //! Sessions, socket tokens and who-is-this (SPEC 6, and the socket-authentication lines of
 //! SPEC 2): `/api/session*`, [`Auth::identify`] for every API request, and
-//! [`Authenticate`] for every socket upgrade. Accounts themselves live in
-//! [`crate::accounts`]; the browser-held secrets (tokens, cookies) in [`token`].
+//! [`crate::channels::Authenticate`] for every socket upgrade (in `socket.rs`). Accounts live
+//! in [`crate::accounts`]; the browser-held secrets (tokens, cookies) in [`token`].
 //!
 //! Invariant: a session or socket token is never logged and never stored in clear — the
 //! database keeps the SHA-256 of session tokens, and socket tokens are checked by signature.
@@ -9,6 +9,7 @@
 //! shell) ends a session at once, socket tokens issued for it included.
 
 pub mod limiter;
+mod socket;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -26,10 +27,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::accounts::{self, User};
-use crate::channels::{Authenticate, Viewer};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::phoenix::{ConnectInfo, Refused};
 use crate::store::{Store, StoreError};
 
 use super::{error, json_response, Body};
@@ -368,83 +367,6 @@ impl Auth {
             &json!({"token": token::sign(&self.secret, claim), "expires_at": expires_at}),
         )
     }
-
-    /// The viewer a socket token vouches for, if its signature, expiry and session hold.
-    fn socket_token_viewer(&self, token: &str) -> Result<Viewer, Refused> {
-        let claim = token::verify(&self.secret, token, self.clock.now())
-            .map_err(|e| Refused(e.to_string()))?;
-        let now = sql_time(self.clock.now());
-        let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
-        let admin = conn
-            .prepare_cached(
-                "SELECT u.is_admin FROM session s JOIN user u ON u.id = s.user_id \
-                 WHERE s.id = ?1 AND s.user_id = ?2 AND s.expires_at > ?3",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    rusqlite::params![claim.session_id, claim.user_id, now],
-                    |r| r.get::<_, bool>(0),
-                )
-                .optional()
-            });
-        match admin {
-            Ok(Some(admin)) => Ok(Viewer {
-                user_id: Some(claim.user_id),
-                admin,
-            }),
-            Ok(None) => Err(Refused("the socket token's session has ended".into())),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check a socket token");
-                Err(Refused("cannot check the socket token".into()))
-            }
-        }
-    }
-
-    /// The viewer behind a session cookie sent with the upgrade. A stale cookie makes an
-    /// anonymous socket, not a refused one: a public screen with an old cookie must still
-    /// connect.
-    fn cookie_viewer(&self, cookie: &str) -> Option<Viewer> {
-        let hash = token_hash(cookie);
-        let now = sql_time(self.clock.now());
-        let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
-        match lookup_session(&conn, &hash, &now) {
-            Ok(hit) => hit.map(|hit| Viewer {
-                user_id: Some(hit.identity.user_id),
-                admin: hit.identity.is_admin,
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check a session cookie on a socket");
-                None
-            }
-        }
-    }
-}
-
-impl Authenticate for Auth {
-    /// The 1.8 client's `authToken`, else the `token` param, else the session cookie.
-    fn viewer(&self, info: &ConnectInfo) -> Result<Option<Viewer>, Refused> {
-        let admin_token = self.settings().admin_token;
-        let is_admin_token = |t: &str| {
-            !admin_token.is_empty() && constant_time_eq(t.as_bytes(), admin_token.as_bytes())
-        };
-        if let Some(token) = info.auth_token.as_deref().filter(|t| !t.is_empty()) {
-            if is_admin_token(token) {
-                return Ok(Some(Viewer {
-                    user_id: None,
-                    admin: true,
-                }));
-            }
-            return self.socket_token_viewer(token).map(Some);
-        }
-        if let Some(token) = info.params.get("token").filter(|t| !t.is_empty()) {
-            if is_admin_token(token) {
-                // The interim admin credential: `Cafe::connect` grants admin for it.
-                return Ok(None);
-            }
-            return self.socket_token_viewer(token).map(Some);
-        }
-        Ok(session_cookie(&info.headers).and_then(|cookie| self.cookie_viewer(cookie)))
-    }
 }
 
 /// The session whose token hashes to `hash`, if it has not expired by `now` (both SQL text).
@@ -616,11 +538,6 @@ fn store_failure(context: &str, e: &StoreError) -> Response<Body> {
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
     }
-}
-
-/// Compare secrets without an early exit that would time how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
