@@ -3,7 +3,9 @@
 #[path = "../support/phoenix_test_app.rs"]
 mod phoenix_test_app;
 
+mod auth;
 mod channels;
+mod durability;
 mod hostile;
 mod phoenix;
 mod phoenix_fuzz_regressions;
