@@ -192,8 +192,7 @@ fn window_holds(filter: &OrderFilter) {
 }
 
 /// `decode_post_body` never panics, uses at most 100 lines, and every frame it returns is
-/// within the size limit; with ndjson, text frames are single non-empty lines starting with
-/// `[`. The frames then go through the socket's decoders without panicking.
+/// within the size limit; with ndjson, text frames are single lines starting with `[`. The frames then go through the socket's decoders without panicking.
 pub fn longpoll_body(data: &[u8]) {
     let Some((&flags, body)) = data.split_first() else {
         return;
@@ -212,7 +211,9 @@ pub fn longpoll_body(data: &[u8]) {
                 assert!(text.len() <= max);
                 if ndjson {
                     assert!(text.starts_with('['), "{text:?}");
-                    assert!(!text.contains('\n') && !text.ends_with('\r'), "{text:?}");
+                    // One `\r` before the `\n` goes with the separator; another one stays in
+                    // the line, as with Phoenix's split on "\n" and "\r\n".
+                    assert!(!text.contains('\n'), "{text:?}");
                 }
                 let _ = frame::decode_text(Vsn::V2, &text);
                 let _ = frame::decode_text(Vsn::V1, &text);
