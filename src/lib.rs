@@ -12,11 +12,13 @@
 //! - [`phoenix`]: the wire protocol only; knows nothing about cafés or SQLite.
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
+//! - [`ops`]: the appliance around it: backup, check, systemd, metrics, config reload, logs.
 
 pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod ops;
 pub mod phoenix;
 pub mod server;
 pub mod store;
