@@ -19,8 +19,10 @@ use crate::channels::{Access, Cafe};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, App};
+use crate::ops::metrics::{self, Counters, Sources};
+use crate::ops::{check, reload, systemd};
 use crate::phoenix::{Endpoint, EndpointConfig};
-use crate::store::{self, RecordCtx, Store, StoreOptions};
+use crate::store::{self, RecordCtx, Store, StoreError, StoreOptions};
 
 /// Close code for sockets when the daemon stops ("going away"; clients reconnect).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -90,6 +92,14 @@ pub fn endpoint_config(config: &Config) -> EndpointConfig {
     }
 }
 
+/// The channels' access rules that come from the configuration.
+fn access(config: &Config) -> Access {
+    Access {
+        public_read: config.access.public_read,
+        admin_token: config.access.admin_token.clone(),
+    }
+}
+
 fn record_ctx(config: &Config) -> RecordCtx {
     let public_url = if config.http.public_url.is_empty() {
         let host = if config.http.bind.is_unspecified() {
@@ -108,18 +118,22 @@ fn record_ctx(config: &Config) -> RecordCtx {
 pub async fn start(options: Options) -> Result<Running, StartError> {
     let Options {
         config,
-        config_path: _,
+        config_path,
         clock,
         demo,
     } = options;
+    // The port first: "address in use" is the commonest start-up failure, and it should be
+    // reported before the database is opened (and perhaps migrated) for nothing.
+    let listener = bind(&config).await?;
     let path = config.database.path.clone();
+    check::database_writable(&path).map_err(StartError)?;
     let store_options = StoreOptions {
         path: path.clone(),
         readers: 4,
         records: record_ctx(&config),
     };
-    let (store, feed) = Store::open(store_options, Arc::clone(&clock))
-        .map_err(|e| StartError(format!("cannot open database {}: {e}", path.display())))?;
+    let (store, feed) =
+        Store::open(store_options, Arc::clone(&clock)).map_err(|e| open_error(&path, e))?;
     if demo {
         match store::demo::load(&store.writer).await {
             Ok(true) => tracing::info!("loaded the demo café into {}", path.display()),
@@ -138,38 +152,29 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     )
     .await
     .map_err(|e| StartError(format!("cannot read orders: {e}")))?;
-    tokio::spawn(fanout.run(feed));
+    let counters = Arc::new(Counters::default());
+    tokio::spawn(fanout.run(metrics::count_feed(feed, Arc::clone(&counters))));
 
-    let cafe = Cafe::new(
+    let cafe = Arc::new(Cafe::new(
         store.clone(),
-        registry,
-        Access {
-            public_read: config.access.public_read,
-            admin_token: config.access.admin_token.clone(),
-        },
+        Arc::clone(&registry),
+        access(&config),
         Arc::clone(&clock),
         tz,
         record_ctx(&config),
-    );
-    let endpoint = Endpoint::new(Arc::new(cafe), endpoint_config(&config));
+    ));
+    let endpoint = Endpoint::new(Arc::clone(&cafe), endpoint_config(&config));
+    let sources = Arc::new(Sources { registry, counters });
+    metrics::register(&endpoint, &sources);
 
-    let bind = SocketAddr::new(config.http.bind, config.http.port);
-    let listener = TcpListener::bind(bind).await.map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                "; another program (or another kaffediem) uses that port: stop it, or set http.port / KAFFEDIEM_PORT"
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "; ports below 1024 need privileges: use a higher port"
-            }
-            _ => "",
-        };
-        StartError(format!("cannot listen on {bind}: {e}{hint}"))
-    })?;
     let addr = listener
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!("listening on {addr}");
+
+    let config_watch = config_path.and_then(|path| watch_config(path, &config, &endpoint, &cafe));
+    let watchdog = systemd::spawn_watchdog(store.readers.clone());
+    systemd::ready();
 
     let app = Arc::new(App {
         store: store.clone(),
@@ -178,11 +183,24 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
-        accept_loop(listener, app, header_timeout, stop_rx).await;
-        endpoint.close_all(CLOSE_GOING_AWAY).await;
+        let connections = accept_loop(listener, app, header_timeout, stop_rx).await;
+        // Stop order: nothing new comes in (the listener is closed); sockets are told 1001
+        // while HTTP requests in flight finish; then the writer finishes the writes queued by
+        // those requests and checkpoints the WAL, so the database file alone is complete.
+        systemd::stopping();
+        drop(config_watch);
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        let closing = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.close_all(CLOSE_GOING_AWAY));
+        let (closed, ()) = tokio::join!(closing, connections.drain());
+        if closed.is_err() {
+            tracing::warn!("some sockets were still closing after {DRAIN_TIMEOUT:?}");
+        }
         if let Err(e) = store.shutdown().await {
             tracing::error!(error = %e, "database shutdown failed");
         }
+        drop(sources);
         tracing::info!("stopped");
     });
     Ok(Running {
@@ -192,16 +210,98 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     })
 }
 
+async fn bind(config: &Config) -> Result<TcpListener, StartError> {
+    let bind = SocketAddr::new(config.http.bind, config.http.port);
+    TcpListener::bind(bind).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another program (or another kaffediem) uses that port: stop it, or set http.port / KAFFEDIEM_PORT"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need privileges: use a higher port"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "; that address is not on this machine: set http.bind / KAFFEDIEM_BIND"
+            }
+            _ => "",
+        };
+        StartError(format!("cannot listen on {bind}: {e}{hint}"))
+    })
+}
+
+/// "Cannot open the database", with the fix for each way it fails.
+fn open_error(path: &std::path::Path, e: StoreError) -> StartError {
+    let fix = match &e {
+        // The message already says: upgrade kaffediem.
+        StoreError::TooNew { .. } => "",
+        StoreError::Unavailable(_) => {
+            ": make it writable by the user running kaffediem, or set database.path / KAFFEDIEM_DB"
+        }
+        _ => ": run `kaffediem check` on it, or restore the last good backup",
+    };
+    StartError(format!("cannot open database {}: {e}{fix}", path.display()))
+}
+
+/// Follow edits of the configuration file: origins, limits and access rules go to the
+/// endpoint and the channels at once, the log level to the log subscriber. Without a watch
+/// (no inotify, say) the daemon still serves; edits then need a restart.
+fn watch_config(
+    path: PathBuf,
+    config: &Config,
+    endpoint: &Arc<Endpoint<Cafe>>,
+    cafe: &Arc<Cafe>,
+) -> Option<reload::ConfigWatch> {
+    let endpoint = Arc::clone(endpoint);
+    let cafe = Arc::clone(cafe);
+    let mut level = config.log.level.clone();
+    let apply = move |new: &Config| {
+        endpoint.set_config(endpoint_config(new));
+        cafe.set_access(access(new));
+        if new.log.level != level {
+            level = new.log.level.clone();
+            crate::ops::logging::set_level(&level);
+        }
+    };
+    match reload::watch(path.clone(), config.clone(), apply) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch {}; configuration edits need a restart", path.display());
+            None
+        }
+    }
+}
+
+/// The open HTTP connections once the listener is closed.
+struct Connections {
+    draining: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Connections {
+    /// Let every request in flight finish and close its connection; wait at most
+    /// [`DRAIN_TIMEOUT`].
+    async fn drain(mut self) {
+        let _ = self.draining.send(true);
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.done.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some HTTP requests were still open after {DRAIN_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Accept connections until `stop`; then close the listener and hand back the connections.
 async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
     header_timeout: Duration,
     mut stop: oneshot::Receiver<()>,
-) {
+) -> Connections {
     // Shutdown is a watch flipped to true; "all connections finished" is every clone of
     // `done_tx` dropped, so `done_rx.recv()` yields `None` (the mini-redis pattern).
     let (draining_tx, draining_rx) = watch::channel(false);
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -243,12 +343,8 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    let _ = draining_tx.send(true);
-    drop(done_tx);
-    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some HTTP requests were still open after {DRAIN_TIMEOUT:?}");
+    Connections {
+        draining: draining_tx,
+        done: done_rx,
     }
 }
