@@ -37,6 +37,7 @@ pub async fn handle(
     let response = match (req.method(), path.as_str()) {
         (_, "/socket/websocket") => app.endpoint.upgrade(req, peer),
         (&Method::GET, "/healthz") => healthz(&app).await,
+        (&Method::GET, "/metrics") => crate::ops::metrics::response(&app),
         (_, "/healthz") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };
