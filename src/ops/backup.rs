@@ -37,6 +37,12 @@ pub enum BackupError {
         path: PathBuf,
         error: rusqlite::Error,
     },
+    /// The copy itself failed (the source is damaged, or the destination disk is full).
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        error: rusqlite::Error,
+    },
     /// The filesystem refused (destination directory missing or not writable, disk full).
     Io {
         path: PathBuf,
@@ -60,6 +66,12 @@ impl std::fmt::Display for BackupError {
                 p.display()
             ),
             BackupError::Sqlite { path, error } => write!(f, "{}: {error}", path.display()),
+            BackupError::Copy { from, to, error } => write!(
+                f,
+                "cannot copy {} to {}: {error}; run `kaffediem check` on the database",
+                from.display(),
+                to.display()
+            ),
             BackupError::Io { path, error } => write!(f, "{}: {error}", path.display()),
             BackupError::Damaged(why) => write!(
                 f,
@@ -88,7 +100,10 @@ pub fn backup(source: &Path, dest: &Path, force: bool) -> Result<Backup, BackupE
     if !dir.is_dir() {
         return Err(BackupError::Io {
             path: dir.to_path_buf(),
-            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+            error: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such directory for the backup; create it first",
+            ),
         });
     }
     let partial = partial_path(dest);
@@ -153,7 +168,11 @@ fn copy_and_verify(source: &Path, partial: &Path, dest: &Path) -> Result<i64, Ba
         let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(sqlite(dest))?;
         backup
             .run_to_completion(PAGES_PER_STEP, Duration::from_millis(1), None)
-            .map_err(sqlite(dest))?;
+            .map_err(|error| BackupError::Copy {
+                from: source.to_path_buf(),
+                to: dest.to_path_buf(),
+                error,
+            })?;
     }
     src.execute_batch("COMMIT").map_err(sqlite(source))?;
     drop(src);
@@ -162,7 +181,8 @@ fn copy_and_verify(source: &Path, partial: &Path, dest: &Path) -> Result<i64, Ba
     let _: String = dst
         .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
         .map_err(sqlite(dest))?;
-    let problems = integrity_problems(&dst).map_err(sqlite(dest))?;
+    // Pages are copied as they are: a damaged source gives a damaged copy, found here.
+    let problems = integrity_problems(&dst).map_err(|e| BackupError::Damaged(e.to_string()))?;
     if !problems.is_empty() {
         return Err(BackupError::Damaged(problems.join("; ")));
     }
