@@ -232,10 +232,15 @@ impl Config {
     /// Parse TOML text; errors name `origin`.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
+            // One line (a log line, a start-up error): file, line, table, then what is wrong.
+            let at = e
+                .span()
+                .map(|span| locate(text, span.start))
+                .unwrap_or_default();
             ConfigError(format!(
-                "{}: {}",
+                "{}{at}: {}",
                 origin.display(),
-                e.to_string().trim_end()
+                e.message().trim_end()
             ))
         })?;
         config.validate(Some(origin))?;
@@ -461,6 +466,20 @@ impl Config {
     }
 }
 
+/// `, line N ([table])` for the byte `offset` of a TOML text.
+fn locate(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let table = before
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .last()
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    format!(", line {line}{table}")
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -474,6 +493,17 @@ mod tests {
         let err = Config::parse("[http]\nprot = 4000\n", Path::new("/etc/k.toml")).unwrap_err();
         assert!(err.0.contains("/etc/k.toml"), "{err}");
         assert!(err.0.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_are_one_line_with_line_and_table() {
+        let err = Config::parse(
+            "[log]\nlevel = 'info'\n[http]\nport = 'x'\n",
+            Path::new("k.toml"),
+        )
+        .unwrap_err();
+        assert!(!err.0.contains('\n'), "{err}");
+        assert!(err.0.starts_with("k.toml, line 4 ([http]): "), "{err}");
     }
 
     #[test]

@@ -173,8 +173,9 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     tracing::info!("listening on {addr}");
 
     let config_watch = config_path.and_then(|path| watch_config(path, &config, &endpoint, &cafe));
-    let watchdog = systemd::spawn_watchdog(store.readers.clone());
+    // READY before the first watchdog ping: systemd ignores pings from a unit still starting.
     systemd::ready();
+    let watchdog = systemd::spawn_watchdog(store.readers.clone());
 
     let app = Arc::new(App {
         store: store.clone(),
