@@ -473,8 +473,7 @@ fn locate(text: &str, offset: usize) -> String {
     let table = before
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with('['))
-        .last()
+        .rfind(|l| l.starts_with('['))
         .map(|t| format!(" ({t})"))
         .unwrap_or_default();
     format!(", line {line}{table}")
