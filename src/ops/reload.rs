@@ -42,9 +42,14 @@ where
     let (tx, rx) = mpsc::unbounded_channel();
     let name = path.file_name().map(|n| n.to_owned());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Any event naming our file; an error (the watch overflowed) may hide one, so it counts.
+        // A change naming our file; an error (the watch overflowed) may hide one, so it
+        // counts. Opening and reading are not changes: our own reload reads the file, and
+        // counting that would reload forever.
         let ours = match event {
-            Ok(event) => event.paths.iter().any(|p| p.file_name() == name.as_deref()),
+            Ok(event) => {
+                !matches!(event.kind, notify::EventKind::Access(_))
+                    && event.paths.iter().any(|p| p.file_name() == name.as_deref())
+            }
             Err(_) => true,
         };
         if ours {
