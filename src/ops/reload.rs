@@ -116,3 +116,57 @@ fn reload<F: FnMut(&Config)>(path: &Path, running: &mut Config, apply: &mut F) {
     }
     *running = reload.config;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn an_edit_is_applied_and_a_broken_edit_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kaffediem.toml");
+        std::fs::write(&path, "[http]\nallowed_origins = []\n").expect("write");
+        let (running, _) = Config::load(Some(&path)).expect("load");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watch = watch(path.clone(), running, move |c: &Config| {
+            let _ = tx.send(c.clone());
+        })
+        .expect("watch");
+
+        std::fs::write(
+            &path,
+            "[http]\nallowed_origins = [\"https://screens.example\"]\n",
+        )
+        .expect("write");
+        let applied = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("applied in time")
+            .expect("config");
+        assert_eq!(applied.http.allowed_origins, ["https://screens.example"]);
+
+        // Broken, then restart-only: neither reaches `apply`; nor does our own reading.
+        std::fs::write(&path, "[http]\nprot = 1\n").expect("write");
+        tokio::time::sleep(SETTLE * 3).await;
+        std::fs::write(
+            &path,
+            "[http]\nallowed_origins = [\"https://screens.example\"]\n[cafe]\ntime_zone = \"UTC\"\n",
+        )
+        .expect("write");
+        tokio::time::sleep(SETTLE * 3).await;
+        assert!(rx.try_recv().is_err(), "nothing applied");
+
+        std::fs::write(&path, "[log]\nlevel = \"debug\"\n").expect("write");
+        let applied = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("applied in time")
+            .expect("config");
+        assert!(applied.http.allowed_origins.is_empty());
+        assert_eq!(applied.log.level, "debug");
+        assert_eq!(
+            applied.cafe.time_zone, "Europe/Oslo",
+            "restart-only key kept"
+        );
+    }
+}
