@@ -2,4 +2,5 @@
 
 mod channels;
 mod ops;
+mod store;
 mod support;
