@@ -10,9 +10,6 @@ use kaffediem::clock::SystemClock;
 use kaffediem::config::Config;
 use kaffediem::server;
 
-// TODO(ops): kaffediem::store::schema::SCHEMA_VERSION once the store lands in main.
-const SUPPORTED_SCHEMA_VERSION: i64 = 1;
-
 #[derive(Parser)]
 #[command(
     version,
@@ -142,7 +139,10 @@ fn backup(config: &Config, file: &Path, force: bool) -> Result<(), Box<dyn std::
 }
 
 fn check(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
-    let report = kaffediem::ops::check::check(&config.database.path, SUPPORTED_SCHEMA_VERSION)?;
+    let report = kaffediem::ops::check::check(
+        &config.database.path,
+        kaffediem::store::schema::SCHEMA_VERSION,
+    )?;
     print!("{}", report.render());
     let trouble = report.trouble();
     if trouble.is_empty() {
