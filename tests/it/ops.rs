@@ -458,7 +458,7 @@ async fn sigterm_closes_sockets_with_1001_keeps_every_commit_and_empties_the_wal
 // backup and check
 
 #[test]
-fn backup_while_orders_are_written_holds_every_order_committed_before_it() {
+fn backup_and_check_while_orders_are_written_hold_every_order_committed_before() {
     let site = Site::new();
     site.demo_db();
     let mut daemon = Daemon::start(site.command(&["serve"]));
@@ -467,6 +467,9 @@ fn backup_while_orders_are_written_holds_every_order_committed_before_it() {
     let file = site.path("backup.db");
     let out = site.run(&["backup", file.to_str().expect("utf-8")]);
     assert!(out.status.success(), "backup: {}", text(&out.stderr));
+    // `check` reads the live file too, beside the daemon and the writer.
+    let live = site.run(&["check"]);
+    assert!(live.status.success(), "check: {}", text(&live.stderr));
     let later = orders.committed();
     orders.wait_for(later + 5);
     let (_shell, _) = orders.stop();
