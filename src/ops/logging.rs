@@ -1,12 +1,12 @@
-//! The log subscriber: one line per event on stderr (journald adds the time and unit), no
-//! colour unless stderr is a terminal, level from `RUST_LOG` or else `log.level` — and that
-//! level can be changed while running, by a config reload.
+//! The log subscriber: one line per event on stderr (under journald without a timestamp, as
+//! journald adds its own), no colour unless stderr is a terminal, level from `RUST_LOG` or
+//! else `log.level` — and that level can be changed while running, by a config reload.
 //!
 //! The subscriber is process-global, so the handle that changes its level is too.
 
 use std::sync::OnceLock;
 
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
@@ -30,6 +30,12 @@ pub fn init(level: &str) {
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    // Under systemd (which sets JOURNAL_STREAM) journald stamps every line itself.
+    let fmt = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        fmt.without_time().boxed()
+    } else {
+        fmt.boxed()
+    };
     if tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
