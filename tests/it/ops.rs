@@ -689,6 +689,59 @@ async fn allowed_origin_edit_applies_at_once_and_a_broken_edit_keeps_it() {
     assert!(daemon.wait().success());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_level_edit_applies_at_once() {
+    let site = Site::new();
+    let config = site.path("kaffediem.toml");
+    std::fs::write(&config, "[log]\nlevel = \"info\"\n").expect("write");
+    let mut daemon =
+        Daemon::start(site.command(&["--config", config.to_str().expect("utf-8"), "serve"]));
+    std::fs::write(&config, "[log]\nlevel = \"warn\"\n").expect("write");
+    // Warnings still show...
+    std::fs::write(
+        &config,
+        "[log]\nlevel = \"warn\"\n[cafe]\ntime_zone = \"UTC\"\n",
+    )
+    .expect("write");
+    daemon.wait_for_log(&["cafe.time_zone", "needs a restart"]);
+    // ...information does not: this reload's "applied" line is suppressed.
+    let screens = "https://screens.example";
+    std::fs::write(
+        &config,
+        format!("[log]\nlevel = \"warn\"\n[http]\nallowed_origins = [\"{screens}\"]\n"),
+    )
+    .expect("write");
+    let deadline = Instant::now() + WAIT;
+    while daemon.upgrade_status(screens).await != 101 {
+        assert!(Instant::now() < deadline, "origin edit not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(
+        &config,
+        format!("[log]\nlevel = \"info\"\n[http]\nallowed_origins = [\"{screens}\"]\n"),
+    )
+    .expect("write");
+    daemon.wait_for_log(&["log level is now `info`"]);
+    let log = daemon.log();
+    assert!(!log.contains("http.allowed_origins applied"), "{log}");
+
+    daemon.terminate();
+    assert!(daemon.wait().success());
+}
+
+#[test]
+fn sigint_stops_as_cleanly_as_sigterm() {
+    let site = Site::new();
+    let mut daemon = Daemon::start(site.command(&["serve"]));
+    let status = Command::new("kill")
+        .args(["-INT", &daemon.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    assert!(daemon.wait().success(), "{}", daemon.log());
+    assert_eq!(wal_len(&site.db()).unwrap_or(0), 0);
+}
+
 // ---------------------------------------------------------------------------------------
 // /metrics
 
