@@ -4,6 +4,7 @@
 mod phoenix_test_app;
 
 mod channels;
+mod hostile;
 mod ops;
 mod phoenix;
 mod phoenix_transport;
