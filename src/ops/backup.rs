@@ -163,6 +163,10 @@ fn copy_and_verify(source: &Path, partial: &Path, dest: &Path) -> Result<i64, Ba
     src.execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
         .map_err(sqlite(source))?;
 
+    create_private(partial).map_err(|error| BackupError::Io {
+        path: dest.to_path_buf(),
+        error,
+    })?;
     let mut dst = Connection::open(partial).map_err(sqlite(dest))?;
     {
         let backup = rusqlite::backup::Backup::new(&src, &mut dst).map_err(sqlite(dest))?;
@@ -191,6 +195,17 @@ fn copy_and_verify(source: &Path, partial: &Path, dest: &Path) -> Result<i64, Ba
         .map_err(sqlite(dest))?;
     dst.close().map_err(|(_, e)| sqlite(dest)(e))?;
     Ok(schema_version)
+}
+
+/// Create `path` empty and readable by its owner only: a backup holds password hashes and the
+/// socket-token secret. SQLite takes an empty file as an empty database, and gives the
+/// journals it creates beside it the same permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
 }
 
 /// `PRAGMA integrity_check`: empty when the database is sound, else SQLite's first messages.

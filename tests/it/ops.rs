@@ -474,6 +474,16 @@ fn backup_and_check_while_orders_are_written_hold_every_order_committed_before()
     orders.wait_for(later + 5);
     let (_shell, _) = orders.stop();
 
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file)
+        .expect("backup")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "a backup holds password hashes: owner only"
+    );
     let copy = rusqlite::Connection::open(&file).expect("open backup");
     assert_eq!(integrity(&copy), "ok");
     assert_orders_present(&copy, before);
