@@ -18,6 +18,7 @@ use crate::channels::registry::Registry;
 use crate::channels::{Access, Cafe};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::auth::Auth;
 use crate::http::{self, App};
 use crate::ops::metrics::{self, Counters, Sources};
 use crate::ops::{check, reload, systemd};
@@ -122,6 +123,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         clock,
         demo,
     } = options;
+    Auth::check_config(&config).map_err(StartError)?;
     // The port first: "address in use" is the commonest start-up failure, and it should be
     // reported before the database is opened (and perhaps migrated) for nothing.
     let listener = bind(&config).await?;
@@ -142,6 +144,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         }
     }
 
+    let auth = Auth::open_with_clock(&store, &config, Arc::clone(&clock))
+        .await
+        .map_err(|e| StartError(format!("cannot set up accounts: {e}")))?;
+
     let tz = config.time_zone();
     let registry = Registry::new();
     let fanout = Fanout::load(
@@ -156,14 +162,17 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let counters = Arc::new(Counters::default());
     tokio::spawn(fanout.run(metrics::count_feed(feed, Arc::clone(&counters))));
 
-    let cafe = Arc::new(Cafe::new(
-        store.clone(),
-        Arc::clone(&registry),
-        access(&config),
-        Arc::clone(&clock),
-        tz,
-        record_ctx(&config),
-    ));
+    let cafe = Arc::new(
+        Cafe::new(
+            store.clone(),
+            Arc::clone(&registry),
+            access(&config),
+            Arc::clone(&clock),
+            tz,
+            record_ctx(&config),
+        )
+        .with_auth(auth.clone()),
+    );
     let endpoint = Endpoint::new(Arc::clone(&cafe), endpoint_config(&config));
     let sources = Arc::new(Sources { registry, counters });
     metrics::register(&endpoint, &sources);
@@ -181,6 +190,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let app = Arc::new(App {
         store: store.clone(),
         endpoint: Arc::clone(&endpoint),
+        auth,
     });
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();
