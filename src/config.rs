@@ -360,7 +360,7 @@ type LiveKey = (&'static str, fn(&Config, &Config) -> bool);
 type RestartKey = (&'static str, fn(&mut Config, &Config) -> bool);
 
 /// Keys a running daemon applies at once: the socket endpoint's settings (origins and the
-/// socket limits), the channels' access rules, and the log level.
+/// socket limits), the channels' access rules, the session settings, and the log level.
 const LIVE_KEYS: &[LiveKey] = &[
     ("http.allowed_origins", |a, b| {
         a.http.allowed_origins != b.http.allowed_origins
@@ -389,22 +389,32 @@ const LIVE_KEYS: &[LiveKey] = &[
     ("limits.idle_timeout_seconds", |a, b| {
         a.limits.idle_timeout_seconds != b.limits.idle_timeout_seconds
     }),
+    ("http.cookie_secure", |a, b| {
+        a.http.cookie_secure != b.http.cookie_secure
+    }),
+    ("http.cookie_same_site", |a, b| {
+        a.http.cookie_same_site != b.http.cookie_same_site
+    }),
+    ("auth.session_days", |a, b| {
+        a.auth.session_days != b.auth.session_days
+    }),
+    ("auth.socket_token_seconds", |a, b| {
+        a.auth.socket_token_seconds != b.auth.socket_token_seconds
+    }),
+    ("auth.login_attempts_per_minute", |a, b| {
+        a.auth.login_attempts_per_minute != b.auth.login_attempts_per_minute
+    }),
     ("log.level", |a, b| a.log.level != b.log.level),
 ];
 
 /// Keys read once at start: the listening socket, the database file, the time zone that
-/// numbers orders, URLs baked into records, and the settings the HTTP layer reads at start.
+/// numbers orders, URLs baked into records, the first admin, `dev_auto_login` (checked
+/// against the bind address at start), and the limits the HTTP layer reads at start.
 const RESTART_KEYS: &[RestartKey] = &[
     ("http.bind", |n, r| keep(&mut n.http.bind, &r.http.bind)),
     ("http.port", |n, r| keep(&mut n.http.port, &r.http.port)),
     ("http.public_url", |n, r| {
         keep(&mut n.http.public_url, &r.http.public_url)
-    }),
-    ("http.cookie_secure", |n, r| {
-        keep(&mut n.http.cookie_secure, &r.http.cookie_secure)
-    }),
-    ("http.cookie_same_site", |n, r| {
-        keep(&mut n.http.cookie_same_site, &r.http.cookie_same_site)
     }),
     ("database.path", |n, r| {
         keep(&mut n.database.path, &r.database.path)
@@ -412,23 +422,8 @@ const RESTART_KEYS: &[RestartKey] = &[
     ("cafe.time_zone", |n, r| {
         keep(&mut n.cafe.time_zone, &r.cafe.time_zone)
     }),
-    ("auth.session_days", |n, r| {
-        keep(&mut n.auth.session_days, &r.auth.session_days)
-    }),
-    ("auth.socket_token_seconds", |n, r| {
-        keep(
-            &mut n.auth.socket_token_seconds,
-            &r.auth.socket_token_seconds,
-        )
-    }),
     ("auth.dev_auto_login", |n, r| {
         keep(&mut n.auth.dev_auto_login, &r.auth.dev_auto_login)
-    }),
-    ("auth.login_attempts_per_minute", |n, r| {
-        keep(
-            &mut n.auth.login_attempts_per_minute,
-            &r.auth.login_attempts_per_minute,
-        )
     }),
     ("bootstrap.admin_email", |n, r| {
         keep(&mut n.bootstrap.admin_email, &r.bootstrap.admin_email)
@@ -581,6 +576,11 @@ mod tests {
         expected.limits.max_message_bytes = 1;
         expected.limits.outbound_queue = 1;
         expected.limits.idle_timeout_seconds = 1;
+        expected.http.cookie_secure = true;
+        expected.http.cookie_same_site = SameSite::Strict;
+        expected.auth.session_days = 1;
+        expected.auth.socket_token_seconds = 1;
+        expected.auth.login_attempts_per_minute = 1;
         expected.log = new.log.clone();
         assert_eq!(reload.config, expected);
     }

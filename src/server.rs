@@ -182,7 +182,8 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!("listening on {addr}");
 
-    let config_watch = config_path.and_then(|path| watch_config(path, &config, &endpoint, &cafe));
+    let config_watch =
+        config_path.and_then(|path| watch_config(path, &config, &endpoint, &cafe, &auth));
     // READY before the first watchdog ping: systemd ignores pings from a unit still starting.
     systemd::ready();
     let watchdog = systemd::spawn_watchdog(store.readers.clone());
@@ -255,20 +256,24 @@ fn open_error(path: &std::path::Path, e: StoreError) -> StartError {
 }
 
 /// Follow edits of the configuration file: origins, limits and access rules go to the
-/// endpoint and the channels at once, the log level to the log subscriber. Without a watch
-/// (no inotify, say) the daemon still serves; edits then need a restart.
+/// endpoint and the channels at once, session settings to the accounts, the log level to the
+/// log subscriber. Without a watch (no inotify, say) the daemon still serves; edits then
+/// need a restart.
 fn watch_config(
     path: PathBuf,
     config: &Config,
     endpoint: &Arc<Endpoint<Cafe>>,
     cafe: &Arc<Cafe>,
+    auth: &Arc<Auth>,
 ) -> Option<reload::ConfigWatch> {
     let endpoint = Arc::clone(endpoint);
     let cafe = Arc::clone(cafe);
+    let auth = Arc::clone(auth);
     let mut level = config.log.level.clone();
     let apply = move |new: &Config| {
         endpoint.set_config(endpoint_config(new));
         cafe.set_access(access(new));
+        auth.set_config(new);
         if new.log.level != level {
             level = new.log.level.clone();
             crate::ops::logging::set_level(&level);
