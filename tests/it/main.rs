@@ -5,6 +5,7 @@ mod phoenix_test_app;
 
 mod auth;
 mod channels;
+mod durability;
 mod hostile;
 mod ops;
 mod phoenix;
