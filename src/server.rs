@@ -18,6 +18,7 @@ use crate::channels::registry::Registry;
 use crate::channels::{Access, Cafe};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::auth::Auth;
 use crate::http::{self, App};
 use crate::phoenix::{Endpoint, EndpointConfig};
 use crate::store::{self, RecordCtx, Store, StoreOptions};
@@ -171,10 +172,16 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!("listening on {addr}");
 
-    let app = Arc::new(App {
-        store: store.clone(),
-        endpoint: Arc::clone(&endpoint),
-    });
+    let auth = Auth::open(&store, &config)
+        .await
+        .map_err(|e| StartError(format!("cannot open accounts: {e}")))?;
+    let app = Arc::new(App::new(
+        store.clone(),
+        Arc::clone(&endpoint),
+        auth,
+        Arc::clone(&clock),
+        &config,
+    ));
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
