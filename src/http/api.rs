@@ -36,6 +36,8 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     /// Body over the limit (in bytes): 413.
     TooLarge(usize),
+    /// The body did not arrive in time: 408.
+    TimedOut,
     /// Validation: 422 `{"errors": {...}}`.
     Invalid(Map<String, Value>),
     /// The database cannot take writes (read-only, full, busy, shutting down): 503.
@@ -88,6 +90,10 @@ impl ApiError {
             ApiError::TooLarge(limit) => error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("request body is larger than {limit} bytes"),
+            ),
+            ApiError::TimedOut => error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
             ),
             ApiError::Invalid(errors) => json_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -272,6 +278,26 @@ mod tests {
         assert_eq!(q["state"], "a b");
         assert_eq!(q["x"], "");
         assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+    }
+
+    #[test]
+    fn a_database_that_cannot_take_writes_is_a_503_not_a_500() {
+        let status = |e: StoreError| {
+            ApiError::from(e)
+                .into_response(&Method::POST, "/api/x")
+                .status()
+        };
+        assert_eq!(status(StoreError::Unavailable("disk full".into())), 503);
+        assert_eq!(status(StoreError::Closed), 503);
+        let read_only = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            None,
+        );
+        assert_eq!(status(StoreError::Sqlite(read_only)), 503);
+        assert_eq!(
+            status(StoreError::Sqlite(rusqlite::Error::InvalidQuery)),
+            500
+        );
     }
 
     #[test]

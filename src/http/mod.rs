@@ -106,7 +106,8 @@ impl App {
     }
 
     /// How records in a response render image URLs: `http.public_url` when set, else the
-    /// host the client used to reach us (the frontend puts the URL straight into `<img src>`).
+    /// host the client used to reach us (the frontend puts the URL straight into `<img src>`),
+    /// with `https` when a proxy says so in `X-Forwarded-Proto`.
     pub fn record_ctx(&self, headers: &HeaderMap) -> RecordCtx {
         let public_url = self.settings().public_url;
         if !public_url.is_empty() {
@@ -117,8 +118,17 @@ impl App {
             .and_then(|h| h.to_str().ok())
             .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))
             .unwrap_or("localhost");
+        // Behind a TLS-terminating proxy the page is https; an http image URL would be
+        // blocked as mixed content.
+        let scheme = match headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(p) if p.trim().eq_ignore_ascii_case("https") => "https",
+            _ => "http",
+        };
         RecordCtx {
-            public_url: format!("http://{host}"),
+            public_url: format!("{scheme}://{host}"),
         }
     }
 }

@@ -332,8 +332,17 @@ fn columns(
         match body.get(f.name) {
             None if create && f.required => errors.add(f.name, "can't be blank"),
             Some(Value::Null) if f.required => errors.add(f.name, "can't be blank"),
+            // Null for a column with a default means "no value": the default on create, the
+            // current value on update (forms send null for fields left empty).
+            None | Some(Value::Null) if !nullable(f.kind) => {}
             None => {}
             Some(value) => match coerce(f.kind, value) {
+                Ok(Sql::Text(t)) if f.required && t.trim().is_empty() => {
+                    errors.add(f.name, "can't be blank")
+                }
+                Ok(Sql::Integer(n)) if n < 0 && f.name == "price_nok" => {
+                    errors.add(f.name, "must be 0 or more")
+                }
                 Ok(sql) => columns.push((f.name, sql)),
                 Err(message) => errors.add(f.name, message),
             },
@@ -341,6 +350,14 @@ fn columns(
     }
     errors.check()?;
     Ok(columns)
+}
+
+/// Whether null is a value of this kind (rather than "not given").
+fn nullable(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::NullableText | Kind::NullableInt | Kind::ValueId | Kind::KeyIds
+    )
 }
 
 fn exists(tx: &Transaction<'_>, collection: Collection, id: i64) -> Result<bool, StoreError> {
@@ -581,6 +598,23 @@ mod tests {
         assert!(!errors.contains_key("id"));
         let update = columns(Collection::Item, &Map::new(), false).expect("empty update");
         assert!(update.is_empty());
+        let blank = json!({"name": "  ", "price_nok": -1});
+        let Err(WriteError::Invalid(errors)) =
+            columns(Collection::Item, blank.as_object().unwrap(), false)
+        else {
+            panic!("expected 422");
+        };
+        assert!(errors.contains_key("name") && errors.contains_key("price_nok"));
+    }
+
+    #[test]
+    fn null_for_a_defaulted_field_means_not_given() {
+        let body = json!({"name": "Te", "sort_order": null, "enable": null});
+        let set = columns(Collection::Category, body.as_object().unwrap(), true).unwrap();
+        assert_eq!(set, vec![("name", Sql::Text("Te".into()))]);
+        let body = json!({"message_id": null});
+        let set = columns(Collection::Status, body.as_object().unwrap(), false).unwrap();
+        assert_eq!(set, vec![("message_id", Sql::Null)]);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! `image` file part. Size limits are enforced while reading: a `Content-Length` over the
 //! limit is refused before a byte is read, and the stream is capped for chunked bodies.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -12,6 +14,10 @@ use super::ApiError;
 use crate::http::images;
 use crate::store::write::{invalid, Image};
 use crate::store::Collection;
+
+/// How long a client may take to send a body: a slow sender must not hold a connection (and
+/// its buffer) forever. Generous for a 5 MiB photo over bad café Wi-Fi.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A decoded write body.
 #[derive(Debug, Default)]
@@ -87,10 +93,12 @@ async fn bounded(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<By
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::TooLarge(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(limit)),
-        Err(e) => Err(ApiError::BadRequest(format!(
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect());
+    match read.await {
+        Err(_) => Err(ApiError::TimedOut),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(limit)),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!(
             "could not read the body: {e}"
         ))),
     }
