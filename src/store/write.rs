@@ -33,8 +33,9 @@ impl From<StoreError> for WriteError {
 }
 
 impl From<rusqlite::Error> for WriteError {
+    /// Through [`StoreError`]'s own conversion, which tells "cannot write now" from a bug.
     fn from(e: rusqlite::Error) -> Self {
-        WriteError::Store(StoreError::Sqlite(e))
+        WriteError::Store(StoreError::from(e))
     }
 }
 

@@ -458,6 +458,29 @@ async fn health_still_answers() {
     daemon.stop().await;
 }
 
+#[tokio::test]
+async fn a_database_locked_by_another_process_answers_503_then_recovers() {
+    let daemon = Daemon::demo().await;
+    let shell = daemon.shell();
+    shell.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let body = json!({"title": "Låst"});
+    let reply = admin(
+        &daemon,
+        "POST",
+        "/api/collections/message/records",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(reply.json()["errors"]["detail"][0]
+        .as_str()
+        .is_some_and(|m| m.contains("cannot take writes")));
+    shell.execute_batch("ROLLBACK").expect("unlock");
+    let reply = admin(&daemon, "POST", "/api/collections/message/records", body).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    daemon.stop().await;
+}
+
 // TODO(auth): once sessions land, prove the user-level boundaries through a real login:
 // a user's order is forced to their own customer_id; a user gets 403 on catalog writes and
 // order updates; a user may not reuse another customer's uuid.
