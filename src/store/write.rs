@@ -330,7 +330,10 @@ fn columns(
     let mut errors = Errors::default();
     let mut columns = Vec::new();
     for f in fields(collection) {
-        match body.get(f.name) {
+        let given = body
+            .get(f.name)
+            .or_else(|| alias(collection, f.name).and_then(|a| body.get(a)));
+        match given {
             None if create && f.required => errors.add(f.name, "can't be blank"),
             Some(Value::Null) if f.required => errors.add(f.name, "can't be blank"),
             // Null for a column with a default means "no value": the default on create, the
@@ -351,6 +354,16 @@ fn columns(
     }
     errors.check()?;
     Ok(columns)
+}
+
+/// Older frontends name two references without the `_id`: items send `category`, the status
+/// sends `message`. Read them when the canonical name is absent.
+fn alias(collection: Collection, field: &str) -> Option<&'static str> {
+    match (collection, field) {
+        (Collection::Item, "category_id") => Some("category"),
+        (Collection::Status, "message_id") => Some("message"),
+        _ => None,
+    }
 }
 
 /// Whether null is a value of this kind (rather than "not given").
@@ -606,6 +619,16 @@ mod tests {
             panic!("expected 422");
         };
         assert!(errors.contains_key("name") && errors.contains_key("price_nok"));
+    }
+
+    #[test]
+    fn older_frontends_reference_names_are_understood() {
+        let body = json!({"name": "Te", "price_nok": 30, "category": "3"});
+        let set = columns(Collection::Item, body.as_object().unwrap(), true).unwrap();
+        assert!(set.contains(&("category_id", Sql::Integer(3))));
+        let body = json!({"message": null});
+        let set = columns(Collection::Status, body.as_object().unwrap(), false).unwrap();
+        assert_eq!(set, vec![("message_id", Sql::Null)]);
     }
 
     #[test]

@@ -45,13 +45,14 @@ async fn an_uploaded_image_is_served_back_with_etag_and_304() {
     let kaffe = id_of(&categories, "Kaffe").to_string();
     let boundary = "----KaffediemForm";
     let image = png();
+    // The frontend's FormData: every field a string, the category under `category`.
     let body = form_data(
         boundary,
         &[
             ("id", "0"),
             ("name", "Flat white"),
             ("price_nok", "45"),
-            ("category_id", &kaffe),
+            ("category", &kaffe),
             ("enable", "true"),
             ("sort_order", "3"),
         ],
@@ -71,6 +72,7 @@ async fn an_uploaded_image_is_served_back_with_etag_and_304() {
     assert_eq!(item["price_nok"], 45);
     assert_eq!(item["enable"], true);
     assert_eq!(item["sort_order"], 3);
+    assert_eq!(item["category_name"], "Kaffe");
     let url = item["image"].as_str().expect("image url");
     let prefix = format!("http://{}/api/files/item/{}/", daemon.addr, item["id"]);
     assert!(url.starts_with(&prefix), "{url} is absolute, from the Host");

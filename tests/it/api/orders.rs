@@ -12,15 +12,19 @@ use crate::support::Daemon;
 async fn an_order_with_the_frontends_body_is_priced_and_snapshotted() {
     let daemon = Daemon::demo().await;
     let menu = Menu::load(&daemon).await;
+    // The frontend keeps ids as strings and sends one entry per chosen value, so a
+    // multiple-choice key appears once per value.
+    let s = |id: i64| id.to_string();
     let body = json!({
         "customer_id": 7,
         "missing_information": false,
         "state": "received",
         "items": [
-            {"item": menu.item("Latte"), "customizations": [
-                {"key": menu.key("Størrelse"), "value": [menu.value("Stor")]},
-                {"key": menu.key("Melk"), "value": [menu.value("Havre")]},
-                {"key": menu.key("Sirup"), "value": [menu.value("Vanilje"), menu.value("Karamell")]},
+            {"item": s(menu.item("Latte")), "customizations": [
+                {"key": s(menu.key("Størrelse")), "value": [s(menu.value("Stor"))]},
+                {"key": s(menu.key("Melk")), "value": [s(menu.value("Havre"))]},
+                {"key": s(menu.key("Sirup")), "value": [s(menu.value("Vanilje"))]},
+                {"key": s(menu.key("Sirup")), "value": [s(menu.value("Karamell"))]},
             ]},
             {"item": menu.item("Kanelbolle"), "customizations": []},
         ],
@@ -193,6 +197,16 @@ async fn bad_orders_name_the_item_index_and_store_nothing() {
             reply.text()
         );
     }
+    // The same single-choice key twice, one value each (the frontend's shape): the second
+    // entry is the one at fault.
+    let twice = order(json!([{"item": latte, "customizations": [
+        {"key": menu.key("Melk"), "value": [menu.value("Havre")]},
+        {"key": menu.key("Melk"), "value": [menu.value("Hel")]}]}]));
+    let reply = admin(&daemon, "POST", "/api/collections/order/records", twice).await;
+    assert_eq!(reply.status, 422);
+    let entries = &reply.json()["errors"]["items"][0]["customizations"];
+    assert_eq!(entries[0], json!({}));
+    assert!(entries[1]["value"][0].is_string(), "{entries}");
 
     for (body, field) in [
         (json!({"customer_id": 1, "items": []}), "items"),
