@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::clock::Clock;
 use crate::phoenix::{Broadcast, Payload};
-use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, OrderQuery, Store};
+use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, Store};
 
 use super::filter::{local_date, FromDate, OrderKey};
 use super::registry::{Registry, TopicKey};
@@ -45,20 +45,18 @@ impl Fanout {
         clock: Arc<dyn Clock>,
         tz: TimeZone,
     ) -> Result<Fanout, store::StoreError> {
-        let ctx = store::RecordCtx::default();
-        let (seq, records) = store
-            .readers
-            .read(move |conn| -> Result<_, store::StoreError> {
-                let tx = conn.unchecked_transaction()?;
-                let seq = store::current_seq(&tx)?;
-                let records = store::records::list_orders(&tx, &OrderQuery::default(), &ctx)?;
-                tx.commit()?;
-                Ok((seq, records))
+        let (seq, fields) = store.readers.snapshot(store::records::order_fields).await?;
+        let orders = fields
+            .into_iter()
+            .map(|o| {
+                let key = OrderKey {
+                    inserted_at: o.inserted_at,
+                    customer_id: o.customer_id,
+                    state: o.state,
+                    day_id: o.day_id,
+                };
+                (o.id, key)
             })
-            .await?;
-        let orders = records
-            .iter()
-            .filter_map(|r| Some((r.get("id")?.as_i64()?, OrderKey::from_record(r)?)))
             .collect();
         let today = local_date(clock.now(), &tz);
         Ok(Fanout {

@@ -112,7 +112,7 @@ impl Cafe {
             let sub = self.registry.subscribe(TopicKey::Menu, outbox);
             return Box::pin(async move {
                 let read = readers
-                    .read(move |conn| snapshot(conn, |c| store::menu::build(c, &ctx)))
+                    .snapshot(move |conn| store::menu::build(conn, &ctx))
                     .await;
                 joined(read, sub)
             });
@@ -126,10 +126,8 @@ impl Cafe {
                 .subscribe(TopicKey::Collection(collection), outbox);
             return Box::pin(async move {
                 let read = readers
-                    .read(move |conn| {
-                        snapshot(conn, |c| {
-                            store::records::list(c, collection, &ctx).map(Value::from)
-                        })
+                    .snapshot(move |conn| {
+                        store::records::list(conn, collection, &ctx).map(Value::from)
                     })
                     .await;
                 joined(read, sub)
@@ -150,10 +148,8 @@ impl Cafe {
         let sub = self.registry.subscribe(TopicKey::Orders(filter), outbox);
         Box::pin(async move {
             let read = readers
-                .read(move |conn| {
-                    snapshot(conn, |c| {
-                        store::records::list_orders(c, &query, &ctx).map(Value::from)
-                    })
+                .snapshot(move |conn| {
+                    store::records::list_orders(conn, &query, &ctx).map(Value::from)
                 })
                 .await;
             joined(read, sub)
@@ -246,18 +242,6 @@ impl Channel for Joined {
 
 fn refuse(reason: &'static str) -> BoxFuture<JoinResult> {
     Box::pin(async move { JoinResult::Error(json!({ "reason": reason })) })
-}
-
-/// Read `items` and the `seq` they reflect in one read transaction.
-fn snapshot(
-    conn: &rusqlite::Connection,
-    items: impl FnOnce(&rusqlite::Connection) -> Result<Value, StoreError>,
-) -> Result<(u64, Value), StoreError> {
-    let tx = conn.unchecked_transaction()?;
-    let seq = store::current_seq(&tx)?;
-    let items = items(&tx)?;
-    tx.commit()?;
-    Ok((seq, items))
 }
 
 fn joined(read: Result<(u64, Value), StoreError>, sub: Subscription) -> JoinResult {

@@ -6,10 +6,25 @@
 //! Architecture invariant: only the writer thread writes. Every commit it makes or observes
 //! becomes exactly one [`ChangeSet`] with the next `seq`, published in commit order on the
 //! change feed; publishing never blocks the writer.
+//!
+//! Reading a snapshot with its `seq` (a join reply): the rows and the `seq` must come from one
+//! read transaction, or a commit in between is counted twice or lost. Use
+//! [`Readers::snapshot`] (or [`snapshot`] on a connection you hold), which runs
+//! `BEGIN DEFERRED`, [`current_seq`], your reads, `COMMIT`:
+//!
+//! ```ignore
+//! let (seq, items) = store.readers
+//!     .snapshot(move |conn| records::list(conn, Collection::Item, &ctx))
+//!     .await?;
+//! ```
+//!
+//! Every change set on the feed with `seq` above that number is news to the snapshot; those at
+//! or below it are already in it.
 
 // CONTRACT FILE: the types and signatures below are the interface the rest of the crate codes
 // against. Implementations live in the submodules.
 
+mod capture;
 pub mod demo;
 pub mod menu;
 pub mod orders;
@@ -22,7 +37,7 @@ pub mod writer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use readers::Readers;
+pub use readers::{snapshot, Readers};
 pub use records::{Collection, OrderQuery, RecordCtx};
 pub use writer::Writer;
 
@@ -92,8 +107,17 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
+    /// "Cannot take writes right now" errors (disk full, read-only, I/O error, locked by
+    /// another process past the busy timeout) become [`StoreError::Unavailable`], so that a
+    /// write job's `?` reports them as such; everything else stays [`StoreError::Sqlite`].
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e)
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(ReadOnly | DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Sqlite(e),
+        }
     }
 }
 
@@ -117,20 +141,38 @@ pub struct Store {
 impl Store {
     /// Open (creating and migrating if needed) the database, start the writer thread and the
     /// foreign-write watcher, and return the change feed.
+    ///
+    /// The clock is not read by the store today: timestamps a writer sets itself come from the
+    /// caller's clock (stored with [`records::format_timestamp`]); column defaults use SQLite's.
     pub fn open(
-        _options: StoreOptions,
+        options: StoreOptions,
         _clock: Arc<dyn Clock>,
     ) -> Result<(Store, ChangeFeed), StoreError> {
-        todo!()
+        let path = options.path;
+        let mut conn = schema::open_connection(&path)?;
+        schema::migrate(&mut conn, &path)?;
+        let (feed, changes) = tokio::sync::mpsc::unbounded_channel();
+        let writer = Writer::start(conn, &path, options.records, feed)?;
+        let readers = Readers::open(&path, options.readers)?;
+        Ok((Store { writer, readers }, changes))
     }
 
     /// Finish the writes in flight, stop the writer, checkpoint the WAL with TRUNCATE.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
-        todo!()
+        self.writer.shutdown().await
     }
 }
 
-/// The last committed `seq` as seen by `conn` (read it in the same transaction as a snapshot).
-pub fn current_seq(_conn: &rusqlite::Connection) -> Result<u64, StoreError> {
-    todo!()
+/// The last committed `seq` as seen by `conn` (read it in the same transaction as a snapshot,
+/// see [`snapshot`]).
+pub fn current_seq(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
+    use rusqlite::OptionalExtension;
+    let seq: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM kaffediem_meta WHERE key = 'seq'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
 }

@@ -1,1 +1,138 @@
-//! Opening the file and migrating it to `schema.sql`. CONTRACT STUB.
+//! Opening the database file and bringing it to the schema of `schema.sql`.
+//!
+//! A fresh file is created from `schema.sql` in one transaction; a file from an older
+//! Kaffediem is upgraded by the steps in `UPGRADES`, all in one transaction; a file from a
+//! newer Kaffediem is refused.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+use super::StoreError;
+
+/// The schema every fresh database starts from (the repository's `schema.sql`).
+pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
+
+/// The `user_version` this build writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Upgrade steps: entry `i` takes a database from version `i + 1` to `i + 2`. All pending
+/// steps run in one transaction at open, so a failed upgrade leaves the file as it was.
+/// Append here (and bump [`SCHEMA_VERSION`], and edit `schema.sql` to the new shape).
+const UPGRADES: &[&str] = &[];
+
+/// How long a connection waits for another process's lock (the `sqlite3` shell, a backup)
+/// before a write answers "unavailable".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open a read-write connection with the daemon's settings: WAL, `synchronous = FULL`,
+/// foreign keys on, a busy timeout.
+pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| unavailable(path, e))?;
+    // SQLite quietly opens a write-protected file read-only; say so now, not at the first order.
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(StoreError::Unavailable(format!(
+            "{}: the file is not writable by this user",
+            path.display()
+        )));
+    }
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Records, scans and the menu use more distinct statements than the default cache holds.
+    conn.set_prepared_statement_cache_capacity(64);
+    // WAL: readers never block the writer, and Litestream can stream the log (SPEC 9).
+    // Setting it writes to the file, so this is also where a read-only file shows up.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| unavailable(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "{}: could not switch to WAL mode (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    // FULL, not NORMAL: in WAL mode NORMAL can lose the last commits on power loss, and a
+    // placed order that the customer saw confirmed must survive the café's power cut.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+/// Create or upgrade the schema on `conn`. Refuses a file from a newer Kaffediem.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    // Cheap check first: refuse a newer file without taking the write lock.
+    check_not_newer(user_version(conn)?)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| unavailable(path, e))?;
+    // Read again under the lock: another process may have migrated meanwhile.
+    let found = user_version(&tx)?;
+    check_not_newer(found)?;
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if found == 0 {
+        let tables: i64 = tx.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables > 0 {
+            return Err(StoreError::Unavailable(format!(
+                "{}: not a Kaffediem database (it has tables but no schema version)",
+                path.display()
+            )));
+        }
+        tx.execute_batch(SCHEMA_SQL)?;
+    } else {
+        for step in &UPGRADES[(found - 1) as usize..] {
+            tx.execute_batch(step)?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit().map_err(|e| unavailable(path, e))?;
+    tracing::info!(
+        path = %path.display(),
+        from = found,
+        to = SCHEMA_VERSION,
+        "database schema ready"
+    );
+    Ok(())
+}
+
+/// The file's `PRAGMA user_version`.
+pub fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+fn check_not_newer(found: i64) -> Result<(), StoreError> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Map an error to [`StoreError::Unavailable`] (naming the file) when it means "this file
+/// cannot take writes right now" — read-only, disk full, I/O error, locked, cannot open —
+/// and to [`StoreError::Sqlite`] otherwise.
+pub fn unavailable(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::ReadOnly
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::PermissionDenied,
+        ) => StoreError::Unavailable(format!("{}: {e}", path.display())),
+        _ => StoreError::Sqlite(e),
+    }
+}

@@ -1,21 +1,528 @@
-//! The single writer thread. CONTRACT STUB: the store helper replaces the bodies.
+//! The single writer: one connection owned by one std thread. Every write of the daemon is a
+//! job run there inside its own `BEGIN IMMEDIATE` transaction; every commit (ours, or another
+//! process's that we notice) becomes one [`ChangeSet`] on the change feed.
+//!
+//! Our commits: the update hook buffers touched rows; on `Ok` the rows are read back (inside
+//! the transaction, so the records are exactly what this commit wrote, whatever another
+//! process does next), `seq` is bumped, the transaction commits, and the change set is sent.
+//! On `Err`, a panic or a failed commit, everything rolls back and the buffer is dropped.
+//!
+//! Foreign commits: `PRAGMA data_version` on this connection changes only when another
+//! connection commits. It is checked before every job, whenever `notify` reports a write to
+//! the database or its WAL, and at least once a second; a change triggers a diff of the
+//! collection tables against the shadow (see `capture`) — unless `collections_version`, a
+//! counter the schema's triggers bump on every collection row change, has not moved.
+//!
+//! Group commit (later): the loop takes one job per transaction today. Because a job only sees
+//! a `&Transaction` and its outcome is reported through its own reply closure, the loop can
+//! later drain several queued jobs into one transaction, each inside a `SAVEPOINT` (released on
+//! `Ok`, rolled back on `Err`), publish one change set per job's savepoint, and answer every
+//! job after the single durable COMMIT — without changing [`Writer::write`].
 
-use super::StoreError;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::{mpsc::UnboundedSender, oneshot};
+
+use super::capture::{self, HookBuffer, RowChange, Shadow};
+use super::{menu, records, schema, Change, ChangeSet, Collection, Op, RecordCtx, StoreError};
+
+/// How often the writer looks for foreign commits when nothing else wakes it.
+const FOREIGN_POLL: Duration = Duration::from_secs(1);
+
+/// How soon after a file event the writer looks again. The events come from the WAL writes;
+/// the commit becomes visible only when the other process then updates the shared-memory
+/// index, which raises no event, so the check made at the event itself can be too early.
+const SETTLE: Duration = Duration::from_millis(30);
 
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
-pub struct Writer {}
+pub struct Writer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The writer thread's queue: jobs, wake-ups from the file watcher, shutdown.
+    queue: mpsc::Sender<Msg>,
+    /// Joined by [`Writer::shutdown`].
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set when shutdown starts, so that a job dropped unanswered reports `Closed`.
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    /// The last handle gone: let the thread finish its queue and stop. (The watcher holds a
+    /// sender too, so the queue alone would never disconnect.)
+    fn drop(&mut self) {
+        let _ = self.queue.send(Msg::Stop);
+    }
+}
+
+enum Msg {
+    Job(Job),
+    /// The watcher saw the database or its WAL change.
+    Wake,
+    /// Finish the queue, checkpoint, answer, stop.
+    Shutdown(oneshot::Sender<Result<(), StoreError>>),
+    /// The last handle was dropped.
+    Stop,
+}
+
+/// A type-erased write job: given the open transaction (or why none could be opened), run
+/// the caller's closure and say whether to commit, and how to answer afterwards.
+type Job = Box<dyn FnOnce(Result<&Transaction<'_>, StoreError>) -> Outcome + Send>;
+
+struct Outcome {
+    commit: bool,
+    /// Called after COMMIT (`None`: committed) or with why the commit failed.
+    reply: Box<dyn FnOnce(Option<StoreError>) + Send>,
+}
 
 impl Writer {
+    /// Start the writer thread on `conn` (already migrated) and the watcher of `path`.
+    pub(crate) fn start(
+        conn: Connection,
+        path: &Path,
+        ctx: RecordCtx,
+        feed: UnboundedSender<Arc<ChangeSet>>,
+    ) -> Result<Writer, StoreError> {
+        let hook = HookBuffer::default();
+        hook.install(&conn);
+        // Baseline for foreign writes: data_version first, then the scan, so that a commit
+        // in between is seen as a (harmless, empty) change rather than missed.
+        let data_version = data_version(&conn)?;
+        let counted = collections_version(&conn)?;
+        let shadow = Shadow::scan(&conn)?;
+        let (queue, inbox) = mpsc::channel();
+        let watcher = watch(path, queue.clone());
+        let mut engine = Engine {
+            conn,
+            path: path.to_owned(),
+            ctx,
+            hook,
+            shadow,
+            data_version,
+            counted,
+            feed,
+        };
+        let closed = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("kaffediem-writer".into())
+            .spawn(move || {
+                let _watcher = watcher;
+                engine.run(inbox);
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(Writer {
+            inner: Arc::new(Inner {
+                queue,
+                thread: Mutex::new(Some(thread)),
+                closed,
+            }),
+        })
+    }
+
     /// Run `f` inside one write transaction on the writer thread. `Ok` commits: the commit
     /// gets the next `seq` and its changes are published on the change feed. `Err` rolls back
     /// and nothing is published.
-    pub async fn write<T, E, F>(&self, _f: F) -> Result<T, E>
+    ///
+    /// The answer comes after the change set is on the feed. A job that panics is rolled back
+    /// and answered with [`StoreError::Unavailable`]; the writer carries on.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        todo!()
+        let (answer, answered) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |tx| match tx.map(f) {
+            Ok(Ok(value)) => Outcome {
+                commit: true,
+                reply: Box::new(move |failed| {
+                    let _ = answer.send(match failed {
+                        None => Ok(value),
+                        Some(e) => Err(E::from(e)),
+                    });
+                }),
+            },
+            Ok(Err(e)) => Outcome {
+                commit: false,
+                reply: Box::new(move |_| {
+                    let _ = answer.send(Err(e));
+                }),
+            },
+            Err(e) => Outcome {
+                commit: false,
+                reply: Box::new(move |_| {
+                    let _ = answer.send(Err(E::from(e)));
+                }),
+            },
+        });
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(E::from(StoreError::Closed));
+        }
+        self.inner
+            .queue
+            .send(Msg::Job(job))
+            .map_err(|_| E::from(StoreError::Closed))?;
+        match answered.await {
+            Ok(result) => result,
+            Err(_) if self.inner.closed.load(Ordering::SeqCst) => Err(E::from(StoreError::Closed)),
+            Err(_) => Err(E::from(StoreError::Unavailable(
+                "the write failed unexpectedly (a bug, logged); nothing was stored".into(),
+            ))),
+        }
+    }
+
+    /// Finish the queued jobs, checkpoint the WAL with TRUNCATE, stop and join the thread.
+    /// Later writes answer [`StoreError::Closed`].
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (done, finished) = oneshot::channel();
+        if self.inner.queue.send(Msg::Shutdown(done)).is_err() {
+            return Ok(());
+        }
+        let result = finished.await.unwrap_or(Ok(()));
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        result
+    }
+}
+
+/// The writer thread's state.
+struct Engine {
+    conn: Connection,
+    /// For error messages.
+    path: PathBuf,
+    ctx: RecordCtx,
+    hook: HookBuffer,
+    /// What the collection tables held after the last commit we published.
+    shadow: Shadow,
+    /// `PRAGMA data_version` as of the shadow.
+    data_version: i64,
+    /// `collections_version` (bumped by triggers on every collection row change, see
+    /// `schema.sql`) as of the shadow; `None` if an admin deleted it (then always diff).
+    counted: Option<i64>,
+    feed: UnboundedSender<Arc<ChangeSet>>,
+}
+
+impl Engine {
+    fn run(&mut self, inbox: mpsc::Receiver<Msg>) {
+        let mut next_check = Instant::now() + FOREIGN_POLL;
+        loop {
+            let wait = next_check.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(wait) {
+                Ok(Msg::Job(job)) => {
+                    // Publish a foreign commit first, so it is not mistaken for ours.
+                    self.check_foreign();
+                    // A bug past the job itself (reading back, the menu) must not take the
+                    // writer down either: the transaction rolls back as the stack unwinds.
+                    if catch_unwind(AssertUnwindSafe(|| self.run_job(job))).is_err() {
+                        tracing::error!("the writer panicked while committing; rolled back");
+                        self.hook.take();
+                    }
+                }
+                Ok(Msg::Wake) => {
+                    self.check_foreign();
+                    next_check = Instant::now() + SETTLE;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.check_foreign();
+                    next_check = Instant::now() + FOREIGN_POLL;
+                }
+                Ok(Msg::Shutdown(done)) => {
+                    let _ = done.send(self.checkpoint());
+                    break;
+                }
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.checkpoint();
+                    break;
+                }
+            }
+        }
+        tracing::debug!("writer thread stopped");
+    }
+
+    fn run_job(&mut self, job: Job) {
+        self.hook.take();
+        // `new_unchecked` borrows the connection shared, so the engine's other fields stay
+        // usable while the transaction is open; this thread is its only user.
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| schema::unavailable(&self.path, e));
+        let tx = match tx {
+            Ok(tx) => tx,
+            Err(e) => {
+                let outcome = job(Err(e));
+                (outcome.reply)(None);
+                return;
+            }
+        };
+        let counted_before = collections_version(&tx);
+        let outcome = match catch_unwind(AssertUnwindSafe(|| job(Ok(&tx)))) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // The job's answer channel was dropped with it; the caller hears "failed".
+                tracing::error!("a write job panicked; rolled back");
+                drop(tx);
+                self.hook.take();
+                return;
+            }
+        };
+        if !outcome.commit {
+            drop(tx);
+            self.hook.take();
+            (outcome.reply)(None);
+            return;
+        }
+        let touched = self.hook.take();
+        let changes = capture::collapse(&touched, |c, id| self.shadow.contains(c, id));
+        match self.commit(tx, &changes) {
+            Ok((published, counted_after)) => {
+                // Our commit moved the counter; if nobody else had moved it before our BEGIN,
+                // the shadow is current up to `counted_after`. Otherwise leave it stale, so
+                // the next check diffs and finds the other process's rows.
+                if counted_before.ok().flatten() == self.counted && self.counted.is_some() {
+                    self.counted = counted_after;
+                }
+                if let Some((set, hashes)) = published {
+                    for (c, id, hash) in hashes {
+                        self.shadow.set(c, id, hash);
+                    }
+                    let _ = self.feed.send(Arc::new(set));
+                }
+                (outcome.reply)(None);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "commit failed; rolled back");
+                (outcome.reply)(Some(e));
+            }
+        }
+    }
+
+    /// Read back `changes` and bump `seq` if there are any, then commit. Returns what to
+    /// publish with the rows' new shadow hashes, and `collections_version` as committed.
+    /// Dropping `tx` on error rolls back.
+    #[allow(clippy::type_complexity)]
+    fn commit(
+        &self,
+        tx: Transaction<'_>,
+        changes: &[RowChange],
+    ) -> Result<
+        (
+            Option<(ChangeSet, Vec<(Collection, i64, Option<u64>)>)>,
+            Option<i64>,
+        ),
+        StoreError,
+    > {
+        let prepared = if changes.is_empty() {
+            None
+        } else {
+            Some(self.prepare(&tx, changes).map_err(|e| self.classify(e))?)
+        };
+        let counted = collections_version(&tx).map_err(|e| self.classify(e))?;
+        tx.commit()
+            .map_err(|e| schema::unavailable(&self.path, e))?;
+        Ok((prepared, counted))
+    }
+
+    /// Inside the open transaction: bump `seq`, read the changed rows back, rebuild the menu if
+    /// needed. Returns the change set and each row's new shadow hash.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        conn: &Connection,
+        changes: &[RowChange],
+    ) -> Result<(ChangeSet, Vec<(Collection, i64, Option<u64>)>), StoreError> {
+        let seq: i64 = conn.query_row(
+            "UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'seq' RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut out = Vec::with_capacity(changes.len());
+        let mut hashes = Vec::with_capacity(changes.len());
+        let colors = match changes.iter().any(|c| c.0 == Collection::Order) {
+            true => Some(records::label_colors(conn)?),
+            false => None,
+        };
+        for &(collection, id, op) in changes {
+            let record = match op {
+                Op::Delete => None,
+                _ => records::get_with(conn, collection, id, &self.ctx, colors.as_ref())?,
+            };
+            let hash = match record {
+                Some(_) => capture::row_hash(conn, collection, id)?,
+                None => None,
+            };
+            hashes.push((collection, id, hash));
+            // A row the hook saw written but that is gone now is a delete.
+            let op = if record.is_none() { Op::Delete } else { op };
+            out.push(Change {
+                collection,
+                id,
+                op,
+                record: record.map(Arc::new),
+            });
+        }
+        let menu = if changes.iter().any(|c| c.0.is_menu()) {
+            Some(Arc::new(menu::build(conn, &self.ctx)?))
+        } else {
+            None
+        };
+        let set = ChangeSet {
+            seq: seq as u64,
+            changes: out,
+            menu,
+        };
+        Ok((set, hashes))
+    }
+
+    /// Publish what another process committed since we last looked, if anything.
+    fn check_foreign(&mut self) {
+        if catch_unwind(AssertUnwindSafe(|| self.check_foreign_inner())).is_err() {
+            tracing::error!("the writer panicked while publishing a foreign commit");
+            self.hook.take();
+        }
+    }
+
+    fn check_foreign_inner(&mut self) {
+        let version = match data_version(&self.conn) {
+            Ok(v) if v == self.data_version => return,
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read data_version");
+                return;
+            }
+        };
+        // Someone committed; if no collection row changed (the counter did not move), there
+        // is nothing to diff. A commit after the PRAGMA just makes the next check look again.
+        match collections_version(&self.conn) {
+            Ok(Some(c)) if Some(c) == self.counted => {
+                self.data_version = version;
+                return;
+            }
+            _ => {}
+        }
+        if let Err(e) = self.publish_foreign() {
+            // Retried on the next wake-up or tick: data_version is still different.
+            tracing::warn!(error = %e, "could not publish a foreign change yet");
+        }
+    }
+
+    fn publish_foreign(&mut self) -> Result<(), StoreError> {
+        self.hook.take();
+        let path = self.path.clone();
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| schema::unavailable(&path, e))?;
+        // Under the write lock nobody else can commit: this version matches the diff.
+        let version = data_version(&tx)?;
+        let counted = collections_version(&tx)?;
+        let (changes, shadow) = self.shadow.diff(&tx)?;
+        if changes.is_empty() {
+            drop(tx);
+            self.data_version = version;
+            self.counted = counted;
+            return Ok(());
+        }
+        tracing::info!(
+            rows = changes.len(),
+            "publishing a commit made by another process"
+        );
+        let (set, _) = self.prepare(&tx, &changes).map_err(|e| self.classify(e))?;
+        tx.commit().map_err(|e| schema::unavailable(&path, e))?;
+        self.hook.take();
+        self.shadow = shadow;
+        self.data_version = version;
+        self.counted = counted;
+        let _ = self.feed.send(Arc::new(set));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.check_foreign();
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| schema::unavailable(&self.path, e))
+    }
+
+    fn classify(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Sqlite(e) => schema::unavailable(&self.path, e),
+            other => other,
+        }
+    }
+}
+
+/// The `collections_version` counter kept by the triggers of `schema.sql`.
+fn collections_version(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT value FROM kaffediem_meta WHERE key = 'collections_version'",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+fn data_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
+/// Watch the database's directory and wake the writer when the file or its WAL changes.
+/// Without a watcher (an unsupported file system) the once-a-second check still works.
+fn watch(path: &Path, queue: mpsc::Sender<Msg>) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name()?.to_os_string();
+    let mut wal = name.clone();
+    wal.push("-wal");
+    // Several events arrive per commit; each wake-up costs the writer one PRAGMA.
+    let queue = Mutex::new(queue);
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        let ours = event
+            .paths
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == name || n == wal));
+        if ours {
+            let _ = queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Msg::Wake);
+        }
+    };
+    let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(&dir, RecursiveMode::NonRecursive)?;
+        Ok(w)
+    });
+    match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the database directory; checking for outside writes once a second");
+            None
+        }
     }
 }

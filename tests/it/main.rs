@@ -2,4 +2,5 @@
 
 mod api;
 mod channels;
+mod store;
 mod support;
