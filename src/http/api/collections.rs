@@ -14,7 +14,7 @@ use crate::channels::filter::{local_date, OrderFilter};
 use crate::http::{empty, json_response, App, Body};
 use crate::store::orders::{self, Customer};
 use crate::store::write::{self, STATES};
-use crate::store::{records, Collection, OrderQuery};
+use crate::store::{records, Collection, OrderQuery, RecordCtx};
 
 const LIST_METHODS: &str = "GET, POST";
 const RECORD_METHODS: &str = "GET, PATCH, PUT, DELETE";
@@ -74,16 +74,7 @@ pub async fn route(
         (Method::GET, Some(id)) => get(app, &req, collection, id).await,
         (Method::DELETE, Some(id)) => delete(app, collection, id).await,
         (Method::POST, None) => {
-            let (parts, incoming) = req.into_parts();
-            let form = body::read(
-                incoming,
-                &parts.headers,
-                collection,
-                settings.max_body_bytes,
-                settings.max_upload_bytes,
-            )
-            .await?;
-            let ctx = app.record_ctx(&parts.headers);
+            let (form, ctx) = read_body(app, req, collection).await?;
             if collection == Collection::Order {
                 place_order(app, form, who, ctx).await
             } else {
@@ -91,20 +82,30 @@ pub async fn route(
             }
         }
         (_, Some(id)) => {
-            let (parts, incoming) = req.into_parts();
-            let form = body::read(
-                incoming,
-                &parts.headers,
-                collection,
-                settings.max_body_bytes,
-                settings.max_upload_bytes,
-            )
-            .await?;
-            let ctx = app.record_ctx(&parts.headers);
+            let (form, ctx) = read_body(app, req, collection).await?;
             update(app, collection, id, form, ctx).await
         }
         _ => Err(ApiError::NotFound("not found")),
     }
+}
+
+/// The decoded body of a write, and how to render the record it answers with.
+async fn read_body(
+    app: &App,
+    req: Request<Incoming>,
+    collection: Collection,
+) -> Result<(Form, RecordCtx), ApiError> {
+    let settings = app.settings();
+    let (parts, incoming) = req.into_parts();
+    let form = body::read(
+        incoming,
+        &parts.headers,
+        collection,
+        settings.max_body_bytes,
+        settings.max_upload_bytes,
+    )
+    .await?;
+    Ok((form, app.record_ctx(&parts.headers)))
 }
 
 async fn list(
@@ -188,7 +189,7 @@ async fn create(
     app: &App,
     collection: Collection,
     form: Form,
-    ctx: crate::store::RecordCtx,
+    ctx: RecordCtx,
 ) -> Result<Response<Body>, ApiError> {
     let clock = Arc::clone(&app.clock);
     let record = app
@@ -213,11 +214,8 @@ async fn update(
     collection: Collection,
     id: i64,
     form: Form,
-    ctx: crate::store::RecordCtx,
+    ctx: RecordCtx,
 ) -> Result<Response<Body>, ApiError> {
-    if form.image.is_some() && collection != Collection::Item {
-        return Err(ApiError::BadRequest("only items have images".into()));
-    }
     let clock = Arc::clone(&app.clock);
     let record = app
         .store
@@ -251,7 +249,7 @@ async fn place_order(
     app: &App,
     form: Form,
     who: Caller,
-    ctx: crate::store::RecordCtx,
+    ctx: RecordCtx,
 ) -> Result<Response<Body>, ApiError> {
     let customer = match who {
         Caller::User { id, admin: false } => Customer::Forced(id),
