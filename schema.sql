@@ -140,7 +140,7 @@ WHEN NEW.updated_at IS OLD.updated_at BEGIN
 END;
 
 -- Daemon-internal state: `seq` (the last committed change-set number), `collections_version`
--- (see the counting triggers below), later `socket_secret`.
+-- (see the counting triggers below), `published_version`, later `socket_secret`.
 CREATE TABLE kaffediem_meta (
     key   TEXT PRIMARY KEY,
     value
@@ -247,6 +247,10 @@ CREATE TRIGGER order_delete_counted AFTER DELETE ON "order" BEGIN
     UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
 END;
 
-INSERT INTO kaffediem_meta (key, value) VALUES ('seq', 0), ('collections_version', 0);
+-- `published_version`: the `collections_version` as of the last change set the daemon
+-- published. A reader seeing the two differ knows another process committed rows the daemon
+-- has not published yet (see `Store::snapshot`).
+INSERT INTO kaffediem_meta (key, value)
+VALUES ('seq', 0), ('collections_version', 0), ('published_version', 0);
 -- The café starts closed; the front desk opens it.
 INSERT INTO status (id, open, show_message) VALUES (1, 0, 0);

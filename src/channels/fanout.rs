@@ -45,7 +45,7 @@ impl Fanout {
         clock: Arc<dyn Clock>,
         tz: TimeZone,
     ) -> Result<Fanout, store::StoreError> {
-        let (seq, fields) = store.readers.snapshot(store::records::order_fields).await?;
+        let (seq, fields) = store.snapshot(store::records::order_fields).await?;
         let orders = fields
             .into_iter()
             .map(|o| {

@@ -106,12 +106,12 @@ impl Cafe {
         if !self.access().public_read && viewer.user_id.is_none() && !viewer.admin {
             return refuse("unauthorized");
         }
-        let readers = self.store.readers.clone();
+        let store = self.store.clone();
         let ctx = self.records.clone();
         if name == "menu" {
             let sub = self.registry.subscribe(TopicKey::Menu, outbox);
             return Box::pin(async move {
-                let read = readers
+                let read = store
                     .snapshot(move |conn| store::menu::build(conn, &ctx))
                     .await;
                 joined(read, sub)
@@ -125,7 +125,7 @@ impl Cafe {
                 .registry
                 .subscribe(TopicKey::Collection(collection), outbox);
             return Box::pin(async move {
-                let read = readers
+                let read = store
                     .snapshot(move |conn| {
                         store::records::list(conn, collection, &ctx).map(Value::from)
                     })
@@ -147,7 +147,7 @@ impl Cafe {
         };
         let sub = self.registry.subscribe(TopicKey::Orders(filter), outbox);
         Box::pin(async move {
-            let read = readers
+            let read = store
                 .snapshot(move |conn| {
                     store::records::list_orders(conn, &query, &ctx).map(Value::from)
                 })

@@ -1,9 +1,15 @@
-//! The sending half of a socket's bounded outbound queue, and broadcasts encoded once.
-//! CONTRACT STUB: the phoenix helper replaces the bodies.
+//! The sending half of a socket's bounded outbound queue ([`Outbox`]), and broadcasts encoded
+//! at most once per serializer ([`Broadcast`]). Nothing here ever waits: a full queue marks
+//! the socket as a slow consumer and wakes it to close with 1013.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use super::frame::{Payload, Vsn};
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::frame::{self, Payload, Vsn};
 
 /// A server broadcast (`[null, null, topic, event, payload]`), encoded at most once per
 /// serializer however many sockets receive it; every socket gets the same bytes.
@@ -11,6 +17,10 @@ pub struct Broadcast {
     pub topic: String,
     pub event: String,
     pub payload: Payload,
+    // One lazily built frame per serializer. `Message` is `Bytes`-backed, so the clones handed
+    // to each socket share this one buffer.
+    v1: OnceLock<Message>,
+    v2: OnceLock<Message>,
 }
 
 impl Broadcast {
@@ -19,45 +29,204 @@ impl Broadcast {
             topic: topic.into(),
             event: event.into(),
             payload,
+            v1: OnceLock::new(),
+            v2: OnceLock::new(),
         })
     }
 
     /// The frame for sockets speaking `vsn` (encoded on first use, then shared).
-    pub fn encoded(&self, _vsn: Vsn) -> tokio_tungstenite::tungstenite::Message {
-        todo!()
+    pub fn encoded(&self, vsn: Vsn) -> Message {
+        let cell = match vsn {
+            Vsn::V1 => &self.v1,
+            Vsn::V2 => &self.v2,
+        };
+        cell.get_or_init(|| frame::encode_broadcast(vsn, &self.topic, &self.event, &self.payload))
+            .clone()
     }
+}
+
+impl std::fmt::Debug for Broadcast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcast")
+            .field("topic", &self.topic)
+            .field("event", &self.event)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One item of a socket's outbound queue, tagged with the join instance it belongs to. Kept
+/// small (32 bytes) because every socket's queue allocates a block of these up front.
+pub(crate) struct Outbound {
+    pub(crate) join: u64,
+    pub(crate) seq: u64,
+    pub(crate) kind: OutKind,
+}
+
+pub(crate) enum OutKind {
+    Broadcast(Arc<Broadcast>),
+    Push(Box<(String, Payload)>),
+    Crash,
+}
+
+/// State a socket shares with its outboxes and its endpoint.
+pub(crate) struct SocketShared {
+    pub(crate) id: u64,
+    /// A close requested from outside the socket task (slow consumer, `close_all`); 0 = none.
+    close_code: AtomicU16,
+    waker: AtomicWaker,
+}
+
+impl SocketShared {
+    pub(crate) fn new(id: u64) -> Self {
+        SocketShared {
+            id,
+            close_code: AtomicU16::new(0),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    /// Ask the socket task to close with `code`; the first request wins.
+    pub(crate) fn request_close(&self, code: u16) {
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.waker.wake();
+    }
+
+    pub(crate) fn requested_close(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+}
+
+/// A join instance's liveness, flipped by the socket when the join ends (leave, duplicate
+/// join, crash, refused join) so the application can drop the subscriber.
+pub(crate) struct JoinShared {
+    pub(crate) id: u64,
+    pub(crate) ended: AtomicBool,
 }
 
 /// Handle to one join instance (one topic on one socket). Cheap to clone. Sending never
 /// waits: when the socket's queue is full the socket is closed with 1013 (slow consumer).
 #[derive(Clone)]
-pub struct Outbox {}
+pub struct Outbox {
+    tx: mpsc::Sender<Outbound>,
+    socket: Arc<SocketShared>,
+    join: Arc<JoinShared>,
+}
 
 impl Outbox {
+    pub(crate) fn new(tx: mpsc::Sender<Outbound>, socket: Arc<SocketShared>, join_id: u64) -> Self {
+        let join = Arc::new(JoinShared {
+            id: join_id,
+            ended: AtomicBool::new(false),
+        });
+        Outbox { tx, socket, join }
+    }
+
+    pub(crate) fn join_id(&self) -> u64 {
+        self.join.id
+    }
+
+    /// Mark this join instance as over; later sends return `false`.
+    pub(crate) fn end(&self) {
+        self.join.ended.store(true, Ordering::Release);
+    }
+
     /// A process-unique id of the socket this outbox feeds (for registries and logs).
     pub fn socket_id(&self) -> u64 {
-        todo!()
+        self.socket.id
     }
 
     /// Queue a broadcast for this join. `seq` orders it against the join's snapshot (see
     /// [`super::JoinResult::Ok`]). Returns `false` when the socket is gone or the join has
     /// ended, so the caller can drop this subscriber.
-    pub fn broadcast(&self, _seq: u64, _msg: &Arc<Broadcast>) -> bool {
-        todo!()
+    pub fn broadcast(&self, seq: u64, msg: &Arc<Broadcast>) -> bool {
+        self.send(seq, OutKind::Broadcast(Arc::clone(msg)))
     }
 
     /// Push `event` to this join only (`[join_ref, null, topic, event, payload]`).
-    pub fn push(&self, _event: &str, _payload: Payload) -> bool {
-        todo!()
+    pub fn push(&self, event: &str, payload: Payload) -> bool {
+        self.send(0, OutKind::Push(Box::new((event.to_owned(), payload))))
     }
 
     /// The channel failed asynchronously: the socket sends `phx_error` and unjoins the topic.
     pub fn crash(&self) {
-        todo!()
+        self.send(0, OutKind::Crash);
     }
 
     /// Whether the socket or this join is gone.
     pub fn is_closed(&self) -> bool {
-        todo!()
+        self.join.ended.load(Ordering::Acquire)
+            || self.tx.is_closed()
+            || self.socket.requested_close().is_some()
+    }
+
+    fn send(&self, seq: u64, kind: OutKind) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let item = Outbound {
+            join: self.join.id,
+            seq,
+            kind,
+        };
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // The client does not keep up. Waiting would delay every other subscriber, so
+                // the socket is closed; its client reconnects and rejoins to a fresh snapshot.
+                self.socket.request_close(1013);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_is_encoded_once_and_shared() {
+        let b = Broadcast::new("t", "e", Payload::Json(serde_json::json!({"x": 1})));
+        let (Message::Text(a), Message::Text(c)) = (b.encoded(Vsn::V2), b.encoded(Vsn::V2)) else {
+            panic!("text frames expected");
+        };
+        assert_eq!(a.as_str().as_ptr(), c.as_str().as_ptr(), "same buffer");
+        assert_eq!(a.as_str(), r#"[null,null,"t","e",{"x":1}]"#);
+    }
+
+    #[test]
+    fn full_queue_requests_slow_consumer_close() {
+        let (tx, _rx) = mpsc::channel(1);
+        let socket = Arc::new(SocketShared::new(7));
+        let outbox = Outbox::new(tx, Arc::clone(&socket), 1);
+        let b = Broadcast::new("t", "e", Payload::Json(serde_json::json!({})));
+        assert!(outbox.broadcast(1, &b));
+        assert!(!outbox.broadcast(2, &b));
+        assert_eq!(socket.requested_close(), Some(1013));
+        assert!(outbox.is_closed());
+        assert_eq!(outbox.socket_id(), 7);
+    }
+
+    #[test]
+    fn ended_join_refuses_sends() {
+        let (tx, _rx) = mpsc::channel(4);
+        let outbox = Outbox::new(tx, Arc::new(SocketShared::new(1)), 1);
+        outbox.end();
+        assert!(!outbox.push("e", Payload::Json(serde_json::json!({}))));
+    }
+
+    #[test]
+    fn outbound_items_stay_small() {
+        assert!(std::mem::size_of::<Outbound>() <= 32);
     }
 }

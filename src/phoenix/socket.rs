@@ -1,2 +1,567 @@
-//! The per-socket state machine: joins, leaves, refs, heartbeats, idle timeout.
-//! CONTRACT STUB: the phoenix helper fills this in.
+//! The per-socket state machine: one tokio task per socket owns the WebSocket, its joined
+//! topics (each a `Box<dyn Channel>`) and the receiving end of its outbound queue, and applies
+//! the join/leave/event/heartbeat rules of Phoenix 1.8 plus the idle timeout and close codes.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::frame::{self, InMessage, Payload, Vsn};
+use super::outbox::{OutKind, Outbound, Outbox, SocketShared};
+use super::transport::{EndpointConfig, SocketSlot};
+use super::{BoxFuture, Channel, JoinResult, Reply, SocketHandler};
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Read buffer per socket. Clients send little (joins, heartbeats), and an idle subscriber
+/// must stay cheap: tungstenite allocates this eagerly.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Stop reading a client that lets this many of our replies pile up (it is not reading).
+const PAUSE_READING_AT: usize = 64;
+/// How long a closing socket may take to get its close frame out to a slow client.
+const CLOSE_WRITE_GRACE: Duration = Duration::from_secs(5);
+/// How long a closing socket waits for the client to hang up after our close frame.
+const CLOSE_DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// One joined topic on this socket.
+struct Joined {
+    topic: String,
+    /// The join_ref of the `phx_join` as the client sent it (may be null): stale checks and
+    /// the ref of `phx_close`/`phx_error`.
+    join_ref: Value,
+    /// The channel's own join_ref (the join's ref when the client sent a null join_ref): used
+    /// in replies to events and in pushes, as Phoenix's channel server does.
+    channel_ref: Value,
+    /// Broadcasts at or below this position are already in the join's snapshot.
+    seq: u64,
+    outbox: Outbox,
+    channel: Box<dyn Channel>,
+}
+
+/// How the socket loop ended.
+enum End {
+    /// The client went away or closed; nothing more to send.
+    Gone,
+    /// The server closes with this code.
+    Close(u16),
+}
+
+enum Event {
+    Inbound(Option<Result<Message, WsError>>),
+    WriteFailed,
+    CloseRequested(u16),
+    IdleCheck,
+}
+
+struct Socket<H: SocketHandler> {
+    slot: SocketSlot<H>,
+    session: Arc<H::Session>,
+    vsn: Vsn,
+    peer: SocketAddr,
+    /// Kept to hand out new outboxes; the queue's receiver is owned by the loop.
+    tx: mpsc::Sender<Outbound>,
+    joined: Vec<Joined>,
+    /// Replies and control frames produced by this task, written before queued items.
+    pending: VecDeque<Message>,
+    next_join_id: u64,
+    unflushed: bool,
+    /// The client sent a close frame; tungstenite answers it, we only read to the end.
+    peer_closed: bool,
+}
+
+/// Serve one upgraded connection until it closes. Dropping the slot at the end unregisters
+/// the socket; dropping `joined` ends every subscription.
+pub(crate) async fn run<H: SocketHandler>(
+    slot: SocketSlot<H>,
+    session: Arc<H::Session>,
+    vsn: Vsn,
+    peer: SocketAddr,
+    io: TokioIo<Upgraded>,
+    config: &EndpointConfig,
+) {
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes));
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+    let (tx, mut rx) = mpsc::channel(config.outbound_queue.max(1));
+    let mut socket = Socket {
+        slot,
+        session,
+        vsn,
+        peer,
+        tx,
+        joined: Vec::new(),
+        pending: VecDeque::new(),
+        next_join_id: 1,
+        unflushed: false,
+        peer_closed: false,
+    };
+    let end = socket.serve(&mut ws, &mut rx).await;
+    // Boxed (like joins): an idle socket's task then only holds the state of its read loop.
+    Box::pin(socket.finish(ws, rx, end)).await;
+}
+
+fn deadline(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .unwrap_or_else(|| from + Duration::from_secs(365 * 24 * 3600))
+}
+
+impl<H: SocketHandler> Socket<H> {
+    fn idle_timeout(&self) -> Duration {
+        self.slot.endpoint.config().idle_timeout
+    }
+
+    async fn serve(&mut self, ws: &mut Ws, rx: &mut mpsc::Receiver<Outbound>) -> End {
+        let mut last_received = Instant::now();
+        // The timer is only re-armed when it fires, so a busy socket does not touch the timer
+        // wheel on every frame.
+        let idle = tokio::time::sleep_until(deadline(last_received, self.idle_timeout()));
+        tokio::pin!(idle);
+        loop {
+            let event = poll_fn(|cx| self.poll_event(cx, ws, rx, idle.as_mut())).await;
+            match event {
+                Event::CloseRequested(code) => return End::Close(code),
+                Event::WriteFailed => return End::Gone,
+                Event::IdleCheck => {
+                    let due = deadline(last_received, self.idle_timeout());
+                    if Instant::now() >= due {
+                        tracing::debug!(peer = %self.peer, "idle socket closed");
+                        return End::Close(1002);
+                    }
+                    idle.as_mut().reset(due);
+                }
+                Event::Inbound(None) => return End::Gone,
+                Event::Inbound(Some(Err(e))) => return self.read_failed(e),
+                Event::Inbound(Some(Ok(msg))) => {
+                    last_received = Instant::now();
+                    if let Some(end) = self.on_message(msg, rx).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut Ws,
+        rx: &mut mpsc::Receiver<Outbound>,
+        idle: Pin<&mut Sleep>,
+    ) -> Poll<Event> {
+        self.slot.shared.register(cx.waker());
+        if let Some(code) = self.slot.shared.requested_close() {
+            return Poll::Ready(Event::CloseRequested(code));
+        }
+        if let Err(e) = self.poll_write(cx, ws, rx) {
+            tracing::debug!(peer = %self.peer, error = %e, "socket write failed");
+            return Poll::Ready(Event::WriteFailed);
+        }
+        // A client that closed is read to the end whatever is pending (nothing more is sent).
+        if self.pending.len() < PAUSE_READING_AT || self.peer_closed {
+            if let Poll::Ready(item) = ws.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Inbound(item));
+            }
+        }
+        if idle.poll(cx).is_ready() {
+            return Poll::Ready(Event::IdleCheck);
+        }
+        Poll::Pending
+    }
+
+    /// Move frames to the WebSocket while it accepts them: own replies first, then the queue.
+    /// Returns as soon as the connection would block; never waits.
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut Ws,
+        rx: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<(), WsError> {
+        if self.peer_closed {
+            return Ok(());
+        }
+        loop {
+            match ws.poll_ready_unpin(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(ready) => ready?,
+            }
+            let msg = match self.pending.pop_front() {
+                Some(msg) => msg,
+                None => match rx.poll_recv(cx) {
+                    Poll::Ready(Some(item)) => match self.outbound(item) {
+                        Some(msg) => msg,
+                        None => continue,
+                    },
+                    Poll::Ready(None) | Poll::Pending => break,
+                },
+            };
+            self.count_sent(&msg);
+            ws.start_send_unpin(msg)?;
+            self.unflushed = true;
+        }
+        if self.unflushed {
+            match ws.poll_flush_unpin(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(flushed) => flushed?,
+            }
+            self.unflushed = false;
+        }
+        Ok(())
+    }
+
+    fn count_sent(&self, msg: &Message) {
+        let metrics = &self.slot.endpoint.metrics;
+        metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .bytes_sent
+            .fetch_add(msg.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Turn a queued item into a frame, or drop it: items of a join instance that is no longer
+    /// current (left, replaced, crashed) and broadcasts already in the join's snapshot.
+    fn outbound(&mut self, item: Outbound) -> Option<Message> {
+        let idx = self.position_of_join(item.join)?;
+        let joined = &self.joined[idx];
+        match item.kind {
+            OutKind::Broadcast(b) => (item.seq > joined.seq).then(|| b.encoded(self.vsn)),
+            OutKind::Push(push) => {
+                let (event, payload) = *push;
+                let (vsn, topic) = (self.vsn, &joined.topic);
+                Some(frame::encode_push(
+                    vsn,
+                    &joined.channel_ref,
+                    topic,
+                    &event,
+                    &payload,
+                ))
+            }
+            OutKind::Crash => {
+                let (topic, join_ref) = self.unjoin(idx);
+                Some(frame::encode_error(self.vsn, &join_ref, &topic))
+            }
+        }
+    }
+
+    /// Move everything already queued into `pending`, so a reply follows the channel's own
+    /// pushes as it does in Phoenix (frames from one channel keep their order).
+    fn drain_queue(&mut self, rx: &mut mpsc::Receiver<Outbound>) {
+        while let Ok(item) = rx.try_recv() {
+            if let Some(msg) = self.outbound(item) {
+                self.pending.push_back(msg);
+            }
+        }
+    }
+
+    fn position(&self, topic: &str) -> Option<usize> {
+        self.joined.iter().position(|j| j.topic == topic)
+    }
+
+    fn position_of_join(&self, join_id: u64) -> Option<usize> {
+        self.joined
+            .iter()
+            .position(|j| j.outbox.join_id() == join_id)
+    }
+
+    /// Frames with a null join_ref or the current one reach the channel; others are stale.
+    fn accepts(&self, idx: usize, join_ref: &Value) -> bool {
+        join_ref.is_null() || *join_ref == self.joined[idx].join_ref
+    }
+
+    /// Remove a join; dropping its channel ends its subscriptions.
+    fn unjoin(&mut self, idx: usize) -> (String, Value) {
+        let joined = self.joined.swap_remove(idx);
+        joined.outbox.end();
+        (joined.topic, joined.join_ref)
+    }
+
+    fn reply(
+        &mut self,
+        join_ref: &Value,
+        reference: &Value,
+        topic: &str,
+        status: &str,
+        payload: &Payload,
+    ) {
+        let msg = frame::encode_reply(self.vsn, join_ref, reference, topic, status, payload);
+        self.pending.push_back(msg);
+    }
+
+    fn reply_json(
+        &mut self,
+        join_ref: &Value,
+        reference: &Value,
+        topic: &str,
+        status: &str,
+        response: Value,
+    ) {
+        self.reply(join_ref, reference, topic, status, &Payload::Json(response));
+    }
+
+    fn read_failed(&self, e: WsError) -> End {
+        let code = match &e {
+            WsError::Utf8(_) => 1007,
+            WsError::Capacity(_) => 1009,
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return End::Gone,
+            WsError::Protocol(_) => 1002,
+            _ => return End::Gone,
+        };
+        tracing::warn!(peer = %self.peer, error = %e, code, "bad WebSocket frame, closing socket");
+        End::Close(code)
+    }
+
+    async fn on_message(&mut self, msg: Message, rx: &mut mpsc::Receiver<Outbound>) -> Option<End> {
+        let decoded = match msg {
+            Message::Text(text) => frame::decode_text(self.vsn, text.as_str()),
+            Message::Binary(data) => frame::decode_binary(self.vsn, &data),
+            Message::Ping(_) => {
+                // tungstenite queued the pong; make sure the writer flushes it now.
+                self.unflushed = true;
+                return None;
+            }
+            Message::Close(_) => {
+                self.peer_closed = true;
+                self.pending.clear();
+                return None;
+            }
+            Message::Pong(_) | Message::Frame(_) => return None,
+        };
+        match decoded {
+            Ok(m) => self.dispatch(m, rx).await,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "malformed Phoenix frame, closing socket with 1011");
+                Some(End::Close(1011))
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, m: InMessage, rx: &mut mpsc::Receiver<Outbound>) -> Option<End> {
+        // Heartbeats come before any routing and never need a join.
+        if m.topic == "phoenix" && m.event == "heartbeat" {
+            self.reply_json(&Value::Null, &m.reference, "phoenix", "ok", json!({}));
+            return None;
+        }
+        match m.event.as_str() {
+            "phx_join" => return Box::pin(self.join(m)).await,
+            "phx_leave" => self.leave(m),
+            _ => self.event(m, rx),
+        }
+        None
+    }
+
+    async fn join(&mut self, m: InMessage) -> Option<End> {
+        let InMessage {
+            join_ref,
+            reference,
+            topic,
+            payload,
+            ..
+        } = m;
+        // Duplicate join: the old instance ends now; its phx_close follows the new reply.
+        let replaced = self.position(&topic).map(|idx| self.unjoin(idx));
+        let limit = self.slot.endpoint.config().max_topics_per_socket;
+        let outcome = if self.joined.len() >= limit {
+            Err(json!({"reason": "too many channels joined"}))
+        } else {
+            let join_id = self.next_join_id;
+            self.next_join_id += 1;
+            let outbox = Outbox::new(self.tx.clone(), Arc::clone(&self.slot.shared), join_id);
+            let handler = &self.slot.endpoint.handler;
+            // A panic in the routing call itself counts as a crashed join, like one in the future.
+            let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handler.join(&self.session, &topic, payload, outbox.clone())
+            }));
+            let result = match routed {
+                Ok(None) => {
+                    outbox.end();
+                    tracing::debug!(peer = %self.peer, %topic, "join of unmatched topic");
+                    // Phoenix builds this reply without a join_ref.
+                    let reason = json!({"reason": "unmatched topic"});
+                    self.reply_json(&Value::Null, &reference, &topic, "error", reason);
+                    return self.after_join(replaced);
+                }
+                Ok(Some(future)) => match Self::await_join(&self.slot.shared, future).await {
+                    Err(code) => return Some(End::Close(code)),
+                    Ok(result) => result,
+                },
+                Err(panic) => Err(panic),
+            };
+            match result {
+                Ok(JoinResult::Ok {
+                    response,
+                    seq,
+                    channel,
+                }) => {
+                    let channel_ref = if join_ref.is_null() {
+                        reference.clone()
+                    } else {
+                        join_ref.clone()
+                    };
+                    self.joined.push(Joined {
+                        topic: topic.clone(),
+                        join_ref: join_ref.clone(),
+                        channel_ref,
+                        seq,
+                        outbox,
+                        channel,
+                    });
+                    Ok(response)
+                }
+                Ok(JoinResult::Error(response)) => {
+                    outbox.end();
+                    Err(response)
+                }
+                Err(_panic) => {
+                    outbox.end();
+                    tracing::warn!(peer = %self.peer, %topic, "join crashed");
+                    Err(json!({"reason": "join crashed"}))
+                }
+            }
+        };
+        match outcome {
+            Ok(response) => self.reply_json(&join_ref, &reference, &topic, "ok", response),
+            Err(response) => self.reply_json(&join_ref, &reference, &topic, "error", response),
+        }
+        self.after_join(replaced)
+    }
+
+    fn after_join(&mut self, replaced: Option<(String, Value)>) -> Option<End> {
+        if let Some((topic, old_ref)) = replaced {
+            self.pending
+                .push_back(frame::encode_close(self.vsn, &old_ref, &topic));
+        }
+        None
+    }
+
+    /// Await a join inside the socket task (so its reply precedes anything queued for it),
+    /// catching a panic, and giving way to a close request (`Err(code)`).
+    async fn await_join(
+        shared: &SocketShared,
+        future: BoxFuture<JoinResult>,
+    ) -> Result<std::thread::Result<JoinResult>, u16> {
+        let mut future = AssertUnwindSafe(future).catch_unwind();
+        poll_fn(|cx| {
+            shared.register(cx.waker());
+            if let Some(code) = shared.requested_close() {
+                return Poll::Ready(Err(code));
+            }
+            future.poll_unpin(cx).map(Ok)
+        })
+        .await
+    }
+
+    fn leave(&mut self, m: InMessage) {
+        match self.position(&m.topic) {
+            // Not joined: ok, echoing the frame's join_ref, and no phx_close.
+            None => self.reply_json(&m.join_ref, &m.reference, &m.topic, "ok", json!({})),
+            // A stale leave raced a server-side close: ignored.
+            Some(idx) if !self.accepts(idx, &m.join_ref) => {}
+            Some(idx) => {
+                let channel_ref = self.joined[idx].channel_ref.clone();
+                let (topic, join_ref) = self.unjoin(idx);
+                self.reply_json(&channel_ref, &m.reference, &topic, "ok", json!({}));
+                self.pending
+                    .push_back(frame::encode_close(self.vsn, &join_ref, &topic));
+            }
+        }
+    }
+
+    fn event(&mut self, m: InMessage, rx: &mut mpsc::Receiver<Outbound>) {
+        let Some(idx) = self.position(&m.topic) else {
+            let reason = json!({"reason": "unmatched topic"});
+            return self.reply_json(&Value::Null, &m.reference, &m.topic, "error", reason);
+        };
+        if !self.accepts(idx, &m.join_ref) {
+            return;
+        }
+        let joined = &mut self.joined[idx];
+        let join_id = joined.outbox.join_id();
+        let (channel, outbox) = (&mut joined.channel, &joined.outbox);
+        let reply = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            channel.handle_in(&m.event, m.payload, outbox)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::warn!(peer = %self.peer, topic = %m.topic, "channel panicked");
+            Reply::Crash
+        });
+        self.drain_queue(rx);
+        // The channel may have crashed itself through its outbox meanwhile.
+        let Some(idx) = self.position_of_join(join_id) else {
+            return;
+        };
+        let channel_ref = self.joined[idx].channel_ref.clone();
+        match reply {
+            Reply::Status(status, payload) => {
+                self.reply(&channel_ref, &m.reference, &m.topic, &status, &payload)
+            }
+            Reply::NoReply => {}
+            Reply::Stop(last) => {
+                if let Some((status, payload)) = last {
+                    self.reply(&channel_ref, &m.reference, &m.topic, &status, &payload);
+                }
+                let (topic, join_ref) = self.unjoin(idx);
+                self.pending
+                    .push_back(frame::encode_close(self.vsn, &join_ref, &topic));
+            }
+            Reply::Crash => {
+                let (topic, join_ref) = self.unjoin(idx);
+                self.pending
+                    .push_back(frame::encode_error(self.vsn, &join_ref, &topic));
+            }
+        }
+    }
+
+    /// End the socket: drop every channel, and for a server-initiated close send the close
+    /// frame (after what the client has not read yet), hang up our side and let the client
+    /// finish, each bounded in time.
+    async fn finish(mut self, mut ws: Ws, mut rx: mpsc::Receiver<Outbound>, end: End) {
+        rx.close();
+        for joined in self.joined.drain(..) {
+            joined.outbox.end();
+        }
+        self.pending.clear();
+        if let End::Close(code) = end {
+            if code == 1013 {
+                self.slot
+                    .endpoint
+                    .metrics
+                    .slow_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %self.peer, "slow consumer: outbound queue full, closing socket with 1013");
+            }
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: "".into(),
+            };
+            let _ =
+                tokio::time::timeout(CLOSE_WRITE_GRACE, ws.send(Message::Close(Some(frame)))).await;
+            let _ = tokio::time::timeout(CLOSE_DRAIN_GRACE, async {
+                let io = ws.get_mut();
+                let _ = io.shutdown().await;
+                let mut sink = [0u8; 512];
+                while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        }
+    }
+}

@@ -1,15 +1,24 @@
-//! The WebSocket endpoint: upgrade checks (vsn, origin, subprotocol, connect), socket tasks,
-//! limits and metrics. CONTRACT STUB: the phoenix helper replaces the bodies.
+//! The WebSocket endpoint: upgrade checks (method and headers, vsn, origin, `authToken`
+//! subprotocol, socket limit, the application's connect), the 101 answer, and the registry of
+//! open sockets used by [`Endpoint::close_all`]. The per-socket loop lives in `socket.rs`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, StatusCode};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::SocketHandler;
+use super::frame::Vsn;
+use super::outbox::SocketShared;
+use super::{ConnectInfo, SocketHandler};
 
 /// Settings of the endpoint; replaceable while running ([`Endpoint::set_config`]).
 #[derive(Debug, Clone)]
@@ -53,36 +62,434 @@ pub struct Metrics {
     pub slow_closed: AtomicU64,
 }
 
+/// Process-unique socket ids, so registries keyed by [`super::Outbox::socket_id`] never mix up
+/// sockets of two endpoints.
+static NEXT_SOCKET_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A Phoenix socket endpoint (`/socket/websocket`) for one application handler.
 pub struct Endpoint<H: SocketHandler> {
-    _handler: Arc<H>,
+    pub(crate) handler: Arc<H>,
+    config: RwLock<Arc<EndpointConfig>>,
+    pub(crate) metrics: Metrics,
+    /// Open (and upgrading) sockets, so `close_all` can reach every one.
+    sockets: Mutex<HashMap<u64, Arc<SocketShared>>>,
+    /// Signalled whenever a socket leaves the registry.
+    socket_gone: Notify,
+    /// Set by `close_all`: the endpoint is shutting down and refuses new upgrades (503).
+    shutting_down: AtomicBool,
 }
 
 impl<H: SocketHandler> Endpoint<H> {
-    pub fn new(_handler: Arc<H>, _config: EndpointConfig) -> Arc<Self> {
-        todo!()
+    pub fn new(handler: Arc<H>, config: EndpointConfig) -> Arc<Self> {
+        Arc::new(Endpoint {
+            handler,
+            config: RwLock::new(Arc::new(config)),
+            metrics: Metrics::default(),
+            sockets: Mutex::new(HashMap::new()),
+            socket_gone: Notify::new(),
+            shutting_down: AtomicBool::new(false),
+        })
     }
 
-    pub fn set_config(&self, _config: EndpointConfig) {
-        todo!()
+    /// Replace the settings; open sockets pick up the new values at their next decision
+    /// (idle check, join limit); queue and message sizes apply to new sockets.
+    pub fn set_config(&self, config: EndpointConfig) {
+        let mut guard = self.config.write().unwrap_or_else(|e| e.into_inner());
+        *guard = Arc::new(config);
+    }
+
+    /// The current settings.
+    pub fn config(&self) -> Arc<EndpointConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn metrics(&self) -> &Metrics {
-        todo!()
+        &self.metrics
     }
 
     /// Answer a request for the WebSocket transport: 400 (not a GET upgrade), 403 (vsn,
     /// origin, refused connect), 503 (socket limit) or 101, spawning the socket's task.
     pub fn upgrade(
         self: &Arc<Self>,
-        _req: hyper::Request<hyper::body::Incoming>,
-        _peer: SocketAddr,
+        req: hyper::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
     ) -> hyper::Response<Full<Bytes>> {
-        todo!()
+        if req.method() != Method::GET {
+            return respond(StatusCode::BAD_REQUEST, "");
+        }
+        let Some(key) = websocket_key(req.headers()) else {
+            return respond(StatusCode::BAD_REQUEST, "not a WebSocket upgrade request");
+        };
+        let query = req.uri().query().unwrap_or("");
+        let params = parse_query(query);
+        let vsn = match params.keys().any(|k| k.starts_with("vsn[")) {
+            true => None,
+            false => Vsn::negotiate(params.get("vsn").map(String::as_str)),
+        };
+        let Some(vsn) = vsn else {
+            tracing::warn!(%peer, query = %redact_query(query), "refused socket: unsupported vsn");
+            return respond(StatusCode::FORBIDDEN, "");
+        };
+        let config = self.config();
+        if config.check_origin && !origin_allowed(req.headers(), &config.allowed_origins) {
+            tracing::warn!(%peer, origin = ?req.headers().get(header::ORIGIN), "refused socket: origin");
+            return respond(StatusCode::FORBIDDEN, "");
+        }
+        let (auth_token, offers_phoenix) = match subprotocols(req.headers()) {
+            Ok(found) => found,
+            Err(()) => return respond(StatusCode::FORBIDDEN, ""),
+        };
+        let info = ConnectInfo {
+            params,
+            auth_token,
+            headers: req.headers().clone(),
+            peer,
+        };
+        let Some(slot) = self.reserve_slot(&config) else {
+            return respond(StatusCode::SERVICE_UNAVAILABLE, "");
+        };
+        let session = match self.handler.connect(&info) {
+            Ok(session) => Arc::new(session),
+            Err(refused) => {
+                tracing::debug!(%peer, query = %redact_query(query), reason = %refused.0, "socket refused");
+                return respond(StatusCode::FORBIDDEN, "");
+            }
+        };
+        tracing::debug!(%peer, query = %redact_query(query), ?vsn, "socket connected");
+
+        // Taken out of the request now so the socket task does not carry the request along.
+        let on_upgrade = hyper::upgrade::on(req);
+        let fut = async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                tracing::debug!(%peer, "upgrade failed before the socket opened");
+                return drop(slot);
+            };
+            let io = hyper_util::rt::TokioIo::new(upgraded);
+            super::socket::run(slot, session, vsn, peer, io, &config).await;
+        };
+        tokio::spawn(fut);
+
+        let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, "");
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        // Browsers fail the handshake when they offered subprotocols and none is selected.
+        // Compression (permessage-deflate) is never negotiated, as in Phoenix's default.
+        if offers_phoenix {
+            headers.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static("phoenix"),
+            );
+        }
+        response
+    }
+
+    /// Register a new socket if the limit allows; the guard unregisters it when dropped.
+    fn reserve_slot(self: &Arc<Self>, config: &EndpointConfig) -> Option<SocketSlot<H>> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return None;
+        }
+        let open = self.metrics.open_sockets.fetch_add(1, Ordering::AcqRel);
+        if open >= config.max_sockets as u64 {
+            self.metrics.open_sockets.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let shared = Arc::new(SocketShared::new(
+            NEXT_SOCKET_ID.fetch_add(1, Ordering::Relaxed),
+        ));
+        self.lock_sockets().insert(shared.id, Arc::clone(&shared));
+        Some(SocketSlot {
+            endpoint: Arc::clone(self),
+            shared,
+        })
+    }
+
+    fn lock_sockets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SocketShared>>> {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Close every open socket with `code` (1001 on shutdown) and wait until all are gone.
-    pub async fn close_all(&self, _code: u16) {
-        todo!()
+    /// From then on the endpoint refuses upgrades with 503, so reconnecting clients cannot
+    /// keep the wait going.
+    pub async fn close_all(&self, code: u16) {
+        self.shutting_down.store(true, Ordering::Release);
+        for shared in self.lock_sockets().values() {
+            shared.request_close(code);
+        }
+        loop {
+            let gone = self.socket_gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.lock_sockets().is_empty() {
+                return;
+            }
+            gone.await;
+        }
+    }
+}
+
+/// One open socket's place in the endpoint: counted in `open_sockets` and reachable by
+/// `close_all` for exactly as long as this guard lives.
+pub(crate) struct SocketSlot<H: SocketHandler> {
+    pub(crate) endpoint: Arc<Endpoint<H>>,
+    pub(crate) shared: Arc<SocketShared>,
+}
+
+impl<H: SocketHandler> Drop for SocketSlot<H> {
+    fn drop(&mut self) {
+        self.endpoint.lock_sockets().remove(&self.shared.id);
+        self.endpoint
+            .metrics
+            .open_sockets
+            .fetch_sub(1, Ordering::AcqRel);
+        self.endpoint.socket_gone.notify_waiters();
+    }
+}
+
+fn respond(status: StatusCode, body: &'static str) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+/// Whether a header holds `token` in its comma-separated list (case-insensitive).
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// The `Sec-WebSocket-Key` of a valid version-13 upgrade request.
+fn websocket_key(headers: &HeaderMap) -> Option<String> {
+    let upgrade = header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)?
+        .to_str()
+        .ok()?
+        .trim();
+    (upgrade && !key.is_empty()).then(|| key.to_owned())
+}
+
+/// Query parameters with Plug semantics: `+` and percent-escapes decoded, empty segments
+/// ignored, the last value of a repeated key wins. `a[b]=c` stays the flat key `a[b]`.
+pub fn parse_query(query: &str) -> HashMap<String, String> {
+    let mut params = HashMap::new();
+    for segment in query.split('&').filter(|s| !s.is_empty()) {
+        let (key, value) = segment.split_once('=').unwrap_or((segment, ""));
+        let key = percent_decode(key);
+        if !key.is_empty() {
+            params.insert(key, percent_decode(value));
+        }
+    }
+    params
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query string for logs, with the values of token-like keys hidden.
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|segment| match segment.split_once('=') {
+            Some((key, _)) if key.to_ascii_lowercase().contains("token") => {
+                format!("{key}=[redacted]")
+            }
+            _ => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `scheme://host[:port]` split into comparable parts, default ports filled in.
+fn origin_parts(origin: &str) -> Option<(String, String, u16)> {
+    let (scheme, rest) = origin.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split('/').next()?.rsplit('@').next()?;
+    let (host, port) = split_host_port(authority);
+    let default = match scheme.as_str() {
+        "https" | "wss" => 443,
+        _ => 80,
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default,
+    };
+    (!host.is_empty()).then(|| (scheme, host.to_ascii_lowercase(), port))
+}
+
+/// Split `host[:port]`, keeping IPv6 literals (`[::1]:80`) whole.
+fn split_host_port(authority: &str) -> (&str, Option<&str>) {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => (&authority[..=end], authority[end + 1..].strip_prefix(':')),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    }
+}
+
+/// No `Origin` → allowed (non-browser clients); the request's own host → allowed (host only,
+/// like Phoenix's default); an entry of `allowed` with the same scheme, host and port → allowed.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some((scheme, host, port)) = origin.to_str().ok().and_then(origin_parts) else {
+        return false;
+    };
+    let own_host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| split_host_port(h.trim()).0.to_ascii_lowercase());
+    if own_host.as_deref() == Some(host.as_str()) {
+        return true;
+    }
+    allowed
+        .iter()
+        .filter_map(|a| origin_parts(a))
+        .any(|a| a == (scheme.clone(), host.clone(), port))
+}
+
+const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
+
+/// The `authToken` carried as a subprotocol, and whether `phoenix` was offered. The 1.8 client
+/// uses the standard alphabet without padding; either alphabet, padded or not, is accepted.
+/// An undecodable token refuses the connection.
+fn subprotocols(headers: &HeaderMap) -> Result<(Option<String>, bool), ()> {
+    let mut token = None;
+    let mut phoenix = false;
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        let Ok(value) = value.to_str() else { continue };
+        for offered in value.split(',').map(str::trim) {
+            if offered == "phoenix" {
+                phoenix = true;
+            } else if let Some(encoded) = offered.strip_prefix(AUTH_TOKEN_PREFIX) {
+                token = Some(decode_token(encoded).ok_or(())?);
+            }
+        }
+    }
+    Ok((token, phoenix))
+}
+
+fn decode_token(encoded: &str) -> Option<String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let trimmed = encoded.trim_end_matches('=');
+    let bytes = STANDARD_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
+        .ok()?;
+    // `btoa` encodes Latin-1; UTF-8 tokens (ASCII in practice) decode as themselves.
+    Some(
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| b as char).collect()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn query_has_plug_semantics() {
+        let p = parse_query("token=user&&vsn=2.0.0&token=T&nested%5Ba%5D=1&s=x%20y+z&flag");
+        assert_eq!(p["token"], "T");
+        assert_eq!(p["vsn"], "2.0.0");
+        assert_eq!(p["nested[a]"], "1");
+        assert_eq!(p["s"], "x y z");
+        assert_eq!(p["flag"], "");
+        assert_eq!(p.len(), 5);
+        assert_eq!(parse_query("a=%zz&b=%4")["a"], "%zz");
+        assert_eq!(parse_query("b=%4")["b"], "%4");
+    }
+
+    #[test]
+    fn tokens_are_redacted_from_logged_queries() {
+        assert_eq!(
+            redact_query("token=abc&vsn=2.0.0"),
+            "token=[redacted]&vsn=2.0.0"
+        );
+        assert_eq!(redact_query("authToken=x"), "authToken=[redacted]");
+    }
+
+    #[test]
+    fn origin_policy() {
+        let own = headers(&[
+            ("host", "cafe.example:4000"),
+            ("origin", "https://cafe.example"),
+        ]);
+        assert!(origin_allowed(&own, &[]));
+        let evil = headers(&[("host", "cafe.example"), ("origin", "http://evil.example")]);
+        assert!(!origin_allowed(&evil, &[]));
+        assert!(origin_allowed(&evil, &["http://evil.example:80".into()]));
+        assert!(!origin_allowed(&evil, &["https://evil.example".into()]));
+        assert!(origin_allowed(&headers(&[("host", "x")]), &[]));
+        assert!(!origin_allowed(
+            &headers(&[("host", "x"), ("origin", "null")]),
+            &[]
+        ));
+    }
+
+    #[test]
+    fn auth_token_subprotocol_is_decoded() {
+        let h = headers(&[(
+            "sec-websocket-protocol",
+            "phoenix, base64url.bearer.phx.bXkgc2VjcmV0IHRva2VuIT8",
+        )]);
+        assert_eq!(
+            subprotocols(&h),
+            Ok((Some("my secret token!?".into()), true))
+        );
+        let h = headers(&[(
+            "sec-websocket-protocol",
+            "base64url.bearer.phx.bXkgc2VjcmV0IHRva2VuIT8=",
+        )]);
+        assert_eq!(
+            subprotocols(&h),
+            Ok((Some("my secret token!?".into()), false))
+        );
+        let h = headers(&[("sec-websocket-protocol", "base64url.bearer.phx.Pz8_")]);
+        assert_eq!(subprotocols(&h), Ok((Some("???".into()), false)));
+        let h = headers(&[("sec-websocket-protocol", "base64url.bearer.phx.!!")]);
+        assert_eq!(subprotocols(&h), Err(()));
     }
 }

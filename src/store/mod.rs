@@ -157,10 +157,59 @@ impl Store {
         Ok((Store { writer, readers }, changes))
     }
 
+    /// Read `f` and the `seq` it reflects in one read transaction, such that the change feed
+    /// after that `seq` holds every later change to what `f` read.
+    ///
+    /// A reader sees another process's commit as soon as it lands, but the writer publishes it
+    /// only when it notices (within a second). A snapshot taken in between would show rows
+    /// whose change set is still to come, and the two could disagree (an update folded into a
+    /// create, say). So when the collections hold unpublished rows, the writer is asked to
+    /// publish them first and the snapshot is read again.
+    pub async fn snapshot<T, E, F>(&self, f: F) -> Result<(u64, T), E>
+    where
+        F: Fn(&rusqlite::Connection) -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let mut attempts = 0;
+        loop {
+            let read = Arc::clone(&f);
+            let (clean, seq, value) = self
+                .readers
+                .read(move |conn| {
+                    readers::snapshot(conn, |c| {
+                        let clean = all_published(c)?;
+                        read(c).map(|value| (clean, value))
+                    })
+                    .map(|(seq, (clean, value))| (clean, seq, value))
+                })
+                .await?;
+            attempts += 1;
+            if clean || attempts >= 3 {
+                return Ok((seq, value));
+            }
+            // Any job makes the writer publish pending foreign commits before it runs.
+            self.writer.write(|_tx| Ok::<(), StoreError>(())).await?;
+        }
+    }
+
     /// Finish the writes in flight, stop the writer, checkpoint the WAL with TRUNCATE.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
         self.writer.shutdown().await
     }
+}
+
+/// Whether every collection row change in the database has been published (no commit by
+/// another process is waiting to be noticed).
+pub fn all_published(conn: &rusqlite::Connection) -> Result<bool, StoreError> {
+    let same: Option<bool> = conn.query_row(
+        "SELECT (SELECT value FROM kaffediem_meta WHERE key = 'collections_version') \
+              IS (SELECT value FROM kaffediem_meta WHERE key = 'published_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(same.unwrap_or(false))
 }
 
 /// The last committed `seq` as seen by `conn` (read it in the same transaction as a snapshot,

@@ -353,6 +353,14 @@ impl Engine {
             [],
             |r| r.get(0),
         )?;
+        // Everything the collections hold now is what this change set publishes: readers
+        // compare this with `collections_version` to spot unpublished foreign commits.
+        conn.execute(
+            "INSERT INTO kaffediem_meta (key, value) \
+             SELECT 'published_version', value FROM kaffediem_meta WHERE key = 'collections_version' \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [],
+        )?;
         let mut out = Vec::with_capacity(changes.len());
         let mut hashes = Vec::with_capacity(changes.len());
         let colors = match changes.iter().any(|c| c.0 == Collection::Order) {

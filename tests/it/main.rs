@@ -1,6 +1,11 @@
 //! Integration tests: one binary, one module per area (fast to link, shared support code).
 
+#[path = "../support/phoenix_test_app.rs"]
+mod phoenix_test_app;
+
 mod api;
 mod channels;
+mod phoenix;
+mod phoenix_transport;
 mod store;
 mod support;
