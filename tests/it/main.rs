@@ -5,6 +5,7 @@ mod phoenix_test_app;
 
 mod api;
 mod channels;
+mod hostile;
 mod phoenix;
 mod phoenix_transport;
 mod store;
