@@ -30,6 +30,8 @@ pub enum ApiError {
     Unauthorized,
     /// Logged in without the right: 403.
     Forbidden,
+    /// A write from a page on a foreign origin (cross-site request forgery): 403.
+    CrossSite,
     /// Unknown collection, record, file or route: 404.
     NotFound(&'static str),
     /// The route exists but not with this method: 405 with `Allow`.
@@ -85,6 +87,10 @@ impl ApiError {
             }
             ApiError::Unauthorized => error(StatusCode::UNAUTHORIZED, "not logged in"),
             ApiError::Forbidden => error(StatusCode::FORBIDDEN, "admins only"),
+            ApiError::CrossSite => error(
+                StatusCode::FORBIDDEN,
+                "writes from this origin are refused; list the frontend in http.allowed_origins",
+            ),
             ApiError::NotFound(what) => error(StatusCode::NOT_FOUND, what),
             ApiError::MethodNotAllowed(allow) => method_not_allowed(allow),
             ApiError::TooLarge(limit) => error(

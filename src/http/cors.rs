@@ -42,6 +42,29 @@ impl Cors {
     }
 }
 
+impl Cors {
+    /// Whether a state-changing request may proceed: no `Origin` (scripts, curl, same-origin
+    /// navigations of old browsers), our own host, or a listed origin. A form on a foreign
+    /// page can POST `multipart/form-data` without a preflight and with the admin's cookie
+    /// (when `SameSite=None`); refusing foreign origins closes that door.
+    pub fn may_write(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return true;
+        };
+        if self.origin(headers).is_some() {
+            return true;
+        }
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        let authority = origin
+            .split_once("://")
+            .map(|(_, rest)| rest.trim_end_matches('/'));
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+    }
+}
+
 fn normalize(origins: Vec<String>) -> Vec<String> {
     origins
         .into_iter()
@@ -112,6 +135,31 @@ mod tests {
         cors.set_origins(vec!["http://b.example".into()]);
         assert!(cors.origin(&with_origin("http://a.example")).is_none());
         assert!(cors.origin(&with_origin("http://b.example")).is_some());
+    }
+
+    #[test]
+    fn writes_from_foreign_pages_are_refused() {
+        let cors = Cors::new(vec!["http://front.example".into()]);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("pi.local:4000"));
+        assert!(cors.may_write(&headers), "no Origin: a script");
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://pi.local:4000"),
+        );
+        assert!(cors.may_write(&headers), "our own page");
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://front.example"),
+        );
+        assert!(cors.may_write(&headers), "a listed frontend");
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!cors.may_write(&headers));
+        headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!cors.may_write(&headers), "sandboxed frames send null");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub async fn route(
             RECORD_METHODS
         }));
     }
+    if method != Method::GET && !app.cors.may_write(req.headers()) {
+        return Err(ApiError::CrossSite);
+    }
     let who = caller(app, req.headers()).await;
     let settings = app.settings();
     match method {

@@ -152,3 +152,46 @@ async fn uploads_over_the_upload_limit_are_413() {
         .all(|i| i["name"] != "Big"));
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_form_posted_from_a_foreign_page_is_refused_and_stores_nothing() {
+    let frontend = "http://kaffediem.local:5173";
+    let daemon = Daemon::start(true, |c| c.http.allowed_origins = vec![frontend.into()]).await;
+    let categories = list(&daemon, "category").await;
+    let kaffe = id_of(&categories, "Kaffe").to_string();
+    let boundary = "csrf";
+    let body = form_data(
+        boundary,
+        &[
+            ("name", "Gratis"),
+            ("price_nok", "0"),
+            ("category_id", &kaffe),
+        ],
+        None,
+    );
+    // A multipart form needs no preflight, so a foreign page could send it with an admin's
+    // cookie; the Origin header gives it away.
+    let post = |origin: &str| {
+        call(daemon.addr, "POST", "/api/collections/item/records")
+            .header("authorization", ADMIN)
+            .header("origin", origin)
+            .header(
+                "content-type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .raw(body.clone())
+    };
+    let refused = post("https://evil.example").send().await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(list(&daemon, "item")
+        .await
+        .iter()
+        .all(|i| i["name"] != "Gratis"));
+
+    let own = format!("http://{}", daemon.addr);
+    for origin in [frontend, own.as_str()] {
+        let accepted = post(origin).send().await;
+        assert_eq!(accepted.status, 201, "{origin}: {}", accepted.text());
+    }
+    daemon.stop().await;
+}
