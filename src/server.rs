@@ -113,6 +113,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         clock,
         demo,
     } = options;
+    Auth::check_config(&config).map_err(StartError)?;
     let path = config.database.path.clone();
     let store_options = StoreOptions {
         path: path.clone(),
@@ -128,6 +129,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             Err(e) => return Err(StartError(format!("cannot load the demo café: {e}"))),
         }
     }
+
+    let auth = Auth::open_with_clock(&store, &config, Arc::clone(&clock))
+        .await
+        .map_err(|e| StartError(format!("cannot set up accounts: {e}")))?;
 
     let tz = config.time_zone();
     let registry = Registry::new();
@@ -152,7 +157,8 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         Arc::clone(&clock),
         tz,
         record_ctx(&config),
-    );
+    )
+    .with_auth(auth.clone());
     let endpoint = Endpoint::new(Arc::new(cafe), endpoint_config(&config));
 
     let bind = SocketAddr::new(config.http.bind, config.http.port);
@@ -173,9 +179,6 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!("listening on {addr}");
 
-    let auth = Auth::open(&store, &config)
-        .await
-        .map_err(|e| StartError(format!("cannot open accounts: {e}")))?;
     let app = Arc::new(App::new(
         store.clone(),
         Arc::clone(&endpoint),

@@ -4,6 +4,7 @@
 mod phoenix_test_app;
 
 mod api;
+mod auth;
 mod channels;
 mod hostile;
 mod phoenix;
