@@ -1,8 +1,8 @@
 //! The HTTP JSON API through real HTTP requests to an in-process daemon with a real SQLite
 //! file: routes, error classes, permissions, CORS, and that a write over HTTP reaches socket
-//! subscribers. Orders and images have their own files below `api/`. Admin writes use the interim admin token
-//! (`Authorization: Bearer admin-secret`); user-level checks wait for sessions (see the TODO at
-//! the end).
+//! subscribers. Catalog writes, orders, images and session-level permissions have their own
+//! files below `api/`. Admin writes here use the interim admin token for scripts
+//! (`Authorization: Bearer admin-secret`).
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use crate::support::Daemon;
 mod catalog;
 mod images;
 mod orders;
+mod users;
 
 const ADMIN: &str = "Bearer admin-secret";
 const FRONTEND: &str = "http://kaffediem.local:5173";
@@ -480,7 +481,3 @@ async fn a_database_locked_by_another_process_answers_503_then_recovers() {
     assert_eq!(reply.status, 201, "{}", reply.text());
     daemon.stop().await;
 }
-
-// TODO(auth): once sessions land, prove the user-level boundaries through a real login:
-// a user's order is forced to their own customer_id; a user gets 403 on catalog writes and
-// order updates; a user may not reuse another customer's uuid.
