@@ -6,6 +6,7 @@ mod phoenix_test_app;
 mod api;
 mod auth;
 mod channels;
+mod durability;
 mod hostile;
 mod phoenix;
 mod phoenix_transport;
