@@ -360,7 +360,8 @@ type LiveKey = (&'static str, fn(&Config, &Config) -> bool);
 type RestartKey = (&'static str, fn(&mut Config, &Config) -> bool);
 
 /// Keys a running daemon applies at once: the socket endpoint's settings (origins and the
-/// socket limits), the channels' access rules, the session settings, and the log level.
+/// socket limits), access rules, the HTTP API's body limits, the session settings, and the
+/// log level.
 const LIVE_KEYS: &[LiveKey] = &[
     ("http.allowed_origins", |a, b| {
         a.http.allowed_origins != b.http.allowed_origins
@@ -404,12 +405,19 @@ const LIVE_KEYS: &[LiveKey] = &[
     ("auth.login_attempts_per_minute", |a, b| {
         a.auth.login_attempts_per_minute != b.auth.login_attempts_per_minute
     }),
+    ("limits.max_body_bytes", |a, b| {
+        a.limits.max_body_bytes != b.limits.max_body_bytes
+    }),
+    ("limits.max_upload_bytes", |a, b| {
+        a.limits.max_upload_bytes != b.limits.max_upload_bytes
+    }),
     ("log.level", |a, b| a.log.level != b.log.level),
 ];
 
 /// Keys read once at start: the listening socket, the database file, the time zone that
-/// numbers orders, URLs baked into records, the first admin, `dev_auto_login` (checked
-/// against the bind address at start), and the limits the HTTP layer reads at start.
+/// numbers orders, the base of image URLs (baked into broadcast records), the first admin,
+/// `dev_auto_login` (checked against the bind address at start), the change log's length
+/// and the HTTP header timeout.
 const RESTART_KEYS: &[RestartKey] = &[
     ("http.bind", |n, r| keep(&mut n.http.bind, &r.http.bind)),
     ("http.port", |n, r| keep(&mut n.http.port, &r.http.port)),
@@ -430,12 +438,6 @@ const RESTART_KEYS: &[RestartKey] = &[
     }),
     ("bootstrap.admin_password", |n, r| {
         keep(&mut n.bootstrap.admin_password, &r.bootstrap.admin_password)
-    }),
-    ("limits.max_body_bytes", |n, r| {
-        keep(&mut n.limits.max_body_bytes, &r.limits.max_body_bytes)
-    }),
-    ("limits.max_upload_bytes", |n, r| {
-        keep(&mut n.limits.max_upload_bytes, &r.limits.max_upload_bytes)
     }),
     ("limits.change_log_hours", |n, r| {
         keep(&mut n.limits.change_log_hours, &r.limits.change_log_hours)
@@ -581,6 +583,8 @@ mod tests {
         expected.auth.session_days = 1;
         expected.auth.socket_token_seconds = 1;
         expected.auth.login_attempts_per_minute = 1;
+        expected.limits.max_body_bytes = 1;
+        expected.limits.max_upload_bytes = 1;
         expected.log = new.log.clone();
         assert_eq!(reload.config, expected);
     }

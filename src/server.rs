@@ -182,17 +182,25 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!("listening on {addr}");
 
-    let config_watch =
-        config_path.and_then(|path| watch_config(path, &config, &endpoint, &cafe, &auth));
+    let app = Arc::new(App::new(
+        store.clone(),
+        Arc::clone(&endpoint),
+        Arc::clone(&auth),
+        Arc::clone(&clock),
+        &config,
+    ));
+    let config_watch = config_path.and_then(|path| {
+        let targets = Reloadable {
+            endpoint: Arc::clone(&endpoint),
+            cafe: Arc::clone(&cafe),
+            auth: Arc::clone(&auth),
+            app: Arc::clone(&app),
+        };
+        watch_config(path, &config, targets)
+    });
     // READY before the first watchdog ping: systemd ignores pings from a unit still starting.
     systemd::ready();
     let watchdog = systemd::spawn_watchdog(store.readers.clone());
-
-    let app = Arc::new(App {
-        store: store.clone(),
-        endpoint: Arc::clone(&endpoint),
-        auth,
-    });
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -255,25 +263,32 @@ fn open_error(path: &std::path::Path, e: StoreError) -> StartError {
     StartError(format!("cannot open database {}: {e}{fix}", path.display()))
 }
 
-/// Follow edits of the configuration file: origins, limits and access rules go to the
-/// endpoint and the channels at once, session settings to the accounts, the log level to the
-/// log subscriber. Without a watch (no inotify, say) the daemon still serves; edits then
-/// need a restart.
+/// Everything a reloaded configuration reaches.
+struct Reloadable {
+    /// Origins and socket limits.
+    endpoint: Arc<Endpoint<Cafe>>,
+    /// Who may join what.
+    cafe: Arc<Cafe>,
+    /// Cookie attributes, session and token lifetimes, login rate limits.
+    auth: Arc<Auth>,
+    /// CORS origins, body limits and access rules of the HTTP API.
+    app: Arc<App>,
+}
+
+/// Follow edits of the configuration file: every key that applies at once goes to the room
+/// that reads it, the log level to the log subscriber. Without a watch (no inotify, say) the
+/// daemon still serves; edits then need a restart.
 fn watch_config(
     path: PathBuf,
     config: &Config,
-    endpoint: &Arc<Endpoint<Cafe>>,
-    cafe: &Arc<Cafe>,
-    auth: &Arc<Auth>,
+    targets: Reloadable,
 ) -> Option<reload::ConfigWatch> {
-    let endpoint = Arc::clone(endpoint);
-    let cafe = Arc::clone(cafe);
-    let auth = Arc::clone(auth);
     let mut level = config.log.level.clone();
     let apply = move |new: &Config| {
-        endpoint.set_config(endpoint_config(new));
-        cafe.set_access(access(new));
-        auth.set_config(new);
+        targets.endpoint.set_config(endpoint_config(new));
+        targets.cafe.set_access(access(new));
+        targets.auth.set_config(new);
+        targets.app.set_config(new);
         if new.log.level != level {
             level = new.log.level.clone();
             crate::ops::logging::set_level(&level);

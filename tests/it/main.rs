@@ -3,6 +3,7 @@
 #[path = "../support/phoenix_test_app.rs"]
 mod phoenix_test_app;
 
+mod api;
 mod auth;
 mod channels;
 mod durability;
