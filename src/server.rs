@@ -213,11 +213,13 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
-        let closing = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.close_all(CLOSE_GOING_AWAY));
-        let (closed, ()) = tokio::join!(closing, connections.drain());
-        if closed.is_err() {
-            tracing::warn!("some sockets were still closing after {DRAIN_TIMEOUT:?}");
-        }
+        let closing = async {
+            match tokio::time::timeout(DRAIN_TIMEOUT, endpoint.close_all(CLOSE_GOING_AWAY)).await {
+                Ok(()) => tracing::debug!("every socket closed"),
+                Err(_) => tracing::warn!("some sockets were still closing after {DRAIN_TIMEOUT:?}"),
+            }
+        };
+        tokio::join!(closing, connections.drain());
         if let Err(e) = store.shutdown().await {
             tracing::error!(error = %e, "database shutdown failed");
         }
@@ -314,11 +316,9 @@ impl Connections {
     /// [`DRAIN_TIMEOUT`].
     async fn drain(mut self) {
         let _ = self.draining.send(true);
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.done.recv())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some HTTP requests were still open after {DRAIN_TIMEOUT:?}");
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.done.recv()).await {
+            Ok(_) => tracing::debug!("every HTTP connection finished"),
+            Err(_) => tracing::warn!("some HTTP requests were still open after {DRAIN_TIMEOUT:?}"),
         }
     }
 }

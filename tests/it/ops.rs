@@ -23,6 +23,9 @@ use crate::support::{Socket, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kaffediem");
 
+/// The interim admin credential the daemons here are configured with.
+const ADMIN_TOKEN: &str = "ops-admin-secret";
+
 /// A directory of its own for one test: the database, config and sockets live in it, and
 /// the daemon runs in it (so the repository's `kaffediem.toml` is never picked up).
 struct Site {
@@ -309,6 +312,44 @@ fn assert_orders_present(conn: &rusqlite::Connection, n: i64) {
     assert_eq!(present, n, "orders 1..={n} should all be there");
 }
 
+/// POST `body` as the interim admin; the status, or `None` when the daemon did not answer
+/// (refused, reset: it is shutting down).
+async fn try_post(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Option<u16> {
+    use http_body_util::Full;
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .ok()?;
+    let response = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+/// Messages created over HTTP one after another until the daemon stops answering; returns
+/// the titles it acknowledged with 201.
+async fn post_messages_until_refused(addr: SocketAddr, acked: Arc<Mutex<Vec<String>>>) {
+    for n in 1.. {
+        let title = format!("ops-{n}");
+        let body = json!({ "title": title });
+        match try_post(addr, "/api/collections/message/records", &body).await {
+            Some(201) => acked.lock().unwrap().push(title),
+            Some(503) => continue,
+            Some(status) => panic!("POST answered {status}"),
+            None => return,
+        }
+    }
+}
+
 fn integrity(conn: &rusqlite::Connection) -> String {
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check")
@@ -412,16 +453,37 @@ fn database_from_a_newer_kaffediem_is_refused_with_the_fix() {
 async fn sigterm_closes_sockets_with_1001_keeps_every_commit_and_empties_the_wal() {
     let site = Site::new();
     site.demo_db();
-    let mut daemon = Daemon::start(site.command(&["serve"]));
+    let mut cmd = site.command(&["serve"]);
+    cmd.env("KAFFEDIEM_CONFIG", site.path("kaffediem.toml"));
+    std::fs::write(
+        site.path("kaffediem.toml"),
+        format!("[access]\nadmin_token = \"{ADMIN_TOKEN}\"\n"),
+    )
+    .expect("write config");
+    let mut daemon = Daemon::start(cmd);
     let mut socket = Socket::connect(&daemon.ws_url()).await;
     socket.join_ok("collection:order", json!({})).await;
 
+    // Orders from another process, as the sqlite3 shell makes them, reach the socket.
     let orders = OrderStream::start(&site);
-    // The daemon is busy with them: they reach the socket as changes.
     socket.next_event("collection:order", "change").await;
-    // The stream runs until the signal; its connection stays open, idle, until the daemon is
-    // gone, so only the daemon's checkpoint can have emptied the WAL.
+    // That connection stays open, idle, until the daemon is gone: SQLite's own clean-up
+    // when the last connection closes cannot be what empties the WAL, only the daemon's
+    // checkpoint can.
     let (shell, committed) = orders.stop();
+
+    // Writes through the daemon keep coming while it receives SIGTERM.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writer = tokio::spawn(post_messages_until_refused(daemon.addr, Arc::clone(&acked)));
+    let deadline = Instant::now() + WAIT;
+    while acked.lock().unwrap().len() < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "no HTTP writes:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     daemon.terminate();
 
     let close = loop {
@@ -436,8 +498,13 @@ async fn sigterm_closes_sockets_with_1001_keeps_every_commit_and_empties_the_wal
         Some(CloseCode::Away),
         "close code 1001"
     );
-    // Reading on sends our half of the closing handshake and sees the connection end.
+    // Reading on sends our half of the closing handshake; then we hang up, as browsers do.
     let _ = tokio::time::timeout(WAIT, async { while socket.ws.next().await.is_some() {} }).await;
+    drop(socket);
+    tokio::time::timeout(WAIT, writer)
+        .await
+        .expect("the daemon stops answering")
+        .expect("writer task");
     let status = daemon.wait();
     assert!(status.success(), "exit {status}:\n{}", daemon.log());
     assert!(
@@ -446,12 +513,24 @@ async fn sigterm_closes_sockets_with_1001_keeps_every_commit_and_empties_the_wal
     );
     assert_orders_present(&shell, committed);
     drop(shell);
-    // The file alone is complete: a copy of just it holds every order.
+
+    // The file alone is complete: a copy of just it holds every acknowledged write.
     let copy = site.path("copy.db");
     std::fs::copy(site.db(), &copy).expect("copy");
     let conn = rusqlite::Connection::open(&copy).expect("open copy");
     assert_eq!(integrity(&conn), "ok");
     assert_orders_present(&conn, committed);
+    let acked = acked.lock().unwrap().clone();
+    for title in &acked {
+        let found: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM message WHERE title = ?1",
+                [title],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(found, 1, "acknowledged message {title} is missing");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
