@@ -5,6 +5,7 @@ mod phoenix_test_app;
 
 mod api;
 mod auth;
+mod authz;
 mod channels;
 mod durability;
 mod hostile;
