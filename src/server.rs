@@ -174,7 +174,13 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .with_auth(auth.clone()),
     );
     let endpoint = Endpoint::new(Arc::clone(&cafe), endpoint_config(&config));
-    let sources = Arc::new(Sources { registry, counters });
+    let sources = Arc::new(Sources {
+        registry,
+        counters,
+        // Not kept yet: the writer thread and the fan-out would own these counters.
+        writes: None,
+        broadcasts: None,
+    });
     metrics::register(&endpoint, &sources);
 
     let addr = listener

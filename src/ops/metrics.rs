@@ -3,8 +3,8 @@
 //! latency, orders created.
 //!
 //! The figures live where the work happens (the socket endpoint's [`crate::phoenix::Metrics`],
-//! the channel registry, the change feed); this module only adds the counters nobody else
-//! keeps, and renders.
+//! the channel registry, the change feed, the writer thread); this module adds the counters
+//! the change feed gives, holds [`WriteMetrics`] for the writer to fill, and renders.
 
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,16 +66,13 @@ impl WriteMetrics {
     }
 }
 
-/// Counters of one running daemon that no other room keeps.
+/// Counters of one running daemon that no other room keeps, taken from the change feed.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Committed transactions that reached the channels (the daemon's and other processes').
     pub commits: AtomicU64,
     /// Orders created, by any path (HTTP or the `sqlite3` shell).
     pub orders_created: AtomicU64,
-    /// Broadcasts handed to the channel registry, each encoded once.
-    pub broadcasts: AtomicU64,
-    pub writes: WriteMetrics,
 }
 
 impl Counters {
@@ -108,8 +105,14 @@ pub fn count_feed(mut feed: ChangeFeed, counters: Arc<Counters>) -> ChangeFeed {
 
 /// What `/metrics` reads for one running daemon, besides the endpoint's own metrics.
 pub struct Sources {
+    /// Joined channels by topic.
     pub registry: Arc<Registry>,
     pub counters: Arc<Counters>,
+    /// Write transactions timed where they run, on the writer thread. `None` while the store
+    /// keeps no such figures: the family is left out rather than shown as a flat zero.
+    pub writes: Option<Arc<WriteMetrics>>,
+    /// Broadcasts counted where they are made, in the fan-out; `None` likewise.
+    pub broadcasts: Option<Arc<AtomicU64>>,
 }
 
 /// The sources of every daemon running in this process, by endpoint. A daemon registers its
@@ -153,8 +156,8 @@ pub fn response(app: &App) -> Response<Body> {
         let c = &sources.counters;
         figures.commits = load(&c.commits);
         figures.orders_created = load(&c.orders_created);
-        figures.broadcasts = load(&c.broadcasts);
-        figures.writes = c.writes.histogram();
+        figures.broadcasts = sources.broadcasts.as_deref().map(load);
+        figures.writes = sources.writes.as_ref().map(|w| w.histogram());
     }
     let mut response = Response::new(Full::new(Bytes::from(render(&figures))));
     *response.status_mut() = StatusCode::OK;
@@ -181,10 +184,12 @@ pub struct Figures {
     pub joined: Vec<(String, usize)>,
     pub messages_sent: u64,
     pub bytes_sent: u64,
-    pub broadcasts: u64,
+    /// `None`: nobody counts them (the family is left out).
+    pub broadcasts: Option<u64>,
     pub slow_closed: u64,
     pub commits: u64,
-    pub writes: Histogram,
+    /// `None`: nobody times them (the family is left out).
+    pub writes: Option<Histogram>,
     pub orders_created: u64,
 }
 
@@ -227,12 +232,14 @@ pub fn render(f: &Figures) -> String {
         "Bytes of WebSocket messages sent to clients.",
         f.bytes_sent,
     );
-    out.single(
-        "kaffediem_broadcasts_total",
-        "counter",
-        "Broadcasts handed to the channels, each encoded once for all subscribers.",
-        f.broadcasts,
-    );
+    if let Some(broadcasts) = f.broadcasts {
+        out.single(
+            "kaffediem_broadcasts_total",
+            "counter",
+            "Broadcasts handed to the channels, each encoded once for all subscribers.",
+            broadcasts,
+        );
+    }
     out.single(
         "kaffediem_slow_sockets_closed_total",
         "counter",
@@ -245,22 +252,13 @@ pub fn render(f: &Figures) -> String {
         "Committed transactions published to the channels (the daemon's and other processes').",
         f.commits,
     );
-    let name = "kaffediem_write_transaction_seconds";
-    out.family(
-        name,
-        "histogram",
-        "Write transactions on the writer thread and how long each took.",
-    );
-    for (le, n) in &f.writes.buckets {
-        let le = if le.is_infinite() {
-            "+Inf".to_string()
-        } else {
-            le.to_string()
-        };
-        out.sample(&format!("{name}_bucket"), &[("le", &le)], n);
+    if let Some(writes) = &f.writes {
+        out.histogram(
+            "kaffediem_write_transaction_seconds",
+            "Write transactions on the writer thread and how long each took.",
+            writes,
+        );
     }
-    out.sample(&format!("{name}_sum"), &[], f.writes.sum_seconds);
-    out.sample(&format!("{name}_count"), &[], f.writes.count);
     out.single(
         "kaffediem_orders_created_total",
         "counter",
@@ -297,6 +295,20 @@ impl Text {
         let _ = writeln!(self.0, " {value}");
     }
 
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.family(name, "histogram", help);
+        for (le, n) in &h.buckets {
+            let le = if le.is_infinite() {
+                "+Inf".to_string()
+            } else {
+                le.to_string()
+            };
+            self.sample(&format!("{name}_bucket"), &[("le", &le)], n);
+        }
+        self.sample(&format!("{name}_sum"), &[], h.sum_seconds);
+        self.sample(&format!("{name}_count"), &[], h.count);
+    }
+
     fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Display) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
@@ -326,7 +338,7 @@ mod tests {
         let figures = Figures {
             open_sockets: 2,
             joined: vec![("collection:order".into(), 3)],
-            writes: WriteMetrics::default().histogram(),
+            writes: Some(WriteMetrics::default().histogram()),
             ..Figures::default()
         };
         let text = render(&figures);
@@ -343,5 +355,7 @@ mod tests {
             text.matches("# HELP ").count(),
             text.matches("# TYPE ").count()
         );
+        // Nobody counts broadcasts here: no family rather than a zero that looks like data.
+        assert!(!text.contains("kaffediem_broadcasts_total"));
     }
 }
