@@ -90,6 +90,15 @@ pub fn backup(source: &Path, dest: &Path, force: bool) -> Result<Backup, BackupE
     if !source.is_file() {
         return Err(BackupError::NoDatabase(source.to_path_buf()));
     }
+    if dest.is_dir() {
+        return Err(BackupError::Io {
+            path: dest.to_path_buf(),
+            error: std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory; name the backup file in it",
+            ),
+        });
+    }
     if dest.exists() && !force {
         return Err(BackupError::Exists(dest.to_path_buf()));
     }
