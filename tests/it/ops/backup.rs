@@ -67,7 +67,7 @@ fn backup_and_check_while_orders_are_written_hold_every_order_committed_before()
 }
 
 #[test]
-fn check_passes_a_good_database_and_fails_a_damaged_or_newer_one() {
+fn check_passes_a_good_database_and_fails_a_damaged_broken_or_newer_one() {
     let site = Site::new();
     site.demo_db();
     let good = site.run(&["check"]);
@@ -89,6 +89,24 @@ fn check_passes_a_good_database_and_fails_a_damaged_or_newer_one() {
     let out = run(cmd);
     assert!(!out.status.success());
     assert!(error_line(&out).contains("backup"), "{}", error_line(&out));
+
+    // A broken reference, as a careless `sqlite3` session (foreign keys off) leaves it.
+    let broken = site.path("broken.db");
+    std::fs::copy(site.db(), &broken).expect("copy");
+    let conn = rusqlite::Connection::open(&broken).expect("open");
+    conn.pragma_update(None, "foreign_keys", false)
+        .expect("foreign keys off");
+    conn.execute(
+        "INSERT INTO item (name, category_id) VALUES ('Ghost', 999999)",
+        [],
+    )
+    .expect("insert");
+    drop(conn);
+    let mut cmd = site.command(&["check"]);
+    cmd.env("KAFFEDIEM_DB", &broken);
+    let out = run(cmd);
+    assert!(!out.status.success());
+    assert!(error_line(&out).contains("item"), "{}", error_line(&out));
 
     // Newer: a schema version this build does not know.
     site.shell()
