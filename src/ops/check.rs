@@ -131,6 +131,11 @@ impl std::fmt::Display for CheckError {
                 "no database at {}: set database.path or KAFFEDIEM_DB to the daemon's file",
                 p.display()
             ),
+            CheckError::Unreadable { path, error } if is_access_problem(error) => write!(
+                f,
+                "cannot open {} ({error}): run as the user that owns it (sudo -u kaffediem ...)",
+                path.display()
+            ),
             CheckError::Unreadable { path, error } => write!(
                 f,
                 "{} cannot be read as a database ({error}): restore the last good backup",
@@ -141,6 +146,18 @@ impl std::fmt::Display for CheckError {
 }
 
 impl std::error::Error for CheckError {}
+
+/// Whether SQLite failed for lack of permission rather than because of the file's contents.
+fn is_access_problem(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::PermissionDenied
+                | rusqlite::ErrorCode::ReadOnly
+        )
+    )
+}
 
 /// Check the database at `path` against schema version `supported`.
 pub fn check(path: &Path, supported: i64) -> Result<Report, CheckError> {
