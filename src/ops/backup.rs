@@ -72,6 +72,15 @@ impl std::fmt::Display for BackupError {
                 from.display(),
                 to.display()
             ),
+            BackupError::Io { path, error }
+                if error.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                write!(
+                    f,
+                    "{}: {error}: run as a user that may read the database and write the backup (sudo -u kaffediem ...)",
+                    path.display()
+                )
+            }
             BackupError::Io { path, error } => write!(f, "{}: {error}", path.display()),
             BackupError::Damaged(why) => write!(
                 f,
@@ -87,8 +96,15 @@ impl std::error::Error for BackupError {}
 /// `force`. Safe while the daemon runs: the copy is one consistent snapshot (a read
 /// transaction held for the whole copy; in WAL mode it never blocks the daemon's writer).
 pub fn backup(source: &Path, dest: &Path, force: bool) -> Result<Backup, BackupError> {
-    if !source.is_file() {
-        return Err(BackupError::NoDatabase(source.to_path_buf()));
+    match std::fs::metadata(source) {
+        Ok(meta) if meta.is_file() => {}
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(BackupError::Io {
+                path: source.to_path_buf(),
+                error,
+            })
+        }
+        _ => return Err(BackupError::NoDatabase(source.to_path_buf())),
     }
     if dest.is_dir() {
         return Err(BackupError::Io {

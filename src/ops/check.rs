@@ -161,8 +161,18 @@ fn is_access_problem(error: &rusqlite::Error) -> bool {
 
 /// Check the database at `path` against schema version `supported`.
 pub fn check(path: &Path, supported: i64) -> Result<Report, CheckError> {
-    if !path.is_file() {
-        return Err(CheckError::NoDatabase(path.to_path_buf()));
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(CheckError::Unreadable {
+                path: path.to_path_buf(),
+                error: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(e.to_string()),
+                ),
+            })
+        }
+        _ => return Err(CheckError::NoDatabase(path.to_path_buf())),
     }
     let unreadable = |error| CheckError::Unreadable {
         path: path.to_path_buf(),
