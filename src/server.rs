@@ -174,12 +174,16 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .with_auth(auth.clone()),
     );
     let endpoint = Endpoint::new(Arc::clone(&cafe), endpoint_config(&config));
+    let writes = Arc::new(metrics::WriteMetrics::default());
+    {
+        let writes = Arc::clone(&writes);
+        store.writer.observe_with(move |took| writes.observe(took));
+    }
     let sources = Arc::new(Sources {
+        broadcasts: Some(Arc::clone(&registry.broadcasts)),
         registry,
         counters,
-        // Not kept yet: the writer thread and the fan-out would own these counters.
-        writes: None,
-        broadcasts: None,
+        writes: Some(writes),
     });
     metrics::register(&endpoint, &sources);
 

@@ -37,7 +37,7 @@ pub struct WriteMetrics {
 }
 
 impl WriteMetrics {
-    /// Record one write transaction that took `elapsed` (queueing excluded, commit included).
+    /// Record one write transaction that took `elapsed` (from submission to answer: queueing, the transaction, the durable commit).
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         let bucket = WRITE_BUCKETS
