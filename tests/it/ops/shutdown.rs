@@ -92,7 +92,7 @@ fn sigint_stops_as_cleanly_as_sigterm() {
     let site = Site::new();
     let mut daemon = Daemon::start(site.command(&["serve"]));
     let status = Command::new("kill")
-        .args(["-INT", &daemon.child.id().to_string()])
+        .args(["-INT", &daemon.pid().to_string()])
         .status()
         .expect("run kill");
     assert!(status.success());
