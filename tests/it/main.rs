@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod authz;
 mod channels;
+mod disk;
 mod durability;
 mod hostile;
 mod ops;
