@@ -3,10 +3,14 @@
 #[path = "../support/phoenix_test_app.rs"]
 mod phoenix_test_app;
 
+mod api;
 mod auth;
+mod authz;
 mod channels;
+mod disk;
 mod durability;
 mod hostile;
+mod ops;
 mod phoenix;
 mod phoenix_fuzz_regressions;
 mod phoenix_longpoll;

@@ -661,3 +661,35 @@ async fn longpoll_post_not_handled_within_the_window_is_408() {
         serde_json::from_str(body["messages"][0].as_str().expect("frame")).expect("json");
     assert_eq!(first, reply(Value::Null, "0", "phoenix", "ok", json!({})));
 }
+
+#[tokio::test]
+async fn longpoll_daemon_keeps_phoenix_cors_for_listed_origins() {
+    let daemon = Daemon::start(true, |config| {
+        config.http.allowed_origins = vec!["http://front.example".into()];
+    })
+    .await;
+    // The 1.8 client sends `X-Phoenix-AuthToken` on its polls when `authToken` is set.
+    let preflight = call(daemon.addr, "OPTIONS", "/socket/longpoll?vsn=2.0.0")
+        .header("origin", "http://front.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "x-phoenix-authtoken")
+        .send()
+        .await;
+    assert_eq!(preflight.status, 200);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        preflight.header("access-control-allow-headers"),
+        Some("x-phoenix-authtoken")
+    );
+    let listed = call(daemon.addr, "GET", "/socket/longpoll?vsn=2.0.0&")
+        .header("origin", "http://front.example")
+        .send()
+        .await;
+    assert_eq!(envelope(&listed)["status"], 410);
+    let foreign = call(daemon.addr, "GET", "/socket/longpoll?vsn=2.0.0&")
+        .header("origin", "http://evil.example")
+        .send()
+        .await;
+    assert_eq!(envelope(&foreign), json!({"status": 403}));
+    daemon.stop().await;
+}
