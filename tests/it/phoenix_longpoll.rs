@@ -693,3 +693,25 @@ async fn longpoll_daemon_keeps_phoenix_cors_for_listed_origins() {
     assert_eq!(envelope(&foreign), json!({"status": 403}));
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn longpoll_daemon_stop_answers_a_waiting_poll_at_once() {
+    let daemon = Daemon::demo().await;
+    let session = open(daemon.addr).await;
+    let waiting = tokio::spawn(async move { session.poll().await });
+    // Time for the poll to reach the daemon (there is no way to observe a waiting poll).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    daemon.stop().await;
+    // Well under the 10 s poll window and the 5 s drain limit for HTTP requests.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let answered = timeout(GUARD, waiting)
+        .await
+        .expect("in time")
+        .expect("poll");
+    assert_eq!(answered["status"], 204);
+}
