@@ -110,8 +110,7 @@ impl Fanout {
             }
         }
         if let Some(menu) = &set.menu {
-            let payload = json!({"action": "update", "record": &**menu, "seq": set.seq});
-            let msg = Broadcast::new("collection:menu", "change", Payload::Json(payload));
+            let msg = menu_broadcast(Arc::clone(menu), set.seq);
             self.registry.lock().send(TopicKey::Menu, set.seq, &msg);
         }
     }
@@ -217,6 +216,13 @@ fn change_broadcast(topic: &str, op: Op, change: &Change, seq: u64) -> Arc<Broad
     };
     let payload = json!({"action": action, "record": record, "seq": seq});
     Broadcast::new(topic, "change", Payload::Json(payload))
+}
+
+/// The `collection:menu` change of one commit: `{"action":"update","record":<menu>,"seq"}`.
+/// Public so the benchmark tool times exactly what the fan-out does.
+pub fn menu_broadcast(menu: Arc<Value>, seq: u64) -> Arc<Broadcast> {
+    let payload = json!({"action": "update", "record": &*menu, "seq": seq});
+    Broadcast::new("collection:menu", "change", Payload::Json(payload))
 }
 
 /// `{"order_id", "day_id", "message", "timestamp"}` (SPEC 3.3).

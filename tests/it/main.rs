@@ -3,6 +3,7 @@
 #[path = "../support/phoenix_test_app.rs"]
 mod phoenix_test_app;
 
+mod bench;
 mod channels;
 mod phoenix;
 mod phoenix_transport;
