@@ -202,5 +202,5 @@ pub fn raise_nofile() -> u64 {
             }
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
