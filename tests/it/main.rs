@@ -5,6 +5,7 @@ mod phoenix_test_app;
 
 mod bench;
 mod channels;
+mod group_commit;
 mod phoenix;
 mod phoenix_transport;
 mod store;
