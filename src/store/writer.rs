@@ -478,7 +478,7 @@ impl Engine {
             });
         }
         let menu = if changes.iter().any(|c| c.0.is_menu()) {
-            Some(Arc::new(menu::build(conn, &self.ctx)?))
+            Some(Arc::new(menu::build_published(conn, &self.ctx)?))
         } else {
             None
         };
