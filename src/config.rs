@@ -154,6 +154,8 @@ pub struct Limits {
     pub outbound_queue: usize,
     pub idle_timeout_seconds: u64,
     pub header_timeout_seconds: u64,
+    /// Hours of changes kept for clients resuming with `since` (0: always a full snapshot).
+    pub change_log_hours: u32,
 }
 
 impl Default for Limits {
@@ -167,6 +169,7 @@ impl Default for Limits {
             outbound_queue: 1024,
             idle_timeout_seconds: 60,
             header_timeout_seconds: 10,
+            change_log_hours: 24,
         }
     }
 }

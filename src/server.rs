@@ -135,6 +135,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         Arc::clone(&registry),
         Arc::clone(&clock),
         tz.clone(),
+        jiff::SignedDuration::from_hours(i64::from(config.limits.change_log_hours)),
     )
     .await
     .map_err(|e| StartError(format!("cannot read orders: {e}")))?;

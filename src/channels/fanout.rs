@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
+use jiff::SignedDuration;
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
@@ -20,7 +21,8 @@ use crate::store::menu::Menu;
 use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, Store};
 
 use super::filter::{local_date, FromDate, OrderKey};
-use super::registry::{Registry, TopicKey};
+use super::log::{self, ChangeLog, Logged};
+use super::registry::{Registry, TopicKey, Topics};
 
 /// A `seq` above every real one: broadcasts that are not commits (the midnight roll-over)
 /// must never be mistaken for something a snapshot already contains.
@@ -39,12 +41,14 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// Load the order keys (with the `seq` they reflect) and start at that point.
+    /// Load the order keys (with the `seq` they reflect) and start at that point, keeping
+    /// change sets for `retention` for resuming joins.
     pub async fn load(
         store: &Store,
         registry: Arc<Registry>,
         clock: Arc<dyn Clock>,
         tz: TimeZone,
+        retention: SignedDuration,
     ) -> Result<Fanout, store::StoreError> {
         let (seq, fields) = store.snapshot(store::records::order_fields).await?;
         let orders = fields
@@ -59,6 +63,7 @@ impl Fanout {
                 (o.id, key)
             })
             .collect();
+        registry.lock().log = ChangeLog::new(seq, retention);
         let today = local_date(clock.now(), &tz);
         Ok(Fanout {
             registry,
@@ -88,35 +93,45 @@ impl Fanout {
         }
     }
 
-    /// Publish one committed transaction.
+    /// Publish one committed transaction: log it and queue its broadcasts, all under one
+    /// hold of the registry lock, so a join sees either all of it (in its snapshot or log
+    /// slice) or none of it (then it arrives as broadcasts).
     pub fn apply(&mut self, set: &ChangeSet) {
         if set.seq <= self.last_seq {
             return;
         }
         self.last_seq = set.seq;
         self.roll_over_if_new_day();
+        let registry = Arc::clone(&self.registry);
+        let mut topics = registry.lock();
+        let mut logged = Vec::with_capacity(set.changes.len());
         for change in &set.changes {
-            if change.collection == Collection::Order {
-                self.order_change(set.seq, change);
+            let old_order = if change.collection == Collection::Order {
+                self.order_change(&mut topics, set.seq, change)
             } else {
-                let msg = change_broadcast(
-                    &format!("collection:{}", change.collection.name()),
-                    change.op,
-                    change,
-                    set.seq,
-                );
-                self.registry
-                    .lock()
-                    .send(TopicKey::Collection(change.collection), set.seq, &msg);
-            }
+                let payload = log::payload(change.op, change, set.seq);
+                let topic = format!("collection:{}", change.collection.name());
+                let msg = Broadcast::new(topic, "change", Payload::Json(payload));
+                topics.send(TopicKey::Collection(change.collection), set.seq, &msg);
+                None
+            };
+            logged.push(Logged {
+                change: change.clone(),
+                old_order,
+            });
         }
         if let Some(menu) = &set.menu {
             let msg = menu_broadcast(menu, set.seq);
-            self.registry.lock().send(TopicKey::Menu, set.seq, &msg);
+            topics.send(TopicKey::Menu, set.seq, &msg);
         }
+        topics
+            .log
+            .record(set.seq, logged, set.menu.is_some(), self.clock.now());
     }
 
-    fn order_change(&mut self, seq: u64, change: &Change) {
+    /// Broadcast one order change to every filter group it concerns, and the notifications
+    /// it triggers. Returns the order's filter fields before the change (for the log).
+    fn order_change(&mut self, topics: &mut Topics, seq: u64, change: &Change) -> Option<OrderKey> {
         let old = self.orders.remove(&change.id);
         let new = change.record.as_deref().and_then(OrderKey::from_record);
         if let Some(key) = &new {
@@ -127,7 +142,6 @@ impl Fanout {
 
         // One broadcast per action, built on first need and shared by every filter group.
         let mut built: [Option<Arc<Broadcast>>; 3] = [None, None, None];
-        let mut topics = self.registry.lock();
         for filter in topics.order_filters() {
             let since = filter.since(self.today, &self.tz);
             let was = old.as_ref().is_some_and(|k| filter.matches(k, since));
@@ -138,8 +152,10 @@ impl Fanout {
                 (true, false) => (Op::Delete, 2),
                 (false, false) => continue,
             };
-            let msg = built[slot]
-                .get_or_insert_with(|| change_broadcast("collection:order", op, change, seq));
+            let msg = built[slot].get_or_insert_with(|| {
+                let payload = log::payload(op, change, seq);
+                Broadcast::new("collection:order", "change", Payload::Json(payload))
+            });
             topics.send(TopicKey::Orders(filter), seq, msg);
         }
 
@@ -169,6 +185,7 @@ impl Fanout {
                 topics.send(TopicKey::User(customer), seq, &msg);
             }
         }
+        old
     }
 
     /// At local midnight, `"today"` subscribers receive `delete` for every order of the day
@@ -179,12 +196,13 @@ impl Fanout {
             return;
         }
         let previous = std::mem::replace(&mut self.today, today);
+        let mut topics = self.registry.lock();
+        topics.log.rollover_seq = self.last_seq;
         if today < previous {
             // The clock went backwards (NTP after a boot without RTC); windows only grow,
             // and new joins read fresh snapshots.
             return;
         }
-        let mut topics = self.registry.lock();
         for filter in topics.order_filters() {
             if filter.from != FromDate::Today {
                 continue;
@@ -206,17 +224,6 @@ impl Fanout {
             }
         }
     }
-}
-
-/// `{"action", "record", "seq"}` on `topic`; a delete carries only the id.
-fn change_broadcast(topic: &str, op: Op, change: &Change, seq: u64) -> Arc<Broadcast> {
-    let (action, record) = match (op, &change.record) {
-        (Op::Delete, _) | (_, None) => ("delete", json!({"id": change.id})),
-        (Op::Create, Some(r)) => ("create", (**r).clone()),
-        (Op::Update, Some(r)) => ("update", (**r).clone()),
-    };
-    let payload = json!({"action": action, "record": record, "seq": seq});
-    Broadcast::new(topic, "change", Payload::Json(payload))
 }
 
 /// The `collection:menu` change of one commit: `{"action":"update","record":<menu>,"seq"}`,

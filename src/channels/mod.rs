@@ -8,6 +8,7 @@
 
 pub mod fanout;
 pub mod filter;
+pub mod log;
 pub mod registry;
 
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,7 @@ use crate::phoenix::{
 use crate::store::{self, Collection, OrderQuery, RecordCtx, Store, StoreError};
 
 use filter::{local_date, OrderFilter};
+use log::{ChangeLog, Resume};
 use registry::{Registry, Subscription, TopicKey};
 
 /// Who is on the other end of a socket.
@@ -108,9 +110,19 @@ impl Cafe {
         }
         let store = self.store.clone();
         let ctx = self.records.clone();
+        let since = match resume_point(payload) {
+            Ok(since) => since,
+            Err(errors) => return invalid_options(errors),
+        };
         if name == "menu" {
-            let sub = self.registry.subscribe(TopicKey::Menu, outbox);
+            let (sub, resumed) =
+                self.subscribe_resuming(TopicKey::Menu, outbox, since, |log, s| {
+                    log.resume(s, Resume::Menu)
+                });
             return Box::pin(async move {
+                if let Some(resumed) = resumed {
+                    return resumed_join(resumed, sub);
+                }
                 let read = store
                     .snapshot(move |conn| store::menu::build(conn, &ctx))
                     .await;
@@ -121,10 +133,14 @@ impl Cafe {
             return refuse("unknown collection");
         };
         if collection != Collection::Order {
-            let sub = self
-                .registry
-                .subscribe(TopicKey::Collection(collection), outbox);
+            let key = TopicKey::Collection(collection);
+            let (sub, resumed) = self.subscribe_resuming(key, outbox, since, |log, s| {
+                log.resume(s, Resume::Collection(collection))
+            });
             return Box::pin(async move {
+                if let Some(resumed) = resumed {
+                    return resumed_join(resumed, sub);
+                }
                 let read = store
                     .snapshot(move |conn| {
                         store::records::list(conn, collection, &ctx).map(Value::from)
@@ -135,24 +151,49 @@ impl Cafe {
         }
         let filter = match OrderFilter::from_join_payload(payload) {
             Ok(filter) => filter,
-            Err(errors) => {
-                let reply = json!({"reason": "invalid options", "errors": errors});
-                return Box::pin(async move { JoinResult::Error(reply) });
-            }
+            Err(errors) => return invalid_options(errors),
         };
+        let from = filter.since(local_date(self.clock.now(), &self.tz), &self.tz);
         let query = OrderQuery {
-            since: filter.since(local_date(self.clock.now(), &self.tz), &self.tz),
+            since: from,
             customer_id: filter.customer_id,
             state: None,
         };
-        let sub = self.registry.subscribe(TopicKey::Orders(filter), outbox);
+        let key = TopicKey::Orders(filter);
+        let (sub, resumed) = self.subscribe_resuming(key, outbox, since, |log, s| {
+            log.resume(
+                s,
+                Resume::Orders {
+                    filter: &filter,
+                    since: from,
+                },
+            )
+        });
         Box::pin(async move {
+            if let Some(resumed) = resumed {
+                return resumed_join(resumed, sub);
+            }
             let read = store
                 .snapshot(move |conn| {
                     store::records::list_orders(conn, &query, &ctx).map(Value::from)
                 })
                 .await;
             joined(read, sub)
+        })
+    }
+
+    /// Subscribe; with a resume point, read the changes after it from the log at the very
+    /// point the subscription starts. `None`: the log cannot answer, send a snapshot.
+    fn subscribe_resuming(
+        &self,
+        key: TopicKey,
+        outbox: Outbox,
+        since: Option<u64>,
+        resume: impl FnOnce(&ChangeLog, u64) -> Option<Vec<Value>>,
+    ) -> (Subscription, Option<(u64, Vec<Value>)>) {
+        self.registry.subscribe_with(key, outbox, |topics| {
+            let since = since?;
+            resume(&topics.log, since).map(|changes| (topics.log.last_seq, changes))
         })
     }
 
@@ -242,6 +283,30 @@ impl Channel for Joined {
 
 fn refuse(reason: &'static str) -> BoxFuture<JoinResult> {
     Box::pin(async move { JoinResult::Error(json!({ "reason": reason })) })
+}
+
+/// The `since` option: the `seq` a rejoining client has seen everything up to.
+fn resume_point(payload: &Value) -> Result<Option<u64>, Value> {
+    match payload.get("options").and_then(|o| o.get("since")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(Value::String(s)) if s.trim().parse::<u64>().is_ok() => Ok(s.trim().parse().ok()),
+        Some(_) => Err(json!({"since": ["must be a non-negative integer"]})),
+    }
+}
+
+fn invalid_options(errors: Value) -> BoxFuture<JoinResult> {
+    let reply = json!({"reason": "invalid options", "errors": errors});
+    Box::pin(async move { JoinResult::Error(reply) })
+}
+
+/// The reply to a join that resumed from the log: no snapshot, the missed changes.
+fn resumed_join((seq, changes): (u64, Vec<Value>), sub: Subscription) -> JoinResult {
+    JoinResult::Ok {
+        response: json!({"items": null, "seq": seq, "changes": changes}),
+        seq,
+        channel: Box::new(Joined { _sub: sub }),
+    }
 }
 
 fn joined(read: Result<(u64, Value), StoreError>, sub: Subscription) -> JoinResult {

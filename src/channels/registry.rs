@@ -10,6 +10,7 @@ use crate::phoenix::{Broadcast, Outbox};
 use crate::store::Collection;
 
 use super::filter::OrderFilter;
+use super::log::ChangeLog;
 
 /// A topic as the fan-out sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +38,8 @@ pub struct Subscriber {
 #[derive(Default)]
 pub struct Topics {
     groups: HashMap<TopicKey, Vec<Subscriber>>,
+    /// The recent change sets, for joins that resume (`since`).
+    pub log: ChangeLog,
 }
 
 impl Topics {
@@ -102,17 +105,32 @@ impl Registry {
 
     /// Add a subscriber; it stays until the returned guard is dropped.
     pub fn subscribe(self: &Arc<Self>, key: TopicKey, outbox: Outbox) -> Subscription {
+        self.subscribe_with(key, outbox, |_| ()).0
+    }
+
+    /// Add a subscriber and, under the same lock, run `f` (to read the change log at exactly
+    /// the point where this subscriber starts receiving broadcasts).
+    pub fn subscribe_with<R>(
+        self: &Arc<Self>,
+        key: TopicKey,
+        outbox: Outbox,
+        f: impl FnOnce(&Topics) -> R,
+    ) -> (Subscription, R) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock()
+        let mut topics = self.lock();
+        topics
             .groups
             .entry(key)
             .or_default()
             .push(Subscriber { id, outbox });
-        Subscription {
+        let result = f(&topics);
+        drop(topics);
+        let sub = Subscription {
             registry: Arc::clone(self),
             key,
             id,
-        }
+        };
+        (sub, result)
     }
 }
 

@@ -427,3 +427,116 @@ async fn healthz_answers_ok_while_the_database_answers() {
     assert_eq!(reply.text(), "ok");
     daemon.stop().await;
 }
+
+/// Wait until `observer` (joined to `topic`) has seen `n` more changes; returns the last seq.
+async fn settle(observer: &mut Socket, topic: &str, n: usize) -> u64 {
+    let mut seq = 0;
+    for _ in 0..n {
+        let change = observer.next_event(topic, "change").await;
+        seq = change["seq"].as_u64().expect("seq");
+    }
+    seq
+}
+
+#[tokio::test]
+async fn rejoin_with_since_receives_exactly_the_missed_changes_in_order() {
+    let daemon = Daemon::demo().await;
+    let mut observer = daemon.socket("").await;
+    observer.join_ok("collection:message", json!({})).await;
+    let mut screen = daemon.socket("").await;
+    let first = screen.join_ok("collection:message", json!({})).await;
+    let seen = first["seq"].as_u64().expect("seq");
+    drop(screen);
+
+    let shell = daemon.shell();
+    shell
+        .execute("INSERT INTO message (title) VALUES ('Ny kake')", [])
+        .expect("insert");
+    let id = shell.last_insert_rowid();
+    settle(&mut observer, "collection:message", 1).await;
+    shell
+        .execute("UPDATE message SET subtitle = 'gulrot' WHERE id = ?1", [id])
+        .expect("update");
+    settle(&mut observer, "collection:message", 1).await;
+    shell
+        .execute("DELETE FROM message WHERE id = ?1", [id])
+        .expect("delete");
+    let last = settle(&mut observer, "collection:message", 1).await;
+
+    let mut screen = daemon.socket("").await;
+    let resumed = screen
+        .join_ok("collection:message", json!({"options": {"since": seen}}))
+        .await;
+    assert_eq!(resumed["items"], Value::Null, "{resumed}");
+    assert_eq!(resumed["seq"], last);
+    let changes = resumed["changes"].as_array().expect("changes");
+    let actions: Vec<&str> = changes
+        .iter()
+        .map(|c| c["action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(actions, ["create", "update", "delete"]);
+    let seqs: Vec<u64> = changes.iter().filter_map(|c| c["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(changes[1]["record"]["subtitle"], "gulrot");
+
+    // And the live stream continues from there.
+    shell
+        .execute("INSERT INTO message (title) VALUES ('Åpent til 16')", [])
+        .expect("insert");
+    let live = screen.next_event("collection:message", "change").await;
+    assert_eq!(live["action"], "create");
+    assert!(live["seq"].as_u64().expect("seq") > last);
+
+    // A resume point the log does not cover gets the ordinary snapshot.
+    let mut stranger = daemon.socket("").await;
+    let full = stranger
+        .join_ok(
+            "collection:message",
+            json!({"options": {"since": last + 1000}}),
+        )
+        .await;
+    assert!(full["items"].is_array(), "{full}");
+    let bad = stranger
+        .join("collection:status", json!({"options": {"since": "soon"}}))
+        .await;
+    assert_eq!(bad["response"]["reason"], "invalid options");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn resuming_an_order_filter_replays_leaving_it_as_a_delete() {
+    let daemon = Daemon::demo().await;
+    let shell = daemon.shell();
+    let mut observer = daemon.socket("").await;
+    observer.join_ok("collection:order", json!({})).await;
+    let id = insert_order(&shell, 7, 101, None);
+    settle(&mut observer, "collection:order", 1).await;
+
+    let mut seven = daemon.socket("").await;
+    let joined = seven
+        .join_ok("collection:order", json!({"options": {"customer_id": 7}}))
+        .await;
+    let seen = joined["seq"].as_u64().expect("seq");
+    drop(seven);
+
+    shell
+        .execute(r#"UPDATE "order" SET customer_id = 8 WHERE id = ?1"#, [id])
+        .expect("move");
+    settle(&mut observer, "collection:order", 1).await;
+    insert_order(&shell, 9, 102, None);
+    settle(&mut observer, "collection:order", 1).await;
+
+    let mut seven = daemon.socket("").await;
+    let resumed = seven
+        .join_ok(
+            "collection:order",
+            json!({"options": {"customer_id": 7, "since": seen}}),
+        )
+        .await;
+    assert_eq!(
+        resumed["changes"],
+        json!([{"action": "delete", "record": {"id": id}, "seq": seen + 1}]),
+        "customer 7 learns the order left, and nothing of customer 9's"
+    );
+    daemon.stop().await;
+}

@@ -6,6 +6,7 @@ mod phoenix_test_app;
 mod bench;
 mod channels;
 mod group_commit;
+mod hostile;
 mod phoenix;
 mod phoenix_transport;
 mod store;
