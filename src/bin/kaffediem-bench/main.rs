@@ -272,13 +272,15 @@ async fn run_sockets(
 
     // One order at a time: request → last delivery.
     let mut placer = Placer::open(&placement).await?;
-    let mut latencies = Vec::with_capacity(l);
+    let (mut latencies, mut spreads, mut acks) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..l {
         let sent = tracker.now_ns();
         placer.place(&nonce, i).await?;
+        acks.push(tracker.now_ns() - sent);
         tracker.wait_for(i, n as u32, DELIVERY_TIMEOUT).await;
-        if let Some((_, last)) = tracker.arrivals(i) {
+        if let Some((first, last)) = tracker.arrivals(i) {
             latencies.push(last.saturating_sub(sent));
+            spreads.push(last.saturating_sub(first));
         }
         tokio::time::sleep(BETWEEN_ORDERS).await;
     }
@@ -319,6 +321,8 @@ async fn run_sockets(
         rss_peak_kib: peak.map_or(0, |r| r.peak_kib),
         kib_per_socket: connected_kib.saturating_sub(idle_kib) as f64 / n.max(1) as f64,
         latency: Stats::of_ns(latencies),
+        spread: Stats::of_ns(spreads),
+        ack: Stats::of_ns(acks),
         frame_bytes: tracker
             .frame_bytes
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -349,15 +353,16 @@ async fn floor_broadcast(args: &RunArgs, n: usize, frame_bytes: usize) -> Result
     let subs = subscribers::open(server.addr, n, false, Arc::clone(&tracker)).await?;
     tokio::time::sleep(SETTLE).await;
     let connected = server.rss();
-    let mut latencies = Vec::with_capacity(l);
+    let (mut latencies, mut spreads) = (Vec::with_capacity(l), Vec::with_capacity(l));
     for i in 0..l {
         let stdin = server.stdin.as_mut().ok_or("floor server has no stdin")?;
         let sent = tracker.now_ns();
         writeln!(stdin, "send {i}").map_err(|e| e.to_string())?;
         stdin.flush().map_err(|e| e.to_string())?;
         tracker.wait_for(i, n as u32, DELIVERY_TIMEOUT).await;
-        if let Some((_, last)) = tracker.arrivals(i) {
+        if let Some((first, last)) = tracker.arrivals(i) {
             latencies.push(last.saturating_sub(sent));
+            spreads.push(last.saturating_sub(first));
         }
         tokio::time::sleep(BETWEEN_ORDERS).await;
     }
@@ -371,6 +376,7 @@ async fn floor_broadcast(args: &RunArgs, n: usize, frame_bytes: usize) -> Result
     eprintln!("   bare broadcast floor done");
     Ok(FloorRun {
         latency: Stats::of_ns(latencies),
+        spread: Stats::of_ns(spreads),
         rss_idle_kib: idle_kib,
         rss_connected_kib: connected_kib,
         kib_per_socket: connected_kib.saturating_sub(idle_kib) as f64 / n.max(1) as f64,

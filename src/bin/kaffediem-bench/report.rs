@@ -41,6 +41,11 @@ pub struct SocketRun {
     pub kib_per_socket: f64,
     /// One order at a time: request → last subscriber.
     pub latency: Stats,
+    /// The same orders: first subscriber → last subscriber (the fan-out alone, whatever
+    /// the placement path costs).
+    pub spread: Stats,
+    /// The same orders: request → acknowledgement.
+    pub ack: Stats,
     /// Order frames as received (bytes).
     pub frame_bytes: usize,
     pub throughput_orders: usize,
@@ -59,6 +64,7 @@ pub struct SocketRun {
 #[derive(Debug, Default, Serialize)]
 pub struct FloorRun {
     pub latency: Stats,
+    pub spread: Stats,
     pub rss_idle_kib: u64,
     pub rss_connected_kib: u64,
     pub kib_per_socket: f64,
@@ -172,7 +178,15 @@ impl Report {
                 r.sockets, r.ramp_s, r.frame_bytes, r.throughput_orders, r.writers, r.orders_per_s,
                 r.loaded_latency.p50_ms, r.loaded_latency.p99_ms, r.loaded_latency.max_ms
             );
+            println!(
+                "        one at a time: ack p50 {:.2} ms; first → last subscriber p50 {:.2} ms / p99 {:.2} ms",
+                r.ack.p50_ms, r.spread.p50_ms, r.spread.p99_ms
+            );
             if let Some(f) = &r.floor {
+                println!(
+                    "        bare broadcast: first → last p50 {:.2} ms / p99 {:.2} ms",
+                    f.spread.p50_ms, f.spread.p99_ms
+                );
                 println!(
                     "        vs bare broadcast: p50 {}, p99 {}, KiB/socket {}",
                     ratio(r.latency.p50_ms, f.latency.p50_ms),
