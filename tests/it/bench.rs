@@ -32,6 +32,7 @@ fn bench_smoke_delivers_every_order_to_every_subscriber() {
     assert_eq!(run["deliveries_expected"], 45 * 20);
     assert_eq!(run["deliveries_missing"], 0, "{run}");
     assert_eq!(run["strays"], 0);
+    assert_eq!(run["closed_by_server"], 0);
     assert_eq!(run["latency"]["n"], 5);
     assert_eq!(run["loaded_latency"]["n"], 40);
     assert_eq!(run["floor"]["deliveries_missing"], 0);

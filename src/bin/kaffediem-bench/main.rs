@@ -65,8 +65,10 @@ struct RunArgs {
     /// Orders placed one at a time per socket count (latency).
     #[arg(long, default_value_t = 200)]
     latency_orders: usize,
-    /// Orders placed concurrently per socket count (throughput).
-    #[arg(long, default_value_t = 3000)]
+    /// Orders placed concurrently per socket count (throughput). At most the per-socket
+    /// queue (1 024) by default: a longer burst than the subscribers can read would close
+    /// them as slow consumers (1013), which measures the client, not the daemon.
+    #[arg(long, default_value_t = 1000)]
     orders: usize,
     /// Concurrent writers (HTTP connections) for the throughput phase.
     #[arg(long, default_value_t = 32)]
@@ -333,6 +335,9 @@ async fn run_sockets(
         deliveries_expected: expected,
         deliveries_missing: expected.saturating_sub(got),
         strays: tracker.strays.load(std::sync::atomic::Ordering::Relaxed),
+        closed_by_server: tracker
+            .closed_early
+            .load(std::sync::atomic::Ordering::Relaxed),
         floor: None,
     })
 }

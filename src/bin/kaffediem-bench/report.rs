@@ -57,6 +57,8 @@ pub struct SocketRun {
     pub deliveries_expected: u64,
     pub deliveries_missing: u64,
     pub strays: u64,
+    /// Subscribers the daemon closed during the run (e.g. 1013, slow consumer).
+    pub closed_by_server: u64,
     pub floor: Option<FloorRun>,
 }
 
@@ -178,6 +180,12 @@ impl Report {
                 r.sockets, r.ramp_s, r.frame_bytes, r.throughput_orders, r.writers, r.orders_per_s,
                 r.loaded_latency.p50_ms, r.loaded_latency.p99_ms, r.loaded_latency.max_ms
             );
+            if r.closed_by_server > 0 {
+                println!(
+                    "        {} subscribers were closed by the daemon",
+                    r.closed_by_server
+                );
+            }
             println!(
                 "        one at a time: ack p50 {:.2} ms; first → last subscriber p50 {:.2} ms / p99 {:.2} ms",
                 r.ack.p50_ms, r.spread.p50_ms, r.spread.p99_ms

@@ -36,6 +36,8 @@ pub struct Tracker {
     pub frame_bytes: AtomicUsize,
     /// Order frames whose uuid was not ours or out of range.
     pub strays: AtomicU64,
+    /// Sockets the server closed (or that failed) before the tool closed them.
+    pub closed_early: AtomicU64,
 }
 
 impl Tracker {
@@ -48,6 +50,7 @@ impl Tracker {
             last_ns: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             frame_bytes: AtomicUsize::new(0),
             strays: AtomicU64::new(0),
+            closed_early: AtomicU64::new(0),
         })
     }
 
@@ -220,7 +223,10 @@ async fn read_loop(mut ws: Ws, tracker: Arc<Tracker>, mut stop: watch::Receiver<
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => tracker.arrived(t.as_str()),
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => return,
+                Some(Err(_)) | None => {
+                    tracker.closed_early.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             },
             _ = beat.tick() => {
                 refs += 1;
