@@ -32,9 +32,10 @@ use super::{BoxFuture, Channel, JoinResult, Reply, SocketHandler};
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Read buffer per socket. Clients send little (joins, heartbeats), and an idle subscriber
-/// must stay cheap: tungstenite allocates this eagerly.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer per socket. Clients send little (joins, heartbeats: ~100 bytes), and an idle
+/// subscriber must stay cheap: tungstenite allocates and zero-fills this eagerly. A larger
+/// client message (up to `max_message_bytes`) still fits: the buffer grows for it.
+const READ_BUFFER_BYTES: usize = 1024;
 /// Frames queued for a socket are copied into tungstenite's write buffer and written out
 /// together once it holds this much (and at the end of each drain of the queue, so a lone
 /// frame is never held back). Under a burst of orders one `write` then carries many frames

@@ -185,7 +185,7 @@ pub async fn menu(dir: &Path, keys_per_category: i64, rounds: usize) -> Result<M
 }
 
 /// The bare broadcast floor: a WebSocket server with nothing but tokio-tungstenite, the
-/// daemon's socket settings (4 KiB read buffer, no write buffer) and a bounded queue per
+/// daemon's socket settings (1 KiB read buffer, 8 KiB write batches) and a bounded queue per
 /// socket. Reads `send <i>` lines on stdin and queues one pre-encoded frame of about
 /// `frame_bytes` to every socket. Runs until stdin closes.
 pub fn floor_server(frame_bytes: usize) -> Result<(), String> {
@@ -213,8 +213,8 @@ pub fn floor_server(frame_bytes: usize) -> Result<(), String> {
             accepting.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
             tokio::spawn(async move {
                 let config = WebSocketConfig::default()
-                    .read_buffer_size(4096)
-                    .write_buffer_size(0);
+                    .read_buffer_size(1024)
+                    .write_buffer_size(8 * 1024);
                 let Ok(mut ws) =
                     tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
                 else {
@@ -223,7 +223,21 @@ pub fn floor_server(frame_bytes: usize) -> Result<(), String> {
                 loop {
                     tokio::select! {
                         msg = rx.recv() => match msg {
-                            Some(msg) => if ws.send(msg).await.is_err() { return },
+                            Some(msg) => {
+                                // Everything already queued goes out in one flush.
+                                let mut batch = vec![msg];
+                                while let Ok(more) = rx.try_recv() {
+                                    batch.push(more);
+                                }
+                                for msg in batch {
+                                    if ws.feed(msg).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                if ws.flush().await.is_err() {
+                                    return;
+                                }
+                            }
                             None => return,
                         },
                         inbound = ws.next() => match inbound {
