@@ -10,9 +10,11 @@
 //! - [`channels`]: Kaffediem's topics (`collection:*`, `notifications:*`), per-subscriber
 //!   filters and the fan-out of change sets.
 //! - [`phoenix`]: the wire protocol only; knows nothing about cafés or SQLite.
+//! - [`accounts`]: users and their Argon2id password hashes (sessions are in `http::auth`).
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
 
+pub mod accounts;
 pub mod channels;
 pub mod clock;
 pub mod config;

@@ -34,6 +34,35 @@ enum Command {
     },
     /// Load the demo café into an empty database, then exit.
     Demo,
+    /// Manage accounts (safe while the daemon runs).
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user. The password is prompted for twice on a terminal, else read as one line
+    /// of standard input (never from the command line, where `ps` would show it).
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        username: Option<String>,
+        /// May do everything: edit the menu, update orders, join notifications:admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Set a user's password (read as for `add`) and end all their sessions.
+    Passwd {
+        #[arg(long)]
+        email: String,
+    },
+    /// List users: id, email, name, admin.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +89,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve { demo: false }) {
             Command::Serve { demo } => serve(config, config_path, demo).await,
             Command::Demo => demo_only(config).await,
+            Command::User { action } => user(config, action).await,
         }
     });
     match result {
@@ -112,6 +142,78 @@ async fn demo_only(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+async fn user(config: Config, action: UserCommand) -> Result<(), Box<dyn std::error::Error>> {
+    use kaffediem::accounts::{self, NewUser};
+    use kaffediem::store::{Store, StoreOptions};
+    // Ask before opening anything, so a mistyped password leaves no trace.
+    let password = match &action {
+        UserCommand::Add { .. } | UserCommand::Passwd { .. } => Some(read_password()?),
+        UserCommand::List => None,
+    };
+    let options = StoreOptions {
+        path: config.database.path.clone(),
+        readers: 1,
+        records: Default::default(),
+    };
+    // WAL lets this run next to the daemon, which sees the change as a foreign write.
+    let (store, _feed) = Store::open(options, Arc::new(SystemClock))?;
+    let password = password.unwrap_or_default();
+    let result = match action {
+        UserCommand::Add {
+            email,
+            name,
+            username,
+            admin,
+        } => {
+            let new = NewUser {
+                email,
+                name,
+                username,
+                is_admin: admin,
+            };
+            accounts::add(&store.writer, new, &password)
+                .await
+                .map(|u| println!("created user {} <{}>", u.id, u.email))
+        }
+        UserCommand::Passwd { email } => accounts::set_password(&store.writer, &email, &password)
+            .await
+            .map(|u| {
+                println!(
+                    "changed the password of {}; their sessions are ended",
+                    u.email
+                )
+            }),
+        UserCommand::List => accounts::list(&store.readers).await.map(|users| {
+            println!("{:>5}  {:<32}  {:<24}  admin", "id", "email", "name");
+            for u in users {
+                let admin = if u.is_admin { "yes" } else { "no" };
+                println!("{:>5}  {:<32}  {:<24}  {admin}", u.id, u.email, u.name);
+            }
+        }),
+    };
+    store.shutdown().await?;
+    Ok(result?)
+}
+
+/// A new password: prompted twice without echo on a terminal, else one line of stdin.
+fn read_password() -> Result<String, Box<dyn std::error::Error>> {
+    use std::io::{BufRead, IsTerminal};
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password: ")?;
+        let again = rpassword::prompt_password("Repeat the password: ")?;
+        if first != again {
+            return Err("the two passwords differ; nothing changed".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    kaffediem::accounts::check_password(&password)?;
+    Ok(password)
 }
 
 /// SIGTERM (systemd stop) or SIGINT (Ctrl-C).

@@ -18,6 +18,7 @@ use crate::channels::registry::Registry;
 use crate::channels::{Access, Cafe};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::auth::Auth;
 use crate::http::{self, App};
 use crate::phoenix::{Endpoint, EndpointConfig};
 use crate::store::{self, RecordCtx, Store, StoreOptions};
@@ -112,6 +113,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         clock,
         demo,
     } = options;
+    Auth::check_config(&config).map_err(StartError)?;
     let path = config.database.path.clone();
     let store_options = StoreOptions {
         path: path.clone(),
@@ -127,6 +129,10 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             Err(e) => return Err(StartError(format!("cannot load the demo café: {e}"))),
         }
     }
+
+    let auth = Auth::open_with_clock(&store, &config, Arc::clone(&clock))
+        .await
+        .map_err(|e| StartError(format!("cannot set up accounts: {e}")))?;
 
     let tz = config.time_zone();
     let registry = Registry::new();
@@ -151,7 +157,8 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         Arc::clone(&clock),
         tz,
         record_ctx(&config),
-    );
+    )
+    .with_auth(auth.clone());
     let endpoint = Endpoint::new(Arc::new(cafe), endpoint_config(&config));
 
     let bind = SocketAddr::new(config.http.bind, config.http.port);
@@ -175,6 +182,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let app = Arc::new(App {
         store: store.clone(),
         endpoint: Arc::clone(&endpoint),
+        auth,
     });
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();

@@ -25,6 +25,7 @@ pub type Body = Full<Bytes>;
 pub struct App {
     pub store: Store,
     pub endpoint: Arc<Endpoint<Cafe>>,
+    pub auth: Arc<auth::Auth>,
 }
 
 /// Answer one request. Never fails: every error is an HTTP answer.
@@ -37,6 +38,10 @@ pub async fn handle(
     let response = match (req.method(), path.as_str()) {
         (_, "/socket/websocket") => app.endpoint.upgrade(req, peer),
         (&Method::GET, "/healthz") => healthz(&app).await,
+        (_, "/api/session" | "/api/session/token") => match app.auth.route(req, peer).await {
+            Ok(response) => response,
+            Err(_) => error(StatusCode::NOT_FOUND, "not found"),
+        },
         (_, "/healthz") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };

@@ -384,11 +384,17 @@ async fn admins_hear_of_new_orders_and_customers_of_ready_ones() {
 }
 
 #[tokio::test]
-async fn a_wrong_admin_token_is_an_anonymous_socket() {
+async fn a_wrong_token_refuses_the_upgrade() {
+    // SPEC 2: a `token` that is neither the admin token nor a valid socket token is refused
+    // with 403 (it used to make an anonymous socket before sessions existed).
     let daemon = Daemon::demo().await;
-    let mut socket: Socket = daemon.socket("token=guess").await;
-    let reply = socket.join("notifications:admin", json!({})).await;
-    assert_eq!(reply["response"]["reason"], "unauthorized");
+    let url = daemon.url("token=guess&vsn=2.0.0");
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
     daemon.stop().await;
 }
 

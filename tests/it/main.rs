@@ -3,6 +3,7 @@
 #[path = "../support/phoenix_test_app.rs"]
 mod phoenix_test_app;
 
+mod auth;
 mod bench;
 mod channels;
 mod group_commit;

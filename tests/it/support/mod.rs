@@ -101,6 +101,11 @@ pub struct Socket {
 }
 
 impl Socket {
+    /// Wrap an upgraded stream (for upgrades built by hand: cookies, subprotocols).
+    pub fn from_ws(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Socket {
+        Socket { ws, next_ref: 0 }
+    }
+
     pub async fn connect(url: &str) -> Socket {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await

@@ -1,0 +1,95 @@
+//! Socket authentication (SPEC 2): the 1.8 client's `authToken`, the `token` socket param,
+//! or the session cookie on the upgrade request. Synchronous, as the upgrade is: the session
+//! row is read on the [`Auth`]'s own reader connection.
+
+use rusqlite::OptionalExtension;
+
+use crate::channels::{Authenticate, Viewer};
+use crate::phoenix::{ConnectInfo, Refused};
+
+use super::token::{self, session_cookie, sql_time, token_hash};
+use super::{lookup_session, Auth};
+
+impl Auth {
+    /// The viewer a socket token vouches for, if its signature, expiry and session hold.
+    fn socket_token_viewer(&self, token: &str) -> Result<Viewer, Refused> {
+        let claim = token::verify(&self.secret, token, self.clock.now())
+            .map_err(|e| Refused(e.to_string()))?;
+        let now = sql_time(self.clock.now());
+        let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
+        let admin = conn
+            .prepare_cached(
+                "SELECT u.is_admin FROM session s JOIN user u ON u.id = s.user_id \
+                 WHERE s.id = ?1 AND s.user_id = ?2 AND s.expires_at > ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    rusqlite::params![claim.session_id, claim.user_id, now],
+                    |r| r.get::<_, bool>(0),
+                )
+                .optional()
+            });
+        match admin {
+            Ok(Some(admin)) => Ok(Viewer {
+                user_id: Some(claim.user_id),
+                admin,
+            }),
+            Ok(None) => Err(Refused("the socket token's session has ended".into())),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a socket token");
+                Err(Refused("cannot check the socket token".into()))
+            }
+        }
+    }
+
+    /// The viewer behind a session cookie sent with the upgrade. A stale cookie makes an
+    /// anonymous socket, not a refused one: a public screen with an old cookie must still
+    /// connect.
+    fn cookie_viewer(&self, cookie: &str) -> Option<Viewer> {
+        let hash = token_hash(cookie);
+        let now = sql_time(self.clock.now());
+        let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
+        match lookup_session(&conn, &hash, &now) {
+            Ok(hit) => hit.map(|hit| Viewer {
+                user_id: Some(hit.identity.user_id),
+                admin: hit.identity.is_admin,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a session cookie on a socket");
+                None
+            }
+        }
+    }
+}
+
+impl Authenticate for Auth {
+    /// The 1.8 client's `authToken`, else the `token` param, else the session cookie.
+    fn viewer(&self, info: &ConnectInfo) -> Result<Option<Viewer>, Refused> {
+        let admin_token = self.settings().admin_token;
+        let is_admin_token = |t: &str| {
+            !admin_token.is_empty() && constant_time_eq(t.as_bytes(), admin_token.as_bytes())
+        };
+        if let Some(token) = info.auth_token.as_deref().filter(|t| !t.is_empty()) {
+            if is_admin_token(token) {
+                return Ok(Some(Viewer {
+                    user_id: None,
+                    admin: true,
+                }));
+            }
+            return self.socket_token_viewer(token).map(Some);
+        }
+        if let Some(token) = info.params.get("token").filter(|t| !t.is_empty()) {
+            if is_admin_token(token) {
+                // The interim admin credential: `Cafe::connect` grants admin for it.
+                return Ok(None);
+            }
+            return self.socket_token_viewer(token).map(Some);
+        }
+        Ok(session_cookie(&info.headers).and_then(|cookie| self.cookie_viewer(cookie)))
+    }
+}
+
+/// Compare secrets without an early exit that would time how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
