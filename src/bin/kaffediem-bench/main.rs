@@ -192,7 +192,7 @@ async fn run(args: RunArgs) -> Result<Report, String> {
         report.runs.push(r);
     }
     if !args.no_floors {
-        let rows = if args.smoke { 50 } else { 3000 };
+        let rows = if args.smoke { 50 } else { 10_000 };
         eprintln!("== raw SQLite floor ({rows} durable inserts)");
         report.raw_sqlite_inserts_per_s = Some(floors::raw_sqlite(tmp.path(), rows)?);
         eprintln!(
