@@ -287,7 +287,12 @@ async fn run_sockets(
         let sent = tracker.now_ns();
         placer.place(&nonce, i).await?;
         acks.push(tracker.now_ns() - sent);
-        tracker.wait_for(i, n as u32, DELIVERY_TIMEOUT).await;
+        if !tracker.wait_for(i, n as u32, DELIVERY_TIMEOUT).await {
+            // Something is wrong (subscribers closed?); the counts will say so. Do not wait
+            // ten seconds for each of the remaining orders.
+            eprintln!("   order {i} did not reach every subscriber within {DELIVERY_TIMEOUT:?}; stopping this phase");
+            break;
+        }
         if let Some((first, last)) = tracker.arrivals(i) {
             latencies.push(last.saturating_sub(sent));
             spreads.push(last.saturating_sub(first));
@@ -300,8 +305,13 @@ async fn run_sockets(
     // Concurrent writers: orders/s acknowledged, and delivery under that load.
     let placed =
         orders::place_concurrently(&placement, &nonce, l..l + m, args.writers, &tracker).await?;
+    let deadline = std::time::Instant::now() + DELIVERY_TIMEOUT * 6;
     for i in l..l + m {
-        tracker.wait_for(i, n as u32, DELIVERY_TIMEOUT).await;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if !tracker.wait_for(i, n as u32, left).await {
+            eprintln!("   not every order reached every subscriber within a minute");
+            break;
+        }
     }
     let loaded: Vec<u64> = (l..l + m)
         .filter_map(|i| {
@@ -372,10 +382,14 @@ async fn floor_broadcast(args: &RunArgs, n: usize, frame_bytes: usize) -> Result
         let sent = tracker.now_ns();
         writeln!(stdin, "send {i}").map_err(|e| e.to_string())?;
         stdin.flush().map_err(|e| e.to_string())?;
-        tracker.wait_for(i, n as u32, DELIVERY_TIMEOUT).await;
+        let complete = tracker.wait_for(i, n as u32, DELIVERY_TIMEOUT).await;
         if let Some((first, last)) = tracker.arrivals(i) {
             latencies.push(last.saturating_sub(sent));
             spreads.push(last.saturating_sub(first));
+        }
+        if !complete {
+            eprintln!("   floor frame {i} did not reach every client; stopping");
+            break;
         }
         tokio::time::sleep(BETWEEN_ORDERS).await;
     }
