@@ -179,11 +179,13 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!("listening on {addr}");
 
-    let app = Arc::new(App {
-        store: store.clone(),
-        endpoint: Arc::clone(&endpoint),
+    let app = Arc::new(App::new(
+        store.clone(),
+        Arc::clone(&endpoint),
         auth,
-    });
+        Arc::clone(&clock),
+        &config,
+    ));
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {

@@ -5,19 +5,28 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{header, Method, Request, Response, StatusCode};
+use hyper::{header, HeaderMap, Method, Request, Response, StatusCode};
+use jiff::tz::TimeZone;
 use serde_json::json;
 
+pub mod api;
 pub mod auth;
+pub mod cors;
+pub mod images;
 
 use crate::channels::Cafe;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::phoenix::Endpoint;
-use crate::store::{Store, StoreError};
+use crate::store::{RecordCtx, Store, StoreError};
+
+use auth::Auth;
+use cors::Cors;
 
 pub type Body = Full<Bytes>;
 
@@ -25,7 +34,103 @@ pub type Body = Full<Bytes>;
 pub struct App {
     pub store: Store,
     pub endpoint: Arc<Endpoint<Cafe>>,
-    pub auth: Arc<auth::Auth>,
+    /// Sessions: who a request comes from, and the `/api/session*` routes.
+    pub auth: Arc<Auth>,
+    /// "Now" for `updated_at`, `inserted_at` and the local day of `day_id`.
+    pub clock: Arc<dyn Clock>,
+    /// The café's time zone: where local days (`day_id`, `from_date`) begin.
+    pub tz: TimeZone,
+    /// Allowed frontend origins; replaced on config reload.
+    pub cors: Cors,
+    settings: RwLock<Settings>,
+}
+
+/// The parts of the configuration the API reads on every request; replaced on config reload.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `http.public_url` without a trailing slash; empty: build URLs from the request's `Host`.
+    pub public_url: String,
+    /// Anonymous callers may read (GET) every collection.
+    pub public_read: bool,
+    /// Interim admin credential (`Authorization: Bearer <token>`); empty = off.
+    pub admin_token: String,
+    /// Largest JSON body.
+    pub max_body_bytes: usize,
+    /// Largest multipart body (item images).
+    pub max_upload_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            public_url: config.http.public_url.trim_end_matches('/').to_owned(),
+            public_read: config.access.public_read,
+            admin_token: config.access.admin_token.clone(),
+            max_body_bytes: config.limits.max_body_bytes,
+            max_upload_bytes: config.limits.max_upload_bytes,
+        }
+    }
+}
+
+impl App {
+    pub fn new(
+        store: Store,
+        endpoint: Arc<Endpoint<Cafe>>,
+        auth: Arc<Auth>,
+        clock: Arc<dyn Clock>,
+        config: &Config,
+    ) -> App {
+        App {
+            store,
+            endpoint,
+            auth,
+            clock,
+            tz: config.time_zone(),
+            cors: Cors::new(config.http.allowed_origins.clone()),
+            settings: RwLock::new(Settings::from_config(config)),
+        }
+    }
+
+    /// Apply a reloaded configuration: origins, limits, access and the public URL take effect
+    /// with the next request.
+    pub fn set_config(&self, config: &Config) {
+        self.cors.set_origins(config.http.allowed_origins.clone());
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Settings::from_config(config);
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How records in a response render image URLs: `http.public_url` when set, else the
+    /// host the client used to reach us (the frontend puts the URL straight into `<img src>`),
+    /// with `https` when a proxy says so in `X-Forwarded-Proto`.
+    pub fn record_ctx(&self, headers: &HeaderMap) -> RecordCtx {
+        let public_url = self.settings().public_url;
+        if !public_url.is_empty() {
+            return RecordCtx { public_url };
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '@']))
+            .unwrap_or("localhost");
+        // Behind a TLS-terminating proxy the page is https; an http image URL would be
+        // blocked as mixed content.
+        let scheme = match headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(p) if p.trim().eq_ignore_ascii_case("https") => "https",
+            _ => "http",
+        };
+        RecordCtx {
+            public_url: format!("{scheme}://{host}"),
+        }
+    }
 }
 
 /// Answer one request. Never fails: every error is an HTTP answer.
@@ -35,16 +140,25 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
-    let response = match (req.method(), path.as_str()) {
+    let origin = app.cors.origin(req.headers());
+    let has_origin = req.headers().contains_key(header::ORIGIN);
+    let mut response = match (req.method(), path.as_str()) {
         (_, "/socket/websocket") => app.endpoint.upgrade(req, peer),
+        (&Method::OPTIONS, _) => cors::preflight(),
         (&Method::GET, "/healthz") => healthz(&app).await,
-        (_, "/api/session" | "/api/session/token") => match app.auth.route(req, peer).await {
-            Ok(response) => response,
-            Err(_) => error(StatusCode::NOT_FOUND, "not found"),
-        },
-        (_, "/healthz") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (_, "/healthz") => method_not_allowed("GET"),
+        (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
+            match app.auth.route(req, peer).await {
+                Ok(response) => response,
+                Err(_) => error(StatusCode::NOT_FOUND, "not found"),
+            }
+        }
+        (_, p) if p.starts_with("/api/") => api::route(&app, req).await,
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        cors::decorate(&mut response, origin, has_origin);
+    }
     Ok(response)
 }
 
@@ -88,4 +202,20 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
 /// `{"errors": {"detail": [message]}}` with `status`.
 pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({"errors": {"detail": [message]}}))
+}
+
+/// 405 with the `Allow` header listing what the route does take.
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
+}
+
+/// An empty answer (204 No Content, 304 Not Modified).
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
 }

@@ -27,9 +27,11 @@
 mod capture;
 pub mod demo;
 pub mod menu;
+pub mod orders;
 pub mod readers;
 pub mod records;
 pub mod schema;
+pub mod write;
 pub mod writer;
 
 use std::path::PathBuf;

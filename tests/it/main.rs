@@ -3,9 +3,11 @@
 #[path = "../support/phoenix_test_app.rs"]
 mod phoenix_test_app;
 
+mod api;
 mod auth;
 mod bench;
 mod channels;
+mod durability;
 mod group_commit;
 mod hostile;
 mod phoenix;

@@ -71,13 +71,19 @@ impl Call {
     }
 
     pub async fn send(self) -> Reply {
+        self.try_send().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Call::send`], but a connection refused or cut off is an `Err`, not a panic
+    /// (for tests that kill the server under their clients).
+    pub async fn try_send(self) -> Result<Reply, String> {
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
-            .expect("connect");
+            .map_err(|e| format!("connect: {e}"))?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
-                .expect("handshake");
+                .map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(conn);
         let mut req = Request::builder()
             .method(self.method)
@@ -86,21 +92,26 @@ impl Call {
         for (name, value) in self.headers {
             req = req.header(name, value);
         }
-        let req = req.body(Full::new(self.body)).expect("request");
-        let response = sender.send_request(req).await.expect("response");
+        let req = req
+            .body(Full::new(self.body))
+            .map_err(|e| format!("request: {e}"))?;
+        let response = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("response: {e}"))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
-            .expect("body")
+            .map_err(|e| format!("body: {e}"))?
             .to_bytes();
-        Reply {
+        Ok(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 }
 

@@ -1,0 +1,327 @@
+//! The JSON API under `/api/` (SPEC 5): collections, the menu, item image files. Errors are
+//! one enum, [`ApiError`], turned into the status codes and JSON shapes of SPEC 5.1 in one
+//! place; a 500 is a bug and is logged with the request it answered.
+//!
+//! Permissions (SPEC 6): reads are public when `access.public_read`; creating an order needs a
+//! logged-in user; every other write needs an admin. Besides a session, scripts may act as an
+//! admin with `Authorization: Bearer <access.admin_token>` (when that setting is not empty).
+
+pub mod body;
+pub mod collections;
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::{error, json_response, method_not_allowed, App, Body};
+use crate::channels::constant_time_eq;
+use crate::store::write::WriteError;
+use crate::store::{menu, StoreError};
+
+/// Why a request was not answered with what it asked for.
+#[derive(Debug)]
+pub enum ApiError {
+    /// Malformed JSON, wrong content type, broken multipart: 400 `{"errors":{"body":[..]}}`.
+    BadRequest(String),
+    /// Not logged in: 401.
+    Unauthorized,
+    /// Logged in without the right: 403.
+    Forbidden,
+    /// A write from a page on a foreign origin (cross-site request forgery): 403.
+    CrossSite,
+    /// Unknown collection, record, file or route: 404.
+    NotFound(&'static str),
+    /// The route exists but not with this method: 405 with `Allow`.
+    MethodNotAllowed(&'static str),
+    /// Body over the limit (in bytes): 413.
+    TooLarge(usize),
+    /// The body did not arrive in time: 408.
+    TimedOut,
+    /// Validation: 422 `{"errors": {...}}`.
+    Invalid(Map<String, Value>),
+    /// The database cannot take writes (read-only, full, busy, shutting down): 503.
+    Unavailable(String),
+    /// Anything else: 500, logged.
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::Closed => ApiError::Unavailable("the daemon is shutting down".into()),
+            StoreError::Sqlite(e) if cannot_write(&e) => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Invalid(errors) => ApiError::Invalid(errors),
+            WriteError::NotFound => ApiError::NotFound("record not found"),
+            WriteError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// SQLite failures that mean "not now" rather than "bug": the file is read-only, the disk is
+/// full, another process holds the lock too long.
+fn cannot_write(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(ReadOnly | DiskFull | DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure)
+    )
+}
+
+impl ApiError {
+    pub fn into_response(self, method: &Method, path: &str) -> Response<Body> {
+        match self {
+            ApiError::BadRequest(why) => {
+                json_response(StatusCode::BAD_REQUEST, &json!({"errors": {"body": [why]}}))
+            }
+            ApiError::Unauthorized => error(StatusCode::UNAUTHORIZED, "not logged in"),
+            ApiError::Forbidden => error(StatusCode::FORBIDDEN, "admins only"),
+            ApiError::CrossSite => error(
+                StatusCode::FORBIDDEN,
+                "writes from this origin are refused; list the frontend in http.allowed_origins",
+            ),
+            ApiError::NotFound(what) => error(StatusCode::NOT_FOUND, what),
+            ApiError::MethodNotAllowed(allow) => method_not_allowed(allow),
+            ApiError::TooLarge(limit) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is larger than {limit} bytes"),
+            ),
+            ApiError::TimedOut => error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            ),
+            ApiError::Invalid(errors) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({ "errors": errors }),
+            ),
+            ApiError::Unavailable(why) => {
+                tracing::warn!(%method, path, reason = %why, "database cannot take writes");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "the database cannot take writes right now ({why}); try again shortly"
+                    ),
+                )
+            }
+            ApiError::Internal(why) => {
+                tracing::error!(%method, path, error = %why, "internal error answering a request");
+                error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+}
+
+/// Who sent a request, as far as permissions go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    /// A user with a session.
+    User {
+        id: i64,
+        admin: bool,
+    },
+    /// A script holding `access.admin_token`: an admin who is no particular user.
+    AdminToken,
+}
+
+impl Caller {
+    pub fn is_admin(self) -> bool {
+        matches!(self, Caller::AdminToken | Caller::User { admin: true, .. })
+    }
+
+    /// Reads: anyone when `public_read`, else any logged-in caller.
+    pub fn may_read(self, public_read: bool) -> Result<(), ApiError> {
+        if public_read || self != Caller::Anonymous {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+
+    /// Catalog, message, status writes and order changes.
+    pub fn must_be_admin(self) -> Result<(), ApiError> {
+        match self {
+            Caller::Anonymous => Err(ApiError::Unauthorized),
+            c if c.is_admin() => Ok(()),
+            _ => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+/// Identify the caller: a session (via [`super::auth::Auth`]), or the admin token.
+pub async fn caller(app: &App, headers: &HeaderMap) -> Caller {
+    if let Some(identity) = app.auth.identify(headers).await {
+        return Caller::User {
+            id: identity.user_id,
+            admin: identity.is_admin,
+        };
+    }
+    let token = app.settings().admin_token;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match bearer {
+        Some(b) if !token.is_empty() && constant_time_eq(b.as_bytes(), token.as_bytes()) => {
+            Caller::AdminToken
+        }
+        _ => Caller::Anonymous,
+    }
+}
+
+/// Answer a request under `/api/` (sessions are routed before this).
+pub async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match dispatch(app, req, &path).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(&method, &path),
+    }
+}
+
+async fn dispatch(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    path: &str,
+) -> Result<Response<Body>, ApiError> {
+    if let Some(rest) = path.strip_prefix("/api/collections/") {
+        return collections::route(app, req, rest).await;
+    }
+    if path == "/api/menu" {
+        if req.method() != Method::GET {
+            return Err(ApiError::MethodNotAllowed("GET"));
+        }
+        caller(app, req.headers())
+            .await
+            .may_read(app.settings().public_read)?;
+        let ctx = app.record_ctx(req.headers());
+        let tree = app
+            .store
+            .readers
+            .read(move |conn| menu::build(conn, &ctx))
+            .await?;
+        return Ok(json_response(StatusCode::OK, &tree));
+    }
+    if let Some(rest) = path.strip_prefix("/api/files/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let [collection, id, filename] = parts[..] else {
+            return Err(ApiError::NotFound("not found"));
+        };
+        let (Some(id), "item") = (id.parse::<i64>().ok(), collection) else {
+            return Err(ApiError::NotFound("file not found"));
+        };
+        if req.method() != Method::GET {
+            return Err(ApiError::MethodNotAllowed("GET"));
+        }
+        caller(app, req.headers())
+            .await
+            .may_read(app.settings().public_read)?;
+        let filename = percent_decode(filename);
+        return super::images::serve(app, req.headers(), id, filename).await;
+    }
+    Err(ApiError::NotFound("not found"))
+}
+
+/// Decode `%XX` escapes and `+` (query strings). Invalid escapes are kept as they are.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query string's `key=value` pairs, decoded (a repeated key: the last wins).
+pub fn query_pairs(query: Option<&str>) -> Map<String, Value> {
+    let mut pairs = Map::new();
+    for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        pairs.insert(percent_decode(k), Value::String(percent_decode(v)));
+    }
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let q = query_pairs(Some("from_date=2026-03-01&customer_id=%37&state=a+b&x"));
+        assert_eq!(q["from_date"], "2026-03-01");
+        assert_eq!(q["customer_id"], "7");
+        assert_eq!(q["state"], "a b");
+        assert_eq!(q["x"], "");
+        assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+    }
+
+    #[test]
+    fn a_database_that_cannot_take_writes_is_a_503_not_a_500() {
+        let status = |e: StoreError| {
+            ApiError::from(e)
+                .into_response(&Method::POST, "/api/x")
+                .status()
+        };
+        assert_eq!(status(StoreError::Unavailable("disk full".into())), 503);
+        assert_eq!(status(StoreError::Closed), 503);
+        let read_only = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            None,
+        );
+        assert_eq!(status(StoreError::Sqlite(read_only)), 503);
+        assert_eq!(
+            status(StoreError::Sqlite(rusqlite::Error::InvalidQuery)),
+            500
+        );
+    }
+
+    #[test]
+    fn only_admins_write_and_anonymous_is_told_to_log_in() {
+        assert!(matches!(
+            Caller::Anonymous.must_be_admin(),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(matches!(
+            Caller::User {
+                id: 1,
+                admin: false
+            }
+            .must_be_admin(),
+            Err(ApiError::Forbidden)
+        ));
+        assert!(Caller::AdminToken.must_be_admin().is_ok());
+        assert!(Caller::Anonymous.may_read(true).is_ok());
+        assert!(Caller::Anonymous.may_read(false).is_err());
+    }
+}

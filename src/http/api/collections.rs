@@ -1,0 +1,274 @@
+//! `/api/collections/{c}/records[/{id}]`: list, get, create, update (PATCH and PUT are both
+//! partial), delete. Reads go to the reader pool; writes run as one closure on the writer,
+//! which reads the record back inside the transaction so the answer is what was committed.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::body::{self, Form};
+use super::{caller, query_pairs, ApiError, Caller};
+use crate::channels::filter::{local_date, OrderFilter};
+use crate::http::{empty, json_response, App, Body};
+use crate::store::orders::{self, Customer};
+use crate::store::write::{self, STATES};
+use crate::store::{records, Collection, OrderQuery, RecordCtx};
+
+const LIST_METHODS: &str = "GET, POST";
+const RECORD_METHODS: &str = "GET, PATCH, PUT, DELETE";
+
+/// `rest` is the path after `/api/collections/`.
+pub async fn route(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    rest: &str,
+) -> Result<Response<Body>, ApiError> {
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let (name, id) = match parts[..] {
+        [name, "records"] => (name, None),
+        [name, "records", id] => (name, Some(id)),
+        _ => return Err(ApiError::NotFound("not found")),
+    };
+    let Some(collection) = Collection::from_name(name) else {
+        return Err(ApiError::NotFound("unknown collection"));
+    };
+    let method = req.method().clone();
+    let allowed = match id {
+        None => matches!(method, Method::GET | Method::POST),
+        Some(_) => matches!(
+            method,
+            Method::GET | Method::PATCH | Method::PUT | Method::DELETE
+        ),
+    };
+    if !allowed {
+        return Err(ApiError::MethodNotAllowed(if id.is_none() {
+            LIST_METHODS
+        } else {
+            RECORD_METHODS
+        }));
+    }
+    if method != Method::GET && !app.cors.may_write(req.headers()) {
+        return Err(ApiError::CrossSite);
+    }
+    let who = caller(app, req.headers()).await;
+    let settings = app.settings();
+    match method {
+        Method::GET => who.may_read(settings.public_read)?,
+        Method::POST if collection == Collection::Order => {
+            if who == Caller::Anonymous {
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        _ => who.must_be_admin()?,
+    }
+    let id = match id {
+        None => None,
+        // Ids are integers; anything else cannot name a record.
+        Some(id) => Some(
+            id.parse::<i64>()
+                .map_err(|_| ApiError::NotFound("record not found"))?,
+        ),
+    };
+
+    match (method, id) {
+        (Method::GET, None) => list(app, &req, collection).await,
+        (Method::GET, Some(id)) => get(app, &req, collection, id).await,
+        (Method::DELETE, Some(id)) => delete(app, collection, id).await,
+        (Method::POST, None) => {
+            let (form, ctx) = read_body(app, req, collection).await?;
+            if collection == Collection::Order {
+                place_order(app, form, who, ctx).await
+            } else {
+                create(app, collection, form, ctx).await
+            }
+        }
+        (_, Some(id)) => {
+            let (form, ctx) = read_body(app, req, collection).await?;
+            update(app, collection, id, form, ctx).await
+        }
+        _ => Err(ApiError::NotFound("not found")),
+    }
+}
+
+/// The decoded body of a write, and how to render the record it answers with.
+async fn read_body(
+    app: &App,
+    req: Request<Incoming>,
+    collection: Collection,
+) -> Result<(Form, RecordCtx), ApiError> {
+    let settings = app.settings();
+    let (parts, incoming) = req.into_parts();
+    let form = body::read(
+        incoming,
+        &parts.headers,
+        collection,
+        settings.max_body_bytes,
+        settings.max_upload_bytes,
+    )
+    .await?;
+    Ok((form, app.record_ctx(&parts.headers)))
+}
+
+async fn list(
+    app: &App,
+    req: &Request<Incoming>,
+    collection: Collection,
+) -> Result<Response<Body>, ApiError> {
+    let ctx = app.record_ctx(req.headers());
+    let records = if collection == Collection::Order {
+        let query = order_query(app, req.uri().query())?;
+        app.store
+            .readers
+            .read(move |conn| records::list_orders(conn, &query, &ctx))
+            .await?
+    } else {
+        app.store
+            .readers
+            .read(move |conn| records::list(conn, collection, &ctx))
+            .await?
+    };
+    Ok(json_response(StatusCode::OK, &Value::Array(records)))
+}
+
+/// `from_date` (`today` | `YYYY-MM-DD`, from local midnight in the café's zone),
+/// `customer_id` and `state`, checked as strictly as the channel's join options.
+fn order_query(app: &App, query: Option<&str>) -> Result<OrderQuery, ApiError> {
+    let pairs = query_pairs(query);
+    let mut options = Map::new();
+    for key in ["from_date", "customer_id"] {
+        if let Some(v) = pairs.get(key) {
+            options.insert(key.into(), v.clone());
+        }
+    }
+    let filter = OrderFilter::from_join_payload(&json!({ "options": options }));
+    let state = pairs
+        .get("state")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let bad_state = state.as_deref().is_some_and(|s| !STATES.contains(&s));
+    let mut errors = match &filter {
+        Ok(_) => Map::new(),
+        Err(Value::Object(errors)) => errors.clone(),
+        Err(other) => Map::from_iter([("options".to_owned(), other.clone())]),
+    };
+    if bad_state {
+        errors.insert(
+            "state".into(),
+            json!(["must be one of received, production, completed, dispatched"]),
+        );
+    }
+    let filter = match filter {
+        Ok(filter) if errors.is_empty() => filter,
+        _ => return Err(ApiError::Invalid(errors)),
+    };
+    Ok(OrderQuery {
+        since: filter.since(local_date(app.clock.now(), &app.tz), &app.tz),
+        customer_id: filter.customer_id,
+        state,
+    })
+}
+
+async fn get(
+    app: &App,
+    req: &Request<Incoming>,
+    collection: Collection,
+    id: i64,
+) -> Result<Response<Body>, ApiError> {
+    let ctx = app.record_ctx(req.headers());
+    let record = app
+        .store
+        .readers
+        .read(move |conn| records::get(conn, collection, id, &ctx))
+        .await?;
+    match record {
+        Some(record) => Ok(json_response(StatusCode::OK, &record)),
+        None => Err(ApiError::NotFound("record not found")),
+    }
+}
+
+async fn create(
+    app: &App,
+    collection: Collection,
+    form: Form,
+    ctx: RecordCtx,
+) -> Result<Response<Body>, ApiError> {
+    let clock = Arc::clone(&app.clock);
+    let record = app
+        .store
+        .writer
+        .write(move |tx| {
+            write::create(
+                tx,
+                collection,
+                &form.fields,
+                form.image.as_ref(),
+                clock.now(),
+                &ctx,
+            )
+        })
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &record))
+}
+
+async fn update(
+    app: &App,
+    collection: Collection,
+    id: i64,
+    form: Form,
+    ctx: RecordCtx,
+) -> Result<Response<Body>, ApiError> {
+    let clock = Arc::clone(&app.clock);
+    let record = app
+        .store
+        .writer
+        .write(move |tx| {
+            write::update(
+                tx,
+                collection,
+                id,
+                &form.fields,
+                form.image.as_ref(),
+                clock.now(),
+                &ctx,
+            )
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &record))
+}
+
+async fn delete(app: &App, collection: Collection, id: i64) -> Result<Response<Body>, ApiError> {
+    let clock = Arc::clone(&app.clock);
+    app.store
+        .writer
+        .write(move |tx| write::delete(tx, collection, id, clock.now()))
+        .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// 201 with the new order, or 200 with the existing one when its `uuid` was seen before.
+async fn place_order(
+    app: &App,
+    form: Form,
+    who: Caller,
+    ctx: RecordCtx,
+) -> Result<Response<Body>, ApiError> {
+    let customer = match who {
+        Caller::User { id, admin: false } => Customer::Forced(id),
+        _ => Customer::AsGiven,
+    };
+    let clock = Arc::clone(&app.clock);
+    let tz = app.tz.clone();
+    let placed = app
+        .store
+        .writer
+        .write(move |tx| orders::place(tx, &form.fields, customer, clock.now(), &tz, &ctx))
+        .await?;
+    let status = if placed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, &placed.record))
+}
