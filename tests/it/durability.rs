@@ -100,7 +100,12 @@ async fn acknowledged_orders_survive_sigkill_at_random_moments() {
         for writer in writers {
             writer.await.expect("writer");
         }
-        acked_total.extend(acked.lock().unwrap_or_else(|e| e.into_inner()).drain(..));
+        let acked_now = std::mem::take(&mut *acked.lock().unwrap_or_else(|e| e.into_inner()));
+        eprintln!(
+            "round {round}: killed after {pause} ms, {} orders acknowledged",
+            acked_now.len()
+        );
+        acked_total.extend(acked_now);
 
         // The file as the next start will find it.
         let conn = rusqlite::Connection::open(&db).expect("open after crash");

@@ -5,6 +5,7 @@ mod phoenix_test_app;
 
 mod api;
 mod auth;
+mod authz;
 mod bench;
 mod channels;
 mod durability;

@@ -5,11 +5,9 @@
 use serde_json::{json, Value};
 
 use super::{latte_order, list, Menu};
+use crate::support::accounts::{customer, login, ADMIN_EMAIL, ADMIN_PASSWORD};
 use crate::support::http::{call, Reply};
 use crate::support::Daemon;
-
-const ADMIN_EMAIL: &str = "admin@kaffediem.local";
-const ADMIN_PASSWORD: &str = "bootstrap password";
 
 async fn cafe(configure: impl FnOnce(&mut kaffediem::config::Config)) -> Daemon {
     Daemon::start(true, |c| {
@@ -17,32 +15,6 @@ async fn cafe(configure: impl FnOnce(&mut kaffediem::config::Config)) -> Daemon 
         configure(c);
     })
     .await
-}
-
-/// Log in; returns `kaffediem_session=...` for a `Cookie` header.
-async fn login(daemon: &Daemon, email: &str, password: &str) -> String {
-    let reply = call(daemon.addr, "POST", "/api/session")
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    let set_cookie = reply.header("set-cookie").expect("a session cookie");
-    set_cookie.split(';').next().unwrap().trim().to_owned()
-}
-
-/// A customer account written into the file; returns its id and a logged-in cookie.
-async fn customer(daemon: &Daemon, email: &str) -> (i64, String) {
-    let hash = kaffediem::accounts::hash_password("kaffe er godt").unwrap();
-    let id: i64 = daemon
-        .shell()
-        .query_row(
-            "INSERT INTO user (email, name, is_admin, password_hash) VALUES (?1, 'Ola', 0, ?2) \
-             RETURNING id",
-            rusqlite::params![email, hash],
-            |r| r.get(0),
-        )
-        .unwrap();
-    (id, login(daemon, email, "kaffe er godt").await)
 }
 
 async fn send(daemon: &Daemon, cookie: &str, method: &str, path: &str, body: Value) -> Reply {
