@@ -1,5 +1,6 @@
 //! The benchmark tool cannot rot: `kaffediem-bench --smoke` runs end to end against the real
-//! daemon binary, and every subscriber gets every order. Counts only, never timings.
+//! daemon binary (orders over HTTP, subscribers over WebSocket, the floors), and every
+//! subscriber gets every order. Counts only, never timings.
 
 use std::process::Command;
 
@@ -10,7 +11,7 @@ fn bench_smoke_delivers_every_order_to_every_subscriber() {
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("bench.json");
     let out = Command::new(env!("CARGO_BIN_EXE_kaffediem-bench"))
-        .args(["--smoke", "--place", "sqlite", "--daemon"])
+        .args(["--smoke", "--daemon"])
         .arg(env!("CARGO_BIN_EXE_kaffediem"))
         .arg("--dir")
         .arg(dir.path())
