@@ -340,6 +340,7 @@ async fn run_sockets(
         rss_connected_kib: connected_kib,
         rss_peak_kib: peak.map_or(0, |r| r.peak_kib),
         kib_per_socket: connected_kib.saturating_sub(idle_kib) as f64 / n.max(1) as f64,
+        samples_ms: latencies.iter().map(|&ns| ns as f64 / 1e6).collect(),
         latency: Stats::of_ns(latencies),
         spread: Stats::of_ns(spreads),
         ack: Stats::of_ns(acks),

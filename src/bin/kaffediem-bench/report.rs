@@ -46,6 +46,8 @@ pub struct SocketRun {
     pub spread: Stats,
     /// The same orders: request → acknowledgement.
     pub ack: Stats,
+    /// Each one-at-a-time order's latency, in placement order (for finding hiccups).
+    pub samples_ms: Vec<f64>,
     /// Order frames as received (bytes).
     pub frame_bytes: usize,
     pub throughput_orders: usize,
