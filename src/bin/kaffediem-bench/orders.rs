@@ -25,6 +25,8 @@ pub enum Placement {
     },
     /// A plain `INSERT` by another process's connection (noticed as a foreign commit).
     Sqlite { db: PathBuf },
+    /// PocketBase's `POST /api/collections/orders/records` (the side-by-side).
+    PocketBase { addr: SocketAddr },
 }
 
 /// Send and acknowledgement time of every order, in ns since the tracker's epoch.
@@ -109,6 +111,10 @@ pub enum Placer {
         item: i64,
     },
     Sqlite(rusqlite::Connection),
+    PocketBase {
+        conn: BufReader<TcpStream>,
+        addr: SocketAddr,
+    },
 }
 
 impl Placer {
@@ -119,6 +125,10 @@ impl Placer {
                 addr: *addr,
                 token: token.clone(),
                 item: *item,
+            }),
+            Placement::PocketBase { addr } => Ok(Placer::PocketBase {
+                conn: BufReader::new(connect(*addr).await?),
+                addr: *addr,
             }),
             Placement::Sqlite { db } => {
                 let conn = rusqlite::Connection::open(db).map_err(|e| e.to_string())?;
@@ -151,6 +161,21 @@ impl Placer {
                 if status != 201 {
                     return Err(format!(
                         "order {i}: HTTP {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    ));
+                }
+                Ok(())
+            }
+            Placer::PocketBase { conn, addr } => {
+                // The same order snapshot the daemon stores, as PocketBase fields.
+                let body = format!(
+                    r#"{{"uuid":"{prefix}{i}","total_nok":45,"items":[{{"item_id":1,"name":"Cappuccino","price":45,"category":"Kaffe","customizations":[],"total":45}}]}}"#
+                );
+                let path = "/api/collections/orders/records";
+                let (status, answer) = request(conn, *addr, "POST", path, "", &body).await?;
+                if status != 200 {
+                    return Err(format!(
+                        "pocketbase order {i}: HTTP {status}: {}",
                         String::from_utf8_lossy(&answer)
                     ));
                 }
@@ -189,8 +214,12 @@ pub async fn request(
     token: &str,
     body: &str,
 ) -> Result<(u16, Vec<u8>), String> {
+    let auth = match token {
+        "" => String::new(),
+        token => format!("Authorization: Bearer {token}\r\n"),
+    };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );

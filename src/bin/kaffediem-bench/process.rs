@@ -110,6 +110,16 @@ fn spawn(mut cmd: Command, what: &str) -> Result<Server, String> {
 }
 
 impl Server {
+    /// A child started elsewhere that listens on `addr`.
+    pub fn from_child(child: Child, addr: SocketAddr) -> Server {
+        Server {
+            addr,
+            pid: child.id(),
+            stdin: None,
+            child: Some(child),
+        }
+    }
+
     /// A daemon somebody else started: only measured, never stopped.
     pub fn external(addr: SocketAddr, pid: Option<u32>) -> Server {
         Server {

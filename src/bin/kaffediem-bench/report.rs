@@ -62,6 +62,8 @@ pub struct SocketRun {
     /// Subscribers the daemon closed during the run (e.g. 1013, slow consumer).
     pub closed_by_server: u64,
     pub floor: Option<FloorRun>,
+    /// PocketBase doing the same work (with `--pocketbase`).
+    pub pocketbase: Option<Box<SocketRun>>,
 }
 
 /// The bare broadcast server at the same socket count.
@@ -204,6 +206,17 @@ impl Report {
                     ratio(r.kib_per_socket, f.kib_per_socket)
                 );
             }
+            if let Some(pb) = &r.pocketbase {
+                println!(
+                    "        PocketBase: p50 {:.2} ms / p99 {:.2} ms, {:.2} KiB/subscriber, {:.0} orders/s, missing {} \
+                     -> Kaffediem: {} the throughput, {} the p99, {} the memory per subscriber",
+                    pb.latency.p50_ms, pb.latency.p99_ms, pb.kib_per_socket, pb.orders_per_s,
+                    pb.deliveries_missing,
+                    ratio(r.orders_per_s, pb.orders_per_s),
+                    ratio(r.latency.p99_ms, pb.latency.p99_ms),
+                    ratio(r.kib_per_socket, pb.kib_per_socket)
+                );
+            }
             if let Some(raw) = self.raw_sqlite_inserts_per_s {
                 println!(
                     "        vs raw SQLite ({raw:.0} durable inserts/s): orders/s {}",
@@ -275,6 +288,46 @@ impl Report {
                     ratio(r.orders_per_s, raw)
                 ),
                 met: r.orders_per_s >= raw,
+            });
+        }
+        if let Some((r, pb)) = self
+            .runs
+            .iter()
+            .rev()
+            .find_map(|r| r.pocketbase.as_deref().map(|pb| (r, pb)))
+        {
+            let n = r.sockets;
+            verdicts.push(Verdict {
+                target: format!("vs PocketBase at {n} subscribers: >= 5x the throughput"),
+                figure: format!(
+                    "{:.0} vs {:.0} orders/s ({})",
+                    r.orders_per_s,
+                    pb.orders_per_s,
+                    ratio(r.orders_per_s, pb.orders_per_s)
+                ),
+                met: r.orders_per_s >= 5.0 * pb.orders_per_s,
+            });
+            verdicts.push(Verdict {
+                target: format!("vs PocketBase at {n} subscribers: <= 1/5 of the p99 latency"),
+                figure: format!(
+                    "{:.2} vs {:.2} ms ({})",
+                    r.latency.p99_ms,
+                    pb.latency.p99_ms,
+                    ratio(r.latency.p99_ms, pb.latency.p99_ms)
+                ),
+                met: r.latency.p99_ms * 5.0 <= pb.latency.p99_ms,
+            });
+            verdicts.push(Verdict {
+                target: format!(
+                    "vs PocketBase at {n} subscribers: <= 1/10 of the memory per subscriber"
+                ),
+                figure: format!(
+                    "{:.2} vs {:.2} KiB ({})",
+                    r.kib_per_socket,
+                    pb.kib_per_socket,
+                    ratio(r.kib_per_socket, pb.kib_per_socket)
+                ),
+                met: r.kib_per_socket * 10.0 <= pb.kib_per_socket,
             });
         }
         for m in &self.menus {

@@ -129,23 +129,46 @@ pub async fn open(
     join: bool,
     tracker: Arc<Tracker>,
 ) -> Result<Subscribers, String> {
+    open_with(n, tracker, move |i| async move {
+        connect(server, i, join).await.map(Stream::Ws)
+    })
+    .await
+}
+
+/// A subscriber's connection: a Phoenix WebSocket, or a PocketBase event stream.
+pub enum Stream {
+    Ws(Ws),
+    Sse(tokio::io::BufReader<TcpStream>),
+}
+
+/// Open `n` subscribers with `connect` (given each one's index), ramping up with a bounded
+/// number of handshakes in flight, and start reading them all.
+pub async fn open_with<F, Fut>(
+    n: usize,
+    tracker: Arc<Tracker>,
+    connect: F,
+) -> Result<Subscribers, String>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Stream, String>> + Send,
+{
     let (stop, stopped) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(RAMP_CONCURRENCY));
     let started = Instant::now();
     let mut handshakes = JoinSet::new();
     for i in 0..n {
-        let gate = Arc::clone(&gate);
+        let (gate, connect) = (Arc::clone(&gate), connect.clone());
         handshakes.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            connect(server, i, join).await
+            connect(i).await
         });
     }
     let mut tasks = JoinSet::new();
     let mut failures = Vec::new();
     while let Some(done) = handshakes.join_next().await {
         match done {
-            Ok(Ok(ws)) => {
-                tasks.spawn(read_loop(ws, Arc::clone(&tracker), stopped.clone()));
+            Ok(Ok(stream)) => {
+                tasks.spawn(read_loop(stream, Arc::clone(&tracker), stopped.clone()));
             }
             Ok(Err(e)) => failures.push(e),
             Err(e) => failures.push(e.to_string()),
@@ -168,7 +191,8 @@ pub async fn open(
 
 type Ws = WebSocketStream<TcpStream>;
 
-async fn connect(server: SocketAddr, i: usize, join: bool) -> Result<Ws, String> {
+/// A TCP connection to `server` from one of the loopback source addresses.
+pub async fn tcp(server: SocketAddr, i: usize) -> Result<TcpStream, String> {
     let src = Ipv4Addr::new(127, 0, 0, 2 + (i as u32 % SOURCE_ADDRESSES) as u8);
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     socket
@@ -179,6 +203,11 @@ async fn connect(server: SocketAddr, i: usize, join: bool) -> Result<Ws, String>
         .await
         .map_err(|e| format!("connect {server}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn connect(server: SocketAddr, i: usize, join: bool) -> Result<Ws, String> {
+    let stream = tcp(server, i).await?;
     // Small read buffers: the client side holds N sockets too (tungstenite's default is
     // 128 KiB each).
     let config = WebSocketConfig::default()
@@ -215,7 +244,41 @@ async fn connect(server: SocketAddr, i: usize, join: bool) -> Result<Ws, String>
     Ok(ws)
 }
 
-async fn read_loop(mut ws: Ws, tracker: Arc<Tracker>, mut stop: watch::Receiver<bool>) {
+async fn read_loop(stream: Stream, tracker: Arc<Tracker>, stop: watch::Receiver<bool>) {
+    match stream {
+        Stream::Ws(ws) => read_ws(ws, tracker, stop).await,
+        Stream::Sse(events) => read_sse(events, tracker, stop).await,
+    }
+}
+
+/// Server-Sent Events: every `data:` line is one event.
+async fn read_sse(
+    mut events: tokio::io::BufReader<TcpStream>,
+    tracker: Arc<Tracker>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        tokio::select! {
+            read = events.read_line(&mut line) => match read {
+                Ok(0) | Err(_) => {
+                    tracker.closed_early.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Ok(_) => {
+                    if line.starts_with("data:") {
+                        tracker.arrived(&line);
+                    }
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn read_ws(mut ws: Ws, tracker: Arc<Tracker>, mut stop: watch::Receiver<bool>) {
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     let mut refs = 10u64;
     loop {
