@@ -235,10 +235,15 @@ impl Config {
     /// Parse TOML text; errors name `origin`.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
+            // One line (a log line, a start-up error): file, line, table, then what is wrong.
+            let at = e
+                .span()
+                .map(|span| locate(text, span.start))
+                .unwrap_or_default();
             ConfigError(format!(
-                "{}: {}",
+                "{}{at}: {}",
                 origin.display(),
-                e.to_string().trim_end()
+                e.message().trim_end()
             ))
         })?;
         config.validate(Some(origin))?;
@@ -328,6 +333,155 @@ impl Config {
     }
 }
 
+/// What a changed configuration file means for a running daemon (SPEC 8): the keys that
+/// apply at once, the keys that need a restart, and the configuration to run with now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reload {
+    /// The new file's values for the keys that apply at once, the running values for the
+    /// rest (restart-only keys keep what the daemon started with until it restarts).
+    pub config: Config,
+    /// Keys whose change applies at once, as `section.key`.
+    pub applied: Vec<&'static str>,
+    /// Keys whose change waits for a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Copy `running` over `new`; returns whether they differed.
+fn keep<T: PartialEq + Clone>(new: &mut T, running: &T) -> bool {
+    let changed = new != running;
+    *new = running.clone();
+    changed
+}
+
+/// A key that applies while running: whether it differs between two configurations.
+type LiveKey = (&'static str, fn(&Config, &Config) -> bool);
+/// A key that waits for a restart: copies the running value into the new configuration and
+/// says whether it differed.
+type RestartKey = (&'static str, fn(&mut Config, &Config) -> bool);
+
+/// Keys a running daemon applies at once: the socket endpoint's settings (origins and the
+/// socket limits), access rules, the HTTP API's body limits, the session settings, and the
+/// log level.
+const LIVE_KEYS: &[LiveKey] = &[
+    ("http.allowed_origins", |a, b| {
+        a.http.allowed_origins != b.http.allowed_origins
+    }),
+    ("http.check_origin", |a, b| {
+        a.http.check_origin != b.http.check_origin
+    }),
+    ("access.public_read", |a, b| {
+        a.access.public_read != b.access.public_read
+    }),
+    ("access.admin_token", |a, b| {
+        a.access.admin_token != b.access.admin_token
+    }),
+    ("limits.max_sockets", |a, b| {
+        a.limits.max_sockets != b.limits.max_sockets
+    }),
+    ("limits.max_topics_per_socket", |a, b| {
+        a.limits.max_topics_per_socket != b.limits.max_topics_per_socket
+    }),
+    ("limits.max_message_bytes", |a, b| {
+        a.limits.max_message_bytes != b.limits.max_message_bytes
+    }),
+    ("limits.outbound_queue", |a, b| {
+        a.limits.outbound_queue != b.limits.outbound_queue
+    }),
+    ("limits.idle_timeout_seconds", |a, b| {
+        a.limits.idle_timeout_seconds != b.limits.idle_timeout_seconds
+    }),
+    ("http.cookie_secure", |a, b| {
+        a.http.cookie_secure != b.http.cookie_secure
+    }),
+    ("http.cookie_same_site", |a, b| {
+        a.http.cookie_same_site != b.http.cookie_same_site
+    }),
+    ("auth.session_days", |a, b| {
+        a.auth.session_days != b.auth.session_days
+    }),
+    ("auth.socket_token_seconds", |a, b| {
+        a.auth.socket_token_seconds != b.auth.socket_token_seconds
+    }),
+    ("auth.login_attempts_per_minute", |a, b| {
+        a.auth.login_attempts_per_minute != b.auth.login_attempts_per_minute
+    }),
+    ("limits.max_body_bytes", |a, b| {
+        a.limits.max_body_bytes != b.limits.max_body_bytes
+    }),
+    ("limits.max_upload_bytes", |a, b| {
+        a.limits.max_upload_bytes != b.limits.max_upload_bytes
+    }),
+    ("log.level", |a, b| a.log.level != b.log.level),
+];
+
+/// Keys read once at start: the listening socket, the database file, the time zone that
+/// numbers orders, the base of image URLs (baked into broadcast records), the first admin,
+/// `dev_auto_login` (checked against the bind address at start), the change log's length
+/// and the HTTP header timeout.
+const RESTART_KEYS: &[RestartKey] = &[
+    ("http.bind", |n, r| keep(&mut n.http.bind, &r.http.bind)),
+    ("http.port", |n, r| keep(&mut n.http.port, &r.http.port)),
+    ("http.public_url", |n, r| {
+        keep(&mut n.http.public_url, &r.http.public_url)
+    }),
+    ("database.path", |n, r| {
+        keep(&mut n.database.path, &r.database.path)
+    }),
+    ("cafe.time_zone", |n, r| {
+        keep(&mut n.cafe.time_zone, &r.cafe.time_zone)
+    }),
+    ("auth.dev_auto_login", |n, r| {
+        keep(&mut n.auth.dev_auto_login, &r.auth.dev_auto_login)
+    }),
+    ("bootstrap.admin_email", |n, r| {
+        keep(&mut n.bootstrap.admin_email, &r.bootstrap.admin_email)
+    }),
+    ("bootstrap.admin_password", |n, r| {
+        keep(&mut n.bootstrap.admin_password, &r.bootstrap.admin_password)
+    }),
+    ("limits.change_log_hours", |n, r| {
+        keep(&mut n.limits.change_log_hours, &r.limits.change_log_hours)
+    }),
+    ("limits.header_timeout_seconds", |n, r| {
+        keep(
+            &mut n.limits.header_timeout_seconds,
+            &r.limits.header_timeout_seconds,
+        )
+    }),
+];
+
+impl Config {
+    /// Compare the running configuration (`self`) with a freshly loaded `new` one.
+    pub fn reload(&self, mut new: Config) -> Reload {
+        let needs_restart = RESTART_KEYS
+            .iter()
+            .filter_map(|(key, keep)| keep(&mut new, self).then_some(*key))
+            .collect();
+        let applied = LIVE_KEYS
+            .iter()
+            .filter_map(|(key, differs)| differs(&new, self).then_some(*key))
+            .collect();
+        Reload {
+            config: new,
+            applied,
+            needs_restart,
+        }
+    }
+}
+
+/// `, line N ([table])` for the byte `offset` of a TOML text.
+fn locate(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let table = before
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with('['))
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    format!(", line {line}{table}")
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -344,6 +498,17 @@ mod tests {
     }
 
     #[test]
+    fn parse_errors_are_one_line_with_line_and_table() {
+        let err = Config::parse(
+            "[log]\nlevel = 'info'\n[http]\nport = 'x'\n",
+            Path::new("k.toml"),
+        )
+        .unwrap_err();
+        assert!(!err.0.contains('\n'), "{err}");
+        assert!(err.0.starts_with("k.toml, line 4 ([http]): "), "{err}");
+    }
+
+    #[test]
     fn bad_time_zone_is_rejected() {
         let err =
             Config::parse("[cafe]\ntime_zone = \"Mars/Base\"\n", Path::new("k.toml")).unwrap_err();
@@ -355,5 +520,102 @@ mod tests {
         let text = include_str!("../kaffediem.toml");
         let parsed = Config::parse(text, Path::new("kaffediem.toml")).expect("parses");
         assert_eq!(parsed, Config::default());
+    }
+
+    /// Changing (nearly) every key reports each as applied or needing a restart, and the
+    /// configuration to run with takes exactly the live ones.
+    #[test]
+    fn reload_sorts_every_key_into_applied_or_needs_restart() {
+        let running = Config::default();
+        let text = r#"
+            [http]
+            bind = "127.0.0.1"
+            port = 4001
+            public_url = "http://pi:4001"
+            allowed_origins = ["https://kaffediem.example"]
+            check_origin = false
+            cookie_secure = true
+            cookie_same_site = "Strict"
+            [database]
+            path = "other.db"
+            [cafe]
+            time_zone = "UTC"
+            [auth]
+            session_days = 1
+            socket_token_seconds = 1
+            dev_auto_login = true
+            login_attempts_per_minute = 1
+            [access]
+            public_read = false
+            admin_token = "x"
+            [bootstrap]
+            admin_email = "a@b.c"
+            admin_password = "p"
+            [limits]
+            max_sockets = 1
+            max_topics_per_socket = 1
+            max_message_bytes = 1
+            max_body_bytes = 1
+            max_upload_bytes = 1
+            outbound_queue = 1
+            idle_timeout_seconds = 1
+            header_timeout_seconds = 1
+            [log]
+            level = "debug"
+        "#;
+        let new = Config::parse(text, Path::new("k.toml")).expect("parses");
+        let reload = running.reload(new.clone());
+        assert_eq!(reload.applied.len() + reload.needs_restart.len(), 26);
+        assert!(reload.needs_restart.contains(&"http.port"));
+        assert!(reload.applied.contains(&"http.allowed_origins"));
+
+        let mut expected = running.clone();
+        expected.http.allowed_origins = new.http.allowed_origins.clone();
+        expected.http.check_origin = new.http.check_origin;
+        expected.access = new.access.clone();
+        expected.limits.max_sockets = 1;
+        expected.limits.max_topics_per_socket = 1;
+        expected.limits.max_message_bytes = 1;
+        expected.limits.outbound_queue = 1;
+        expected.limits.idle_timeout_seconds = 1;
+        expected.http.cookie_secure = true;
+        expected.http.cookie_same_site = SameSite::Strict;
+        expected.auth.session_days = 1;
+        expected.auth.socket_token_seconds = 1;
+        expected.auth.login_attempts_per_minute = 1;
+        expected.limits.max_body_bytes = 1;
+        expected.limits.max_upload_bytes = 1;
+        expected.log = new.log.clone();
+        assert_eq!(reload.config, expected);
+    }
+
+    /// A key added to `kaffediem.toml` (which documents every key) must be sorted into
+    /// applied-at-once or needs-a-restart, or reload would silently ignore its edits.
+    #[test]
+    fn every_documented_key_is_either_live_or_restart_only() {
+        let doc: toml::Table = toml::from_str(include_str!("../kaffediem.toml")).expect("toml");
+        let mut documented: Vec<String> = doc
+            .iter()
+            .flat_map(|(section, keys)| {
+                let keys = keys.as_table().expect("a table per section");
+                keys.keys().map(move |k| format!("{section}.{k}"))
+            })
+            .collect();
+        documented.sort();
+        let mut sorted: Vec<String> = LIVE_KEYS
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .chain(RESTART_KEYS.iter().map(|(k, _)| k.to_string()))
+            .collect();
+        sorted.sort();
+        assert_eq!(documented, sorted);
+    }
+
+    #[test]
+    fn reload_of_an_unchanged_file_changes_nothing() {
+        let running = Config::default();
+        let reload = running.reload(running.clone());
+        assert!(reload.applied.is_empty() && reload.needs_restart.is_empty());
+        assert_eq!(reload.config, running);
     }
 }

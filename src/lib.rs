@@ -13,12 +13,14 @@
 //! - [`accounts`]: users and their Argon2id password hashes (sessions are in `http::auth`).
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
+//! - [`ops`]: the appliance around it: backup, check, systemd, metrics, config reload, logs.
 
 pub mod accounts;
 pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod ops;
 pub mod phoenix;
 pub mod server;
 pub mod store;

@@ -1,6 +1,6 @@
 //! `kaffediem`: the command line. Wiring only; the work happens in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -34,6 +34,16 @@ enum Command {
     },
     /// Load the demo café into an empty database, then exit.
     Demo,
+    /// Copy the database to FILE, consistently, while the daemon keeps serving.
+    Backup {
+        /// Where to write the copy (refused if it exists, unless --force).
+        file: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the database: integrity, references, schema version. Exit status 1 on trouble.
+    Check,
     /// Manage accounts (safe while the daemon runs).
     User {
         #[command(subcommand)]
@@ -75,7 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    kaffediem::ops::logging::init(&config.log.level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,13 +100,15 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve { demo: false }) {
             Command::Serve { demo } => serve(config, config_path, demo).await,
             Command::Demo => demo_only(config).await,
+            Command::Backup { file, force } => backup(&config, &file, force),
+            Command::Check => check(&config),
             Command::User { action } => user(config, action).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // One line on stderr, which journald keeps as well.
             eprintln!("kaffediem: {e}");
             ExitCode::FAILURE
         }
@@ -143,6 +155,32 @@ async fn demo_only(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+fn backup(config: &Config, file: &Path, force: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let done = kaffediem::ops::backup::backup(&config.database.path, file, force)?;
+    println!(
+        "backed up {} to {} ({} bytes, schema version {}, integrity ok)",
+        config.database.path.display(),
+        done.file.display(),
+        done.bytes,
+        done.schema_version
+    );
+    Ok(())
+}
+
+fn check(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let report = kaffediem::ops::check::check(
+        &config.database.path,
+        kaffediem::store::schema::SCHEMA_VERSION,
+    )?;
+    print!("{}", report.render());
+    let trouble = report.trouble();
+    if trouble.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", config.database.path.display(), trouble.join("; ")).into())
+    }
 }
 
 async fn user(config: Config, action: UserCommand) -> Result<(), Box<dyn std::error::Error>> {
@@ -238,18 +276,6 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn init_logging(config: &Config) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Give large freed blocks back to the kernel. Argon2id allocates 19 MiB for every password

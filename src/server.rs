@@ -20,8 +20,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::auth::Auth;
 use crate::http::{self, App};
+use crate::ops::metrics::{self, Counters, Sources};
+use crate::ops::{check, reload, systemd};
 use crate::phoenix::{Endpoint, EndpointConfig};
-use crate::store::{self, RecordCtx, Store, StoreOptions};
+use crate::store::{self, RecordCtx, Store, StoreError, StoreOptions};
 
 /// Close code for sockets when the daemon stops ("going away"; clients reconnect).
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -91,6 +93,14 @@ pub fn endpoint_config(config: &Config) -> EndpointConfig {
     }
 }
 
+/// The channels' access rules that come from the configuration.
+fn access(config: &Config) -> Access {
+    Access {
+        public_read: config.access.public_read,
+        admin_token: config.access.admin_token.clone(),
+    }
+}
+
 fn record_ctx(config: &Config) -> RecordCtx {
     let public_url = if config.http.public_url.is_empty() {
         let host = if config.http.bind.is_unspecified() {
@@ -109,19 +119,23 @@ fn record_ctx(config: &Config) -> RecordCtx {
 pub async fn start(options: Options) -> Result<Running, StartError> {
     let Options {
         config,
-        config_path: _,
+        config_path,
         clock,
         demo,
     } = options;
     Auth::check_config(&config).map_err(StartError)?;
+    // The port first: "address in use" is the commonest start-up failure, and it should be
+    // reported before the database is opened (and perhaps migrated) for nothing.
+    let listener = bind(&config).await?;
     let path = config.database.path.clone();
+    check::database_writable(&path).map_err(StartError)?;
     let store_options = StoreOptions {
         path: path.clone(),
         readers: 4,
         records: record_ctx(&config),
     };
-    let (store, feed) = Store::open(store_options, Arc::clone(&clock))
-        .map_err(|e| StartError(format!("cannot open database {}: {e}", path.display())))?;
+    let (store, feed) =
+        Store::open(store_options, Arc::clone(&clock)).map_err(|e| open_error(&path, e))?;
     if demo {
         match store::demo::load(&store.writer).await {
             Ok(true) => tracing::info!("loaded the demo café into {}", path.display()),
@@ -145,35 +159,34 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     )
     .await
     .map_err(|e| StartError(format!("cannot read orders: {e}")))?;
-    tokio::spawn(fanout.run(feed));
+    let counters = Arc::new(Counters::default());
+    tokio::spawn(fanout.run(metrics::count_feed(feed, Arc::clone(&counters))));
 
-    let cafe = Cafe::new(
-        store.clone(),
+    let cafe = Arc::new(
+        Cafe::new(
+            store.clone(),
+            Arc::clone(&registry),
+            access(&config),
+            Arc::clone(&clock),
+            tz,
+            record_ctx(&config),
+        )
+        .with_auth(auth.clone()),
+    );
+    let endpoint = Endpoint::new(Arc::clone(&cafe), endpoint_config(&config));
+    let writes = Arc::new(metrics::WriteMetrics::default());
+    {
+        let writes = Arc::clone(&writes);
+        store.writer.observe_with(move |took| writes.observe(took));
+    }
+    let sources = Arc::new(Sources {
+        broadcasts: Some(Arc::clone(&registry.broadcasts)),
         registry,
-        Access {
-            public_read: config.access.public_read,
-            admin_token: config.access.admin_token.clone(),
-        },
-        Arc::clone(&clock),
-        tz,
-        record_ctx(&config),
-    )
-    .with_auth(auth.clone());
-    let endpoint = Endpoint::new(Arc::new(cafe), endpoint_config(&config));
+        counters,
+        writes: Some(writes),
+    });
+    metrics::register(&endpoint, &sources);
 
-    let bind = SocketAddr::new(config.http.bind, config.http.port);
-    let listener = TcpListener::bind(bind).await.map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                "; another program (or another kaffediem) uses that port: stop it, or set http.port / KAFFEDIEM_PORT"
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "; ports below 1024 need privileges: use a higher port"
-            }
-            _ => "",
-        };
-        StartError(format!("cannot listen on {bind}: {e}{hint}"))
-    })?;
     let addr = listener
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
@@ -182,18 +195,45 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let app = Arc::new(App::new(
         store.clone(),
         Arc::clone(&endpoint),
-        auth,
+        Arc::clone(&auth),
         Arc::clone(&clock),
         &config,
     ));
+    let config_watch = config_path.and_then(|path| {
+        let targets = Reloadable {
+            endpoint: Arc::clone(&endpoint),
+            cafe: Arc::clone(&cafe),
+            auth: Arc::clone(&auth),
+            app: Arc::clone(&app),
+        };
+        watch_config(path, &config, targets)
+    });
+    // READY before the first watchdog ping: systemd ignores pings from a unit still starting.
+    systemd::ready();
+    let watchdog = systemd::spawn_watchdog(store.readers.clone());
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
-        accept_loop(listener, app, header_timeout, stop_rx).await;
-        endpoint.close_all(CLOSE_GOING_AWAY).await;
+        let connections = accept_loop(listener, app, header_timeout, stop_rx).await;
+        // Stop order: nothing new comes in (the listener is closed); sockets are told 1001
+        // while HTTP requests in flight finish; then the writer finishes the writes queued by
+        // those requests and checkpoints the WAL, so the database file alone is complete.
+        systemd::stopping();
+        drop(config_watch);
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        let closing = async {
+            match tokio::time::timeout(DRAIN_TIMEOUT, endpoint.close_all(CLOSE_GOING_AWAY)).await {
+                Ok(()) => tracing::debug!("every socket closed"),
+                Err(_) => tracing::warn!("some sockets were still closing after {DRAIN_TIMEOUT:?}"),
+            }
+        };
+        tokio::join!(closing, connections.drain());
         if let Err(e) = store.shutdown().await {
             tracing::error!(error = %e, "database shutdown failed");
         }
+        drop(sources);
         tracing::info!("stopped");
     });
     Ok(Running {
@@ -203,16 +243,107 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     })
 }
 
+async fn bind(config: &Config) -> Result<TcpListener, StartError> {
+    let bind = SocketAddr::new(config.http.bind, config.http.port);
+    TcpListener::bind(bind).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another program (or another kaffediem) uses that port: stop it, or set http.port / KAFFEDIEM_PORT"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need privileges: use a higher port"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "; that address is not on this machine: set http.bind / KAFFEDIEM_BIND"
+            }
+            _ => "",
+        };
+        StartError(format!("cannot listen on {bind}: {e}{hint}"))
+    })
+}
+
+/// "Cannot open the database", with the fix for each way it fails.
+fn open_error(path: &std::path::Path, e: StoreError) -> StartError {
+    let fix = match &e {
+        // The message already says: upgrade kaffediem.
+        StoreError::TooNew { .. } => "",
+        StoreError::Unavailable(_) => {
+            ": make it writable by the user running kaffediem, or set database.path / KAFFEDIEM_DB"
+        }
+        _ => ": run `kaffediem check` on it, or restore the last good backup",
+    };
+    StartError(format!("cannot open database {}: {e}{fix}", path.display()))
+}
+
+/// Everything a reloaded configuration reaches.
+struct Reloadable {
+    /// Origins and socket limits.
+    endpoint: Arc<Endpoint<Cafe>>,
+    /// Who may join what.
+    cafe: Arc<Cafe>,
+    /// Cookie attributes, session and token lifetimes, login rate limits.
+    auth: Arc<Auth>,
+    /// CORS origins, body limits and access rules of the HTTP API.
+    app: Arc<App>,
+}
+
+/// Follow edits of the configuration file: every key that applies at once goes to the room
+/// that reads it, the log level to the log subscriber. Without a watch (no inotify, say) the
+/// daemon still serves; edits then need a restart.
+fn watch_config(
+    path: PathBuf,
+    config: &Config,
+    targets: Reloadable,
+) -> Option<reload::ConfigWatch> {
+    let mut level = config.log.level.clone();
+    let apply = move |new: &Config| {
+        targets.endpoint.set_config(endpoint_config(new));
+        targets.cafe.set_access(access(new));
+        targets.auth.set_config(new);
+        targets.app.set_config(new);
+        if new.log.level != level {
+            level = new.log.level.clone();
+            crate::ops::logging::set_level(&level);
+        }
+    };
+    match reload::watch(path.clone(), config.clone(), apply) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch {}; configuration edits need a restart", path.display());
+            None
+        }
+    }
+}
+
+/// The open HTTP connections once the listener is closed.
+struct Connections {
+    draining: watch::Sender<bool>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Connections {
+    /// Let every request in flight finish and close its connection; wait at most
+    /// [`DRAIN_TIMEOUT`].
+    async fn drain(mut self) {
+        let _ = self.draining.send(true);
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.done.recv()).await {
+            Ok(_) => tracing::debug!("every HTTP connection finished"),
+            Err(_) => tracing::warn!("some HTTP requests were still open after {DRAIN_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Accept connections until `stop`; then close the listener and hand back the connections.
 async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
     header_timeout: Duration,
     mut stop: oneshot::Receiver<()>,
-) {
+) -> Connections {
     // Shutdown is a watch flipped to true; "all connections finished" is every clone of
     // `done_tx` dropped, so `done_rx.recv()` yields `None` (the mini-redis pattern).
     let (draining_tx, draining_rx) = watch::channel(false);
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -254,12 +385,8 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    let _ = draining_tx.send(true);
-    drop(done_tx);
-    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some HTTP requests were still open after {DRAIN_TIMEOUT:?}");
+    Connections {
+        draining: draining_tx,
+        done: done_rx,
     }
 }

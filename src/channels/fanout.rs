@@ -111,7 +111,7 @@ impl Fanout {
             } else {
                 let payload = log::payload(change.op, change, set.seq);
                 let topic = format!("collection:{}", change.collection.name());
-                let msg = Broadcast::new(topic, "change", Payload::Json(payload));
+                let msg = broadcast(&self.registry, topic, "change", Payload::Json(payload));
                 topics.send(TopicKey::Collection(change.collection), set.seq, &msg);
                 None
             };
@@ -121,7 +121,7 @@ impl Fanout {
             });
         }
         if let Some(menu) = &set.menu {
-            let msg = menu_broadcast(menu, set.seq);
+            let msg = menu_broadcast(&self.registry, menu, set.seq);
             topics.send(TopicKey::Menu, set.seq, &msg);
         }
         topics
@@ -154,7 +154,12 @@ impl Fanout {
             };
             let msg = built[slot].get_or_insert_with(|| {
                 let payload = log::payload(op, change, seq);
-                Broadcast::new("collection:order", "change", Payload::Json(payload))
+                broadcast(
+                    &self.registry,
+                    "collection:order",
+                    "change",
+                    Payload::Json(payload),
+                )
             });
             topics.send(TopicKey::Orders(filter), seq, msg);
         }
@@ -164,6 +169,7 @@ impl Fanout {
             let day = key.day_id.map(|d| format!(" #{d}")).unwrap_or_default();
             if change.op == Op::Create {
                 let msg = notification(
+                    &self.registry,
                     "notifications:admin",
                     "new_order",
                     (id, key.day_id),
@@ -176,6 +182,7 @@ impl Fanout {
                 key.state == "completed" && old.as_ref().is_none_or(|o| o.state != "completed");
             if let (true, Some(customer)) = (completed_now, key.customer_id) {
                 let msg = notification(
+                    &self.registry,
                     &format!("notifications:user:{customer}"),
                     "order_ready",
                     (id, key.day_id),
@@ -219,7 +226,12 @@ impl Fanout {
             for id in gone {
                 let payload =
                     json!({"action": "delete", "record": {"id": id}, "seq": self.last_seq});
-                let msg = Broadcast::new("collection:order", "change", Payload::Json(payload));
+                let msg = broadcast(
+                    &self.registry,
+                    "collection:order",
+                    "change",
+                    Payload::Json(payload),
+                );
                 topics.send(TopicKey::Orders(filter), NOT_A_COMMIT, &msg);
             }
         }
@@ -229,17 +241,18 @@ impl Fanout {
 /// The `collection:menu` change of one commit: `{"action":"update","record":<menu>,"seq"}`,
 /// with the menu's JSON text shared as is: a 600 KB menu is neither cloned nor re-encoded,
 /// only copied once into the frame. Public so the benchmark tool times what the fan-out does.
-pub fn menu_broadcast(menu: &Menu, seq: u64) -> Arc<Broadcast> {
+pub fn menu_broadcast(registry: &Registry, menu: &Menu, seq: u64) -> Arc<Broadcast> {
     let pieces = vec![
         r#"{"action":"update","record":"#.into(),
         Arc::clone(menu.json()),
         format!(r#","seq":{seq}}}"#).into(),
     ];
-    Broadcast::new("collection:menu", "change", Payload::Raw(pieces))
+    broadcast(registry, "collection:menu", "change", Payload::Raw(pieces))
 }
 
 /// `{"order_id", "day_id", "message", "timestamp"}` (SPEC 3.3).
 fn notification(
+    registry: &Registry,
     topic: &str,
     event: &str,
     (order_id, day_id): (i64, Option<i64>),
@@ -252,5 +265,18 @@ fn notification(
         "message": message,
         "timestamp": at.to_string(),
     });
-    Broadcast::new(topic, event, Payload::Json(payload))
+    broadcast(registry, topic, event, Payload::Json(payload))
+}
+
+/// Build a broadcast, counting it for `/metrics`.
+fn broadcast(
+    registry: &Registry,
+    topic: impl Into<String>,
+    event: &str,
+    payload: Payload,
+) -> Arc<Broadcast> {
+    registry
+        .broadcasts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Broadcast::new(topic, event, payload)
 }

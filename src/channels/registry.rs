@@ -91,6 +91,9 @@ impl Topics {
 pub struct Registry {
     topics: Mutex<Topics>,
     next_id: AtomicU64,
+    /// Broadcasts built by the fan-out (each one message, however many subscribers), for
+    /// `/metrics`.
+    pub broadcasts: Arc<AtomicU64>,
 }
 
 impl Registry {

@@ -91,11 +91,17 @@ impl App {
         }
     }
 
-    /// Apply a reloaded configuration: origins, limits, access and the public URL take effect
-    /// with the next request.
+    /// Apply a reloaded configuration: origins, limits and access take effect with the next
+    /// request. `http.public_url` stays as started, like the store's record URLs, so that an
+    /// HTTP answer and a broadcast never disagree about where an image lives.
     pub fn set_config(&self, config: &Config) {
         self.cors.set_origins(config.http.allowed_origins.clone());
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Settings::from_config(config);
+        let mut settings = self.settings.write().unwrap_or_else(|e| e.into_inner());
+        let public_url = std::mem::take(&mut settings.public_url);
+        *settings = Settings {
+            public_url,
+            ..Settings::from_config(config)
+        };
     }
 
     pub fn settings(&self) -> Settings {
@@ -146,6 +152,7 @@ pub async fn handle(
         (_, "/socket/websocket") => app.endpoint.upgrade(req, peer),
         (&Method::OPTIONS, _) => cors::preflight(),
         (&Method::GET, "/healthz") => healthz(&app).await,
+        (&Method::GET, "/metrics") => crate::ops::metrics::response(&app),
         (_, "/healthz") => method_not_allowed("GET"),
         (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
             match app.auth.route(req, peer).await {

@@ -208,14 +208,6 @@ pub fn fields(collection: Collection) -> &'static [Field] {
     }
 }
 
-/// The kind of `name` in `collection`, if clients may write it (multipart coercion uses this).
-pub fn kind_of(collection: Collection, name: &str) -> Option<Kind> {
-    fields(collection)
-        .iter()
-        .find(|f| f.name == name)
-        .map(|f| f.kind)
-}
-
 /// Convert one body value to its column value, or say what is wrong with it. Strings are
 /// accepted for numbers and booleans because multipart text parts (and some form code) send
 /// `"45"` and `"true"`.
@@ -313,7 +305,7 @@ pub fn stamp(now: Timestamp) -> String {
 }
 
 /// The table name, quoted where SQL needs it (`"order"`).
-pub fn table(collection: Collection) -> &'static str {
+fn table(collection: Collection) -> &'static str {
     match collection {
         Collection::Order => "\"order\"",
         other => other.name(),

@@ -63,6 +63,8 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Set when shutdown starts, so that a job dropped unanswered reports `Closed`.
     closed: Arc<AtomicBool>,
+    /// Told how long each answered write took, queueing included (for `/metrics`).
+    observer: std::sync::OnceLock<Box<dyn Fn(Duration) + Send + Sync>>,
 }
 
 impl Drop for Inner {
@@ -137,8 +139,15 @@ impl Writer {
                 queue,
                 thread: Mutex::new(Some(thread)),
                 closed,
+                observer: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Have `observe` told how long every answered write took, from submission to its answer
+    /// (queueing, the transaction and the durable commit). Set once; later calls are ignored.
+    pub fn observe_with(&self, observe: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.inner.observer.set(Box::new(observe));
     }
 
     /// Run `f` inside one write transaction on the writer thread. `Ok` commits: the commit
@@ -180,11 +189,16 @@ impl Writer {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(E::from(StoreError::Closed));
         }
+        let started = Instant::now();
         self.inner
             .queue
             .send(Msg::Job(job))
             .map_err(|_| E::from(StoreError::Closed))?;
-        match answered.await {
+        let answer = answered.await;
+        if let (Ok(_), Some(observe)) = (&answer, self.inner.observer.get()) {
+            observe(started.elapsed());
+        }
+        match answer {
             Ok(result) => result,
             Err(_) if self.inner.closed.load(Ordering::SeqCst) => Err(E::from(StoreError::Closed)),
             Err(_) => Err(E::from(StoreError::Unavailable(

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::http::{call, get_json, Reply};
-use crate::support::Daemon;
+use crate::support::process::Process;
+use crate::support::{Daemon, WAIT};
 
 mod catalog;
 mod images;
@@ -427,6 +428,37 @@ async fn cors_headers_go_on_every_answer_to_a_listed_origin_only() {
         assert!(reply.header("access-control-allow-credentials").is_none());
     }
     daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_origins_follow_an_edit_of_the_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("kaffediem.db");
+    let mut daemon = Process::serve(dir.path(), &db, "[http]\nallowed_origins = []\n", &[]);
+    let ask = || {
+        call(daemon.addr, "GET", "/api/collections/status/records")
+            .header("origin", FRONTEND)
+            .send()
+    };
+    assert!(ask().await.header("access-control-allow-origin").is_none());
+
+    let edited = format!("[http]\nallowed_origins = [\"{FRONTEND}\"]\n");
+    std::fs::write(dir.path().join("kaffediem.toml"), edited).expect("edit config");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = ask().await;
+        if reply.header("access-control-allow-origin").is_some() {
+            assert_cors(&reply);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "origin not allowed after the edit:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(daemon.terminate().success());
 }
 
 fn assert_cors(reply: &Reply) {

@@ -17,7 +17,7 @@ use rand::Rng;
 use serde_json::json;
 
 use crate::support::http::call;
-use crate::support::process::Process;
+use crate::support::process::{Daemon, Site};
 
 const CONFIG: &str = "[access]\nadmin_token = \"crash-admin\"\n";
 
@@ -65,13 +65,18 @@ async fn place_orders_until_refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_orders_survive_sigkill_at_random_moments() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("kaffediem.db");
+    let site = Site::new();
+    let db = site.db();
+    std::fs::write(site.path("kaffediem.toml"), CONFIG).expect("write config");
     let tz = jiff::tz::TimeZone::get("Europe/Oslo").expect("tz");
     let mut acked_total: Vec<String> = Vec::new();
     for round in 0..iterations() {
-        let args: &[&str] = if round == 0 { &["--demo"] } else { &[] };
-        let mut daemon = Process::serve(dir.path(), &db, CONFIG, args);
+        let args: &[&str] = if round == 0 {
+            &["--config", "kaffediem.toml", "serve", "--demo"]
+        } else {
+            &["--config", "kaffediem.toml", "serve"]
+        };
+        let mut daemon = Daemon::start(site.command(args));
         let items = call(daemon.addr, "GET", "/api/collections/item/records")
             .send()
             .await

@@ -11,6 +11,7 @@ mod channels;
 mod durability;
 mod group_commit;
 mod hostile;
+mod ops;
 mod phoenix;
 mod phoenix_transport;
 mod store;

@@ -160,13 +160,14 @@ pub async fn menu(dir: &Path, keys_per_category: i64, rounds: usize) -> Result<M
     store.shutdown().await.map_err(|e| e.to_string())?;
     let conn = store::schema::open_connection(&path).map_err(|e| e.to_string())?;
     let ctx = RecordCtx::default();
+    let registry = kaffediem::channels::registry::Registry::new();
     let (mut builds, mut encodes, mut bytes) = (Vec::new(), Vec::new(), 0);
     for seq in 0..rounds as u64 {
         let start = Instant::now();
         let built = store::menu::build_published(&conn, &ctx).map_err(|e| e.to_string())?;
         builds.push(start.elapsed());
         let start = Instant::now();
-        let frame = kaffediem::channels::fanout::menu_broadcast(&built, seq)
+        let frame = kaffediem::channels::fanout::menu_broadcast(&registry, &built, seq)
             .encoded(kaffediem::phoenix::Vsn::V2);
         encodes.push(start.elapsed());
         bytes = frame.len();

@@ -1,0 +1,361 @@
+//! `/metrics` in the Prometheus text format 0.0.4 (SPEC 9): sockets, joined channels by topic,
+//! messages and bytes sent, broadcasts, slow sockets closed, write transactions and their
+//! latency, orders created.
+//!
+//! The figures live where the work happens (the socket endpoint's [`crate::phoenix::Metrics`],
+//! the channel registry, the change feed, the writer thread); this module adds the counters
+//! the change feed gives, holds [`WriteMetrics`] for the writer to fill, and renders.
+
+use std::fmt::{Display, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{header, Response, StatusCode};
+
+use crate::channels::registry::Registry;
+use crate::channels::Cafe;
+use crate::http::{App, Body};
+use crate::phoenix::Endpoint;
+use crate::store::{ChangeFeed, ChangeSet, Collection, Op};
+
+/// Upper bounds (seconds) of the write latency histogram's buckets: a durable commit on an SD
+/// card takes milliseconds; anything near a second is worth seeing.
+const WRITE_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Write transactions and their latency, kept by whoever runs them (the store's writer).
+#[derive(Debug, Default)]
+pub struct WriteMetrics {
+    /// Transactions per bucket of [`WRITE_BUCKETS`], plus one past the last (`+Inf`).
+    buckets: [AtomicU64; WRITE_BUCKETS.len() + 1],
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl WriteMetrics {
+    /// Record one write transaction that took `elapsed` (from submission to answer: queueing, the transaction, the durable commit).
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = WRITE_BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(WRITE_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn histogram(&self) -> Histogram {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(WRITE_BUCKETS.len() + 1);
+        for (i, n) in self.buckets.iter().enumerate() {
+            cumulative += n.load(Ordering::Relaxed);
+            let le = WRITE_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((le, cumulative));
+        }
+        Histogram {
+            buckets,
+            count: self.count.load(Ordering::Relaxed),
+            sum_seconds: self.micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// Counters of one running daemon that no other room keeps, taken from the change feed.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Committed transactions that reached the channels (the daemon's and other processes').
+    pub commits: AtomicU64,
+    /// Orders created, by any path (HTTP or the `sqlite3` shell).
+    pub orders_created: AtomicU64,
+}
+
+impl Counters {
+    fn note(&self, set: &ChangeSet) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let orders = set
+            .changes
+            .iter()
+            .filter(|c| c.collection == Collection::Order && c.op == Op::Create)
+            .count();
+        self.orders_created
+            .fetch_add(orders as u64, Ordering::Relaxed);
+    }
+}
+
+/// Count every change set on its way from the store to the fan-out. The store's feed goes in,
+/// an identical feed comes out, in the same order.
+pub fn count_feed(mut feed: ChangeFeed, counters: Arc<Counters>) -> ChangeFeed {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(set) = feed.recv().await {
+            counters.note(&set);
+            if tx.send(set).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// What `/metrics` reads for one running daemon, besides the endpoint's own metrics.
+pub struct Sources {
+    /// Joined channels by topic.
+    pub registry: Arc<Registry>,
+    pub counters: Arc<Counters>,
+    /// Write transactions timed where they run, on the writer thread. `None` while the store
+    /// keeps no such figures: the family is left out rather than shown as a flat zero.
+    pub writes: Option<Arc<WriteMetrics>>,
+    /// Broadcasts counted where they are made, in the fan-out; `None` likewise.
+    pub broadcasts: Option<Arc<AtomicU64>>,
+}
+
+/// The sources of every daemon running in this process, by endpoint. A daemon registers its
+/// sources here so that the HTTP layer needs nothing but one route to [`response`]; the
+/// endpoint is the key because several daemons share a process in the tests.
+static SOURCES: Mutex<Vec<(usize, Weak<Sources>)>> = Mutex::new(Vec::new());
+
+fn key(endpoint: &Arc<Endpoint<Cafe>>) -> usize {
+    Arc::as_ptr(endpoint) as usize
+}
+
+/// Make `sources` the figures `/metrics` shows for `endpoint`, for as long as `sources` lives.
+pub fn register(endpoint: &Arc<Endpoint<Cafe>>, sources: &Arc<Sources>) {
+    let mut all = SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|(_, s)| s.strong_count() > 0);
+    all.push((key(endpoint), Arc::downgrade(sources)));
+}
+
+fn sources_of(endpoint: &Arc<Endpoint<Cafe>>) -> Option<Arc<Sources>> {
+    let all = SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+    let k = key(endpoint);
+    all.iter()
+        .rev()
+        .find(|(e, _)| *e == k)
+        .and_then(|(_, s)| s.upgrade())
+}
+
+/// The answer to `GET /metrics`.
+pub fn response(app: &App) -> Response<Body> {
+    let m = app.endpoint.metrics();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut figures = Figures {
+        open_sockets: load(&m.open_sockets),
+        messages_sent: load(&m.messages_sent),
+        bytes_sent: load(&m.bytes_sent),
+        slow_closed: load(&m.slow_closed),
+        ..Figures::default()
+    };
+    if let Some(sources) = sources_of(&app.endpoint) {
+        figures.joined = sources.registry.lock().counts();
+        let c = &sources.counters;
+        figures.commits = load(&c.commits);
+        figures.orders_created = load(&c.orders_created);
+        figures.broadcasts = sources.broadcasts.as_deref().map(load);
+        figures.writes = sources.writes.as_ref().map(|w| w.histogram());
+    }
+    let mut response = Response::new(Full::new(Bytes::from(render(&figures))));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// A histogram as rendered: cumulative counts per upper bound.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+/// Every figure `/metrics` shows, read at one moment.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Figures {
+    pub open_sockets: u64,
+    /// Subscriptions per topic kind (`collection:order`, `notifications:admin`, ...).
+    pub joined: Vec<(String, usize)>,
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    /// `None`: nobody counts them (the family is left out).
+    pub broadcasts: Option<u64>,
+    pub slow_closed: u64,
+    pub commits: u64,
+    /// `None`: nobody times them (the family is left out).
+    pub writes: Option<Histogram>,
+    pub orders_created: u64,
+}
+
+/// The Prometheus text exposition of `f`.
+pub fn render(f: &Figures) -> String {
+    let mut out = Text(String::new());
+    out.family(
+        "kaffediem_build_info",
+        "gauge",
+        "The running build; the value is always 1.",
+    );
+    out.sample(
+        "kaffediem_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    out.single(
+        "kaffediem_open_sockets",
+        "gauge",
+        "WebSocket connections open now.",
+        f.open_sockets,
+    );
+    out.family(
+        "kaffediem_joined_channels",
+        "gauge",
+        "Channels joined on open sockets, by topic.",
+    );
+    for (topic, n) in &f.joined {
+        out.sample("kaffediem_joined_channels", &[("topic", topic)], n);
+    }
+    out.single(
+        "kaffediem_messages_sent_total",
+        "counter",
+        "WebSocket messages sent to clients.",
+        f.messages_sent,
+    );
+    out.single(
+        "kaffediem_bytes_sent_total",
+        "counter",
+        "Bytes of WebSocket messages sent to clients.",
+        f.bytes_sent,
+    );
+    if let Some(broadcasts) = f.broadcasts {
+        out.single(
+            "kaffediem_broadcasts_total",
+            "counter",
+            "Broadcasts handed to the channels, each encoded once for all subscribers.",
+            broadcasts,
+        );
+    }
+    out.single(
+        "kaffediem_slow_sockets_closed_total",
+        "counter",
+        "Sockets closed because their outbound queue was full (close code 1013).",
+        f.slow_closed,
+    );
+    out.single(
+        "kaffediem_commits_total",
+        "counter",
+        "Committed transactions published to the channels (the daemon's and other processes').",
+        f.commits,
+    );
+    if let Some(writes) = &f.writes {
+        out.histogram(
+            "kaffediem_write_transaction_seconds",
+            "Write transactions on the writer thread and how long each took.",
+            writes,
+        );
+    }
+    out.single(
+        "kaffediem_orders_created_total",
+        "counter",
+        "Orders created, by any path.",
+        f.orders_created,
+    );
+    out.0
+}
+
+struct Text(String);
+
+impl Text {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (label, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.0, "{label}=\"{v}\"");
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.family(name, "histogram", help);
+        for (le, n) in &h.buckets {
+            let le = if le.is_infinite() {
+                "+Inf".to_string()
+            } else {
+                le.to_string()
+            };
+            self.sample(&format!("{name}_bucket"), &[("le", &le)], n);
+        }
+        self.sample(&format!("{name}_sum"), &[], h.sum_seconds);
+        self.sample(&format!("{name}_count"), &[], h.count);
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_latency_lands_in_cumulative_buckets() {
+        let w = WriteMetrics::default();
+        w.observe(Duration::from_micros(300));
+        w.observe(Duration::from_millis(3));
+        w.observe(Duration::from_secs(10));
+        let h = w.histogram();
+        assert_eq!(h.count, 3);
+        assert_eq!(h.buckets[0], (0.0005, 1));
+        assert_eq!(h.buckets[3], (0.005, 2));
+        assert_eq!(h.buckets.last(), Some(&(f64::INFINITY, 3)));
+        assert!((h.sum_seconds - 10.0033).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rendering_is_prometheus_text() {
+        let figures = Figures {
+            open_sockets: 2,
+            joined: vec![("collection:order".into(), 3)],
+            writes: Some(WriteMetrics::default().histogram()),
+            ..Figures::default()
+        };
+        let text = render(&figures);
+        assert!(text.contains("# TYPE kaffediem_open_sockets gauge\nkaffediem_open_sockets 2\n"));
+        assert!(text.contains("kaffediem_joined_channels{topic=\"collection:order\"} 3\n"));
+        assert!(text.contains("kaffediem_write_transaction_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(text.contains("kaffediem_write_transaction_seconds_bucket{le=\"0.0005\"} 0\n"));
+        // Every sample line is `name[{labels}] value`, every family has HELP and TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').expect("name and value");
+            assert!(!name.is_empty() && value.parse::<f64>().is_ok(), "{line}");
+        }
+        assert_eq!(
+            text.matches("# HELP ").count(),
+            text.matches("# TYPE ").count()
+        );
+        // Nobody counts broadcasts here: no family rather than a zero that looks like data.
+        assert!(!text.contains("kaffediem_broadcasts_total"));
+    }
+}
