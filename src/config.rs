@@ -113,7 +113,8 @@ impl Default for Auth {
 pub struct Access {
     /// Anyone may read every collection (the public display needs it).
     pub public_read: bool,
-    /// Interim admin credential for `notifications:admin` (socket param `token`); empty = off.
+    /// Admin credential for scripts: socket param `token`, or `Authorization: Bearer` on
+    /// HTTP; empty = off.
     pub admin_token: String,
 }
 

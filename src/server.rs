@@ -101,17 +101,37 @@ fn access(config: &Config) -> Access {
     }
 }
 
-fn record_ctx(config: &Config) -> RecordCtx {
-    let public_url = if config.http.public_url.is_empty() {
-        let host = if config.http.bind.is_unspecified() {
-            "localhost".to_string()
-        } else {
-            config.http.bind.to_string()
+/// How records render absolute URLs (item images) outside a request: on sockets. With
+/// `http.public_url` unset, the best guess is this machine's host name and the bound port,
+/// which is right on a café LAN with mDNS (`kaffediem.local`) and is logged so the operator
+/// can set the real address.
+fn record_ctx(config: &Config, bound: SocketAddr) -> RecordCtx {
+    if !config.http.public_url.is_empty() {
+        return RecordCtx {
+            public_url: config.http.public_url.trim_end_matches('/').to_owned(),
         };
-        format!("http://{host}:{}", config.http.port)
+    }
+    let host = if bound.ip().is_unspecified() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .map(|h| {
+                if h.contains('.') {
+                    h
+                } else {
+                    format!("{h}.local")
+                }
+            })
+            .unwrap_or_else(|| "localhost".into())
     } else {
-        config.http.public_url.trim_end_matches('/').to_owned()
+        bound.ip().to_string()
     };
+    let public_url = format!("http://{host}:{}", bound.port());
+    tracing::warn!(
+        "http.public_url is not set: image URLs pushed to screens use {public_url}; \
+         set http.public_url to the address screens reach this Pi at"
+    );
     RecordCtx { public_url }
 }
 
@@ -127,12 +147,16 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     // The port first: "address in use" is the commonest start-up failure, and it should be
     // reported before the database is opened (and perhaps migrated) for nothing.
     let listener = bind(&config).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+    let records = record_ctx(&config, addr);
     let path = config.database.path.clone();
     check::database_writable(&path).map_err(StartError)?;
     let store_options = StoreOptions {
         path: path.clone(),
         readers: 4,
-        records: record_ctx(&config),
+        records: records.clone(),
     };
     let (store, feed) =
         Store::open(store_options, Arc::clone(&clock)).map_err(|e| open_error(&path, e))?;
@@ -169,7 +193,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             access(&config),
             Arc::clone(&clock),
             tz,
-            record_ctx(&config),
+            records,
         )
         .with_auth(auth.clone()),
     );
@@ -187,9 +211,6 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     });
     metrics::register(&endpoint, &sources);
 
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     tracing::info!("listening on {addr}");
 
     let app = Arc::new(App::new(

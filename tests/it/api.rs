@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::http::{call, get_json, Reply};
-use crate::support::process::Process;
+use crate::support::process::{Daemon as Process, Site};
 use crate::support::{Daemon, WAIT};
 
 mod catalog;
@@ -432,9 +432,10 @@ async fn cors_headers_go_on_every_answer_to_a_listed_origin_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_origins_follow_an_edit_of_the_config_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("kaffediem.db");
-    let mut daemon = Process::serve(dir.path(), &db, "[http]\nallowed_origins = []\n", &[]);
+    let site = Site::new();
+    let config = site.path("kaffediem.toml");
+    std::fs::write(&config, "[http]\nallowed_origins = []\n").expect("write config");
+    let mut daemon = Process::start(site.command(&["--config", "kaffediem.toml", "serve"]));
     let ask = || {
         call(daemon.addr, "GET", "/api/collections/status/records")
             .header("origin", FRONTEND)
@@ -443,7 +444,7 @@ async fn cors_origins_follow_an_edit_of_the_config_file() {
     assert!(ask().await.header("access-control-allow-origin").is_none());
 
     let edited = format!("[http]\nallowed_origins = [\"{FRONTEND}\"]\n");
-    std::fs::write(dir.path().join("kaffediem.toml"), edited).expect("edit config");
+    std::fs::write(&config, edited).expect("edit config");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let reply = ask().await;
@@ -458,7 +459,8 @@ async fn cors_origins_follow_an_edit_of_the_config_file() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(daemon.terminate().success());
+    daemon.terminate();
+    assert!(daemon.wait().success());
 }
 
 fn assert_cors(reply: &Reply) {
