@@ -339,6 +339,7 @@ async fn measure(
 
     // One order at a time: request → last delivery.
     let mut placer = Placer::open(placement).await?;
+    let cpu_before = server.cpu_ms();
     let (mut latencies, mut spreads, mut acks) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..l {
         let sent = tracker.now_ns();
@@ -357,6 +358,9 @@ async fn measure(
         tokio::time::sleep(BETWEEN_ORDERS).await;
     }
     drop(placer);
+    let cpu = cpu_before
+        .zip(server.cpu_ms())
+        .map(|(a, b)| (b - a) / latencies.len().max(1) as f64);
     eprintln!("   {l} orders one at a time done");
 
     // Concurrent writers: orders/s acknowledged, and delivery under that load.
@@ -391,6 +395,7 @@ async fn measure(
         rss_peak_kib: peak.map_or(0, |r| r.peak_kib),
         kib_per_socket: connected_kib.saturating_sub(idle_kib) as f64 / n.max(1) as f64,
         samples_ms: latencies.iter().map(|&ns| ns as f64 / 1e6).collect(),
+        cpu_ms_per_order: cpu,
         latency: Stats::of_ns(latencies),
         spread: Stats::of_ns(spreads),
         ack: Stats::of_ns(acks),
@@ -429,6 +434,7 @@ async fn floor_broadcast(args: &RunArgs, n: usize, frame_bytes: usize) -> Result
     tokio::time::sleep(SETTLE).await;
     let connected = server.rss();
     let (mut latencies, mut spreads) = (Vec::with_capacity(l), Vec::with_capacity(l));
+    let cpu_before = server.cpu_ms();
     for i in 0..l {
         let stdin = server.stdin.as_mut().ok_or("floor server has no stdin")?;
         let sent = tracker.now_ns();
@@ -445,6 +451,9 @@ async fn floor_broadcast(args: &RunArgs, n: usize, frame_bytes: usize) -> Result
         }
         tokio::time::sleep(BETWEEN_ORDERS).await;
     }
+    let cpu = cpu_before
+        .zip(server.cpu_ms())
+        .map(|(a, b)| (b - a) / latencies.len().max(1) as f64);
     let got: u64 = (0..l).map(|i| tracker.count(i) as u64).sum();
     subs.close().await;
     let _ = server.stop();
@@ -456,6 +465,7 @@ async fn floor_broadcast(args: &RunArgs, n: usize, frame_bytes: usize) -> Result
     Ok(FloorRun {
         latency: Stats::of_ns(latencies),
         spread: Stats::of_ns(spreads),
+        cpu_ms_per_order: cpu,
         rss_idle_kib: idle_kib,
         rss_connected_kib: connected_kib,
         kib_per_socket: connected_kib.saturating_sub(idle_kib) as f64 / n.max(1) as f64,

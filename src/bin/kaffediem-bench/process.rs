@@ -135,6 +135,23 @@ impl Server {
         (self.pid != 0).then(|| rss_of(self.pid)).flatten()
     }
 
+    /// CPU time used so far (user + system), in milliseconds.
+    pub fn cpu_ms(&self) -> Option<f64> {
+        if self.pid == 0 {
+            return None;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+        // stime 15.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Some(ticks * 1000.0 / per_second.max(1.0))
+    }
+
     /// SIGTERM, then wait (bounded) for a clean exit. Returns whether it exited 0.
     pub fn stop(mut self) -> Result<bool, String> {
         drop(self.stdin.take());

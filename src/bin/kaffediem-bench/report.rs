@@ -48,6 +48,9 @@ pub struct SocketRun {
     pub ack: Stats,
     /// Each one-at-a-time order's latency, in placement order (for finding hiccups).
     pub samples_ms: Vec<f64>,
+    /// The server's CPU time (user + system) per one-at-a-time order: what delivering one
+    /// order to N sockets costs the daemon itself, whatever the clients cost.
+    pub cpu_ms_per_order: Option<f64>,
     /// Order frames as received (bytes).
     pub frame_bytes: usize,
     pub throughput_orders: usize,
@@ -71,6 +74,7 @@ pub struct SocketRun {
 pub struct FloorRun {
     pub latency: Stats,
     pub spread: Stats,
+    pub cpu_ms_per_order: Option<f64>,
     pub rss_idle_kib: u64,
     pub rss_connected_kib: u64,
     pub kib_per_socket: f64,
@@ -134,6 +138,10 @@ pub struct Verdict {
     pub met: bool,
 }
 
+fn cpu(ms: Option<f64>) -> String {
+    ms.map_or("—".into(), |ms| format!("{ms:.2} ms"))
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}×", a / b)
@@ -191,13 +199,18 @@ impl Report {
                 );
             }
             println!(
-                "        one at a time: ack p50 {:.2} ms; first → last subscriber p50 {:.2} ms / p99 {:.2} ms",
-                r.ack.p50_ms, r.spread.p50_ms, r.spread.p99_ms
+                "        one at a time: ack p50 {:.2} ms; first → last subscriber p50 {:.2} ms / p99 {:.2} ms; server CPU {} per order",
+                r.ack.p50_ms,
+                r.spread.p50_ms,
+                r.spread.p99_ms,
+                cpu(r.cpu_ms_per_order)
             );
             if let Some(f) = &r.floor {
                 println!(
-                    "        bare broadcast: first → last p50 {:.2} ms / p99 {:.2} ms",
-                    f.spread.p50_ms, f.spread.p99_ms
+                    "        bare broadcast: first → last p50 {:.2} ms / p99 {:.2} ms; server CPU {} per frame",
+                    f.spread.p50_ms,
+                    f.spread.p99_ms,
+                    cpu(f.cpu_ms_per_order)
                 );
                 println!(
                     "        vs bare broadcast: p50 {}, p99 {}, KiB/socket {}",
