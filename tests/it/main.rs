@@ -8,6 +8,7 @@ mod auth;
 mod authz;
 mod bench;
 mod channels;
+mod disk;
 mod durability;
 mod group_commit;
 mod hostile;
