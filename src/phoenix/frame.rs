@@ -2,6 +2,8 @@
 //! pushes) and encoding server frames (replies, pushes, broadcasts, close/error) for V1 and V2.
 //! Pure functions; the socket decides what to send.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
@@ -35,19 +37,24 @@ impl Vsn {
     }
 }
 
-/// A message payload: JSON, or raw bytes for binary frames (V2 only).
+/// A message payload: JSON, JSON already encoded, or raw bytes for binary frames (V2 only).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     Json(serde_json::Value),
+    /// JSON text in pieces, written one after the other into text frames as is (together
+    /// they must be valid JSON; nothing checks). For large server payloads that exist as
+    /// text: a shared document goes in as one `Arc` piece between a small prefix and
+    /// suffix, copied once, into the frame. Never produced by decoding a client frame.
+    Raw(Vec<Arc<str>>),
     Binary(Bytes),
 }
 
 impl Payload {
-    /// The JSON value, or `None` for a binary payload.
+    /// The JSON value, or `None` for a binary or pre-encoded payload.
     pub fn as_json(&self) -> Option<&serde_json::Value> {
         match self {
             Payload::Json(v) => Some(v),
-            Payload::Binary(_) => None,
+            Payload::Raw(_) | Payload::Binary(_) => None,
         }
     }
 }
@@ -205,6 +212,61 @@ fn text_frame<P: Serialize>(
     Message::text(encoded.unwrap_or_default())
 }
 
+/// A JSON frame around a pre-encoded payload (optionally wrapped as a reply's
+/// `{"status", "response"}`), spliced as text with the same layout as [`text_frame`].
+fn raw_text_frame(
+    vsn: Vsn,
+    join_ref: &Value,
+    reference: &Value,
+    topic: &str,
+    event: &str,
+    status: Option<&str>,
+    raw: &[Arc<str>],
+) -> Message {
+    // Serializing plain strings and refs cannot fail.
+    fn json<T: Serialize + ?Sized>(v: &T) -> String {
+        serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+    }
+    let len: usize = raw.iter().map(|piece| piece.len()).sum();
+    let mut out = String::with_capacity(len + topic.len() + event.len() + 96);
+    let payload = |out: &mut String| {
+        if let Some(status) = status {
+            out.push_str(r#"{"status":"#);
+            out.push_str(&json(status));
+            out.push_str(r#","response":"#);
+        }
+        for piece in raw {
+            out.push_str(piece);
+        }
+        if status.is_some() {
+            out.push('}');
+        }
+    };
+    match vsn {
+        Vsn::V2 => {
+            out.push('[');
+            for part in [json(join_ref), json(reference), json(topic), json(event)] {
+                out.push_str(&part);
+                out.push(',');
+            }
+            payload(&mut out);
+            out.push(']');
+        }
+        Vsn::V1 => {
+            out.push_str(r#"{"topic":"#);
+            out.push_str(&json(topic));
+            out.push_str(r#","event":"#);
+            out.push_str(&json(event));
+            out.push_str(r#","payload":"#);
+            payload(&mut out);
+            out.push_str(r#","ref":"#);
+            out.push_str(&json(reference));
+            out.push('}');
+        }
+    }
+    Message::text(out)
+}
+
 /// How a ref is written in a binary frame: nil as the empty string, numbers as text.
 fn ref_text(value: &Value) -> String {
     match value {
@@ -253,6 +315,15 @@ pub fn encode_reply(
             "phx_reply",
             ReplyBody { status, response },
         ),
+        Payload::Raw(raw) => raw_text_frame(
+            vsn,
+            join_ref,
+            reference,
+            topic,
+            "phx_reply",
+            Some(status),
+            raw,
+        ),
         Payload::Binary(data) => {
             let (jr, r) = (ref_text(join_ref), ref_text(reference));
             (vsn == Vsn::V2)
@@ -282,6 +353,7 @@ pub fn encode_push(
 ) -> Message {
     match payload {
         Payload::Json(p) => text_frame(vsn, join_ref, &Value::Null, topic, event, p),
+        Payload::Raw(raw) => raw_text_frame(vsn, join_ref, &Value::Null, topic, event, None, raw),
         Payload::Binary(data) => {
             let jr = ref_text(join_ref);
             (vsn == Vsn::V2)
@@ -298,6 +370,9 @@ pub fn encode_push(
 pub fn encode_broadcast(vsn: Vsn, topic: &str, event: &str, payload: &Payload) -> Message {
     match payload {
         Payload::Json(p) => text_frame(vsn, &Value::Null, &Value::Null, topic, event, p),
+        Payload::Raw(raw) => {
+            raw_text_frame(vsn, &Value::Null, &Value::Null, topic, event, None, raw)
+        }
         Payload::Binary(data) => (vsn == Vsn::V2)
             .then(|| binary_frame(2, &[topic, event], data))
             .flatten()
@@ -509,6 +584,31 @@ mod tests {
         let mut want = vec![2, 8, 9];
         want.extend_from_slice(b"room:binbin_bcasthello");
         assert_eq!(b, Message::Binary(Bytes::from(want)));
+    }
+
+    #[test]
+    fn raw_payloads_encode_exactly_like_json_ones() {
+        let value =
+            json!({"action": "update", "record": {"navn": "Kaffe \"svart\"", "id": 1}, "seq": 7});
+        let text = serde_json::to_string(&value).unwrap();
+        let (head, tail) = text.split_at(10);
+        let raw = Payload::Raw(vec![head.into(), tail.into()]);
+        let json = Payload::Json(value);
+        for vsn in [Vsn::V1, Vsn::V2] {
+            let (jr, r) = (json!("3"), json!(4));
+            assert_eq!(
+                encode_broadcast(vsn, "collection:menu", "change", &raw),
+                encode_broadcast(vsn, "collection:menu", "change", &json)
+            );
+            assert_eq!(
+                encode_push(vsn, &jr, "t:\"q\"", "e", &raw),
+                encode_push(vsn, &jr, "t:\"q\"", "e", &json)
+            );
+            assert_eq!(
+                encode_reply(vsn, &jr, &r, "t", "ok", &raw),
+                encode_reply(vsn, &jr, &r, "t", "ok", &json)
+            );
+        }
     }
 
     #[test]

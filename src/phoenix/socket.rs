@@ -77,9 +77,16 @@ impl Wire for Ws {
     }
 }
 
-/// Read buffer per socket. Clients send little (joins, heartbeats), and an idle subscriber
-/// must stay cheap: tungstenite allocates this eagerly.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer per socket. Clients send little (joins, heartbeats: ~100 bytes), and an idle
+/// subscriber must stay cheap: tungstenite allocates and zero-fills this eagerly. A larger
+/// client message (up to `max_message_bytes`) still fits: the buffer grows for it.
+const READ_BUFFER_BYTES: usize = 1024;
+/// Frames queued for a socket are copied into tungstenite's write buffer and written out
+/// together once it holds this much (and at the end of each drain of the queue, so a lone
+/// frame is never held back). Under a burst of orders one `write` then carries many frames
+/// instead of one syscall per frame; an idle socket allocates nothing for it. See
+/// `BENCHMARKS.md` for the measurement.
+const WRITE_BATCH_BYTES: usize = 8 * 1024;
 /// Stop reading a client that lets this many of our replies pile up (it is not reading).
 const PAUSE_READING_AT: usize = 64;
 /// How long a closing socket may take to get its close frame out to a slow client.
@@ -145,7 +152,7 @@ pub(crate) async fn run<H: SocketHandler>(
 ) {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BATCH_BYTES)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;

@@ -125,6 +125,13 @@ impl Shadow {
             .is_some_and(|rows| rows.binary_search_by_key(&id, |r| r.0).is_ok())
     }
 
+    /// A row's hash, `None` when the row is not there.
+    pub fn hash(&self, c: Collection, id: i64) -> Option<u64> {
+        let rows = self.tables.get(&c)?;
+        let at = rows.binary_search_by_key(&id, |r| r.0).ok()?;
+        Some(rows[at].1)
+    }
+
     /// Record a row's new hash, or its removal (`None`).
     pub fn set(&mut self, c: Collection, id: i64, hash: Option<u64>) {
         let rows = self.tables.entry(c).or_default();

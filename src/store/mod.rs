@@ -70,8 +70,9 @@ pub struct ChangeSet {
     pub seq: u64,
     pub changes: Vec<Change>,
     /// The whole menu (`{"tree", "indexes"}`), rebuilt once after this commit, when the commit
-    /// touched `category`, `item`, `customization_key` or `customization_value`.
-    pub menu: Option<Arc<serde_json::Value>>,
+    /// touched `category`, `item`, `customization_key` or `customization_value`. Kept as JSON
+    /// text, ready to broadcast; dereferences to the parsed tree.
+    pub menu: Option<Arc<menu::Menu>>,
 }
 
 /// The receiving end of the change feed: one [`ChangeSet`] per commit, in `seq` order.

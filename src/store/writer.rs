@@ -13,14 +13,16 @@
 //! collection tables against the shadow (see `capture`) — unless `collections_version`, a
 //! counter the schema's triggers bump on every collection row change, has not moved.
 //!
-//! Group commit (later): the loop takes one job per transaction today. Because a job only sees
-//! a `&Transaction` and its outcome is reported through its own reply closure, the loop can
-//! later drain several queued jobs into one transaction, each inside a `SAVEPOINT` (released on
-//! `Ok`, rolled back on `Err`), publish one change set per job's savepoint, and answer every
-//! job after the single durable COMMIT — without changing [`Writer::write`].
+//! Group commit: the loop drains the jobs already queued (up to [`MAX_BATCH`]) into one
+//! transaction, each inside its own `SAVEPOINT`: released on `Ok` (with the job's own `seq`,
+//! read-back rows and change set), rolled back on `Err` or a panic without touching the
+//! others. After the single durable COMMIT the change sets go onto the feed in order and
+//! every job is answered. A lone job costs what it did before; under concurrent load one
+//! fsync serves the whole batch (measured in `BENCHMARKS.md`). [`Writer::write`] is unchanged.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,13 @@ const FOREIGN_POLL: Duration = Duration::from_secs(1);
 /// the commit becomes visible only when the other process then updates the shared-memory
 /// index, which raises no event, so the check made at the event itself can be too early.
 const SETTLE: Duration = Duration::from_millis(30);
+
+/// Most jobs committed together. Only jobs already waiting are taken (the writer never waits
+/// for more), so this only bounds how long the first job of a burst waits for its answer.
+const MAX_BATCH: usize = 256;
+
+/// Savepoint wrapping each job of a batch (jobs may nest their own under other names).
+const JOB_SAVEPOINT: &str = "kaffediem_job";
 
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -83,8 +92,10 @@ type Job = Box<dyn FnOnce(Result<&Transaction<'_>, StoreError>) -> Outcome + Sen
 struct Outcome {
     commit: bool,
     /// Called after COMMIT (`None`: committed) or with why the commit failed.
-    reply: Box<dyn FnOnce(Option<StoreError>) + Send>,
+    reply: Reply,
 }
+
+type Reply = Box<dyn FnOnce(Option<StoreError>) + Send>;
 
 impl Writer {
     /// Start the writer thread on `conn` (already migrated) and the watcher of `path`.
@@ -103,21 +114,23 @@ impl Writer {
         let shadow = Shadow::scan(&conn)?;
         let (queue, inbox) = mpsc::channel();
         let watcher = watch(path, queue.clone());
-        let mut engine = Engine {
-            conn,
-            path: path.to_owned(),
-            ctx,
-            hook,
-            shadow,
-            data_version,
-            counted,
-            feed,
-        };
+        let path = path.to_owned();
         let closed = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("kaffediem-writer".into())
             .spawn(move || {
                 let _watcher = watcher;
+                let mut engine = Engine {
+                    conn: Rc::new(conn),
+                    path,
+                    ctx,
+                    hook,
+                    shadow,
+                    data_version,
+                    counted,
+                    feed,
+                    undo: Vec::new(),
+                };
                 engine.run(inbox);
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
@@ -220,7 +233,9 @@ impl Writer {
 
 /// The writer thread's state.
 struct Engine {
-    conn: Connection,
+    /// Shared with the open transaction of a batch (`Rc`: this thread is its only user), so
+    /// the engine's other fields stay mutable while a transaction borrows the connection.
+    conn: Rc<Connection>,
     /// For error messages.
     path: PathBuf,
     ctx: RecordCtx,
@@ -233,22 +248,42 @@ struct Engine {
     /// `schema.sql`) as of the shadow; `None` if an admin deleted it (then always diff).
     counted: Option<i64>,
     feed: UnboundedSender<Arc<ChangeSet>>,
+    /// Shadow entries as they were before the current batch (see `undo_shadow`).
+    undo: Vec<(Collection, i64, Option<u64>)>,
 }
 
 impl Engine {
     fn run(&mut self, inbox: mpsc::Receiver<Msg>) {
         let mut next_check = Instant::now() + FOREIGN_POLL;
+        // A message taken off the queue while collecting a batch, handled next.
+        let mut held: Option<Msg> = None;
         loop {
             let wait = next_check.saturating_duration_since(Instant::now());
-            match inbox.recv_timeout(wait) {
+            let msg = match held.take() {
+                Some(msg) => Ok(msg),
+                None => inbox.recv_timeout(wait),
+            };
+            match msg {
                 Ok(Msg::Job(job)) => {
+                    let mut batch = vec![job];
+                    while batch.len() < MAX_BATCH {
+                        match inbox.try_recv() {
+                            Ok(Msg::Job(job)) => batch.push(job),
+                            Ok(other) => {
+                                held = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
                     // Publish a foreign commit first, so it is not mistaken for ours.
                     self.check_foreign();
-                    // A bug past the job itself (reading back, the menu) must not take the
+                    // A bug past the jobs themselves (reading back, the menu) must not take the
                     // writer down either: the transaction rolls back as the stack unwinds.
-                    if catch_unwind(AssertUnwindSafe(|| self.run_job(job))).is_err() {
+                    if catch_unwind(AssertUnwindSafe(|| self.run_batch(batch))).is_err() {
                         tracing::error!("the writer panicked while committing; rolled back");
                         self.hook.take();
+                        self.undo_shadow();
                     }
                 }
                 Ok(Msg::Wake) => {
@@ -272,86 +307,142 @@ impl Engine {
         tracing::debug!("writer thread stopped");
     }
 
-    fn run_job(&mut self, job: Job) {
+    /// Run `jobs` in one transaction, each in its own savepoint; commit once; publish one
+    /// change set per committed job, in order; then answer every job.
+    fn run_batch(&mut self, jobs: Vec<Job>) {
         self.hook.take();
-        // `new_unchecked` borrows the connection shared, so the engine's other fields stay
-        // usable while the transaction is open; this thread is its only user.
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+        // `new_unchecked` borrows the connection shared; this thread is its only user.
+        let conn = Rc::clone(&self.conn);
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
             .map_err(|e| schema::unavailable(&self.path, e));
         let tx = match tx {
             Ok(tx) => tx,
             Err(e) => {
-                let outcome = job(Err(e));
-                (outcome.reply)(None);
+                for job in jobs {
+                    let outcome = job(Err(copy(&e)));
+                    (outcome.reply)(None);
+                }
                 return;
             }
         };
         let counted_before = collections_version(&tx);
-        let outcome = match catch_unwind(AssertUnwindSafe(|| job(Ok(&tx)))) {
+        // Jobs whose savepoint was released: their change set (if they changed a collection
+        // row) and their answer, both held until the COMMIT is durable.
+        let mut committed: Vec<(Option<ChangeSet>, Reply)> = Vec::with_capacity(jobs.len());
+        self.undo.clear();
+        for job in jobs {
+            if let Some(done) = self.run_in_savepoint(&tx, job) {
+                committed.push(done);
+            }
+        }
+        if committed.is_empty() {
+            return; // Nothing to commit; dropping `tx` rolls back (a no-op).
+        }
+        let counted_after = collections_version(&tx);
+        if let Err(e) = tx.commit() {
+            let e = schema::unavailable(&self.path, e);
+            tracing::warn!(error = %e, "commit failed; rolled back");
+            self.undo_shadow();
+            for (_, reply) in committed {
+                reply(Some(copy(&e)));
+            }
+            return;
+        }
+        // Our commit moved the counter; if nobody else had moved it before our BEGIN, the
+        // shadow is current up to `counted_after`. Otherwise leave it stale, so the next
+        // check diffs and finds the other process's rows.
+        if counted_before.ok().flatten() == self.counted && self.counted.is_some() {
+            self.counted = counted_after.ok().flatten();
+        }
+        let mut replies = Vec::with_capacity(committed.len());
+        for (set, reply) in committed {
+            if let Some(set) = set {
+                let _ = self.feed.send(Arc::new(set));
+            }
+            replies.push(reply);
+        }
+        for reply in replies {
+            reply(None);
+        }
+    }
+
+    /// One job inside `SAVEPOINT`: `Some` with its change set and answer when released,
+    /// `None` when it was rolled back (and already answered, unless it panicked).
+    fn run_in_savepoint(
+        &mut self,
+        tx: &Transaction<'_>,
+        job: Job,
+    ) -> Option<(Option<ChangeSet>, Reply)> {
+        self.hook.take();
+        if let Err(e) = tx.execute_batch(&format!("SAVEPOINT {JOB_SAVEPOINT}")) {
+            let outcome = job(Err(schema::unavailable(&self.path, e)));
+            (outcome.reply)(None);
+            return None;
+        }
+        let outcome = match catch_unwind(AssertUnwindSafe(|| job(Ok(tx)))) {
             Ok(outcome) => outcome,
             Err(_) => {
                 // The job's answer channel was dropped with it; the caller hears "failed".
                 tracing::error!("a write job panicked; rolled back");
-                drop(tx);
-                self.hook.take();
-                return;
+                self.rollback_savepoint(tx);
+                return None;
             }
         };
         if !outcome.commit {
-            drop(tx);
-            self.hook.take();
+            self.rollback_savepoint(tx);
             (outcome.reply)(None);
-            return;
+            return None;
         }
         let touched = self.hook.take();
         let changes = capture::collapse(&touched, |c, id| self.shadow.contains(c, id));
-        match self.commit(tx, &changes) {
-            Ok((published, counted_after)) => {
-                // Our commit moved the counter; if nobody else had moved it before our BEGIN,
-                // the shadow is current up to `counted_after`. Otherwise leave it stale, so
-                // the next check diffs and finds the other process's rows.
-                if counted_before.ok().flatten() == self.counted && self.counted.is_some() {
-                    self.counted = counted_after;
-                }
-                if let Some((set, hashes)) = published {
+        let prepared = match changes.is_empty() {
+            true => Ok(None),
+            false => self
+                .prepare(tx, &changes)
+                .map(Some)
+                .map_err(|e| self.classify(e)),
+        };
+        let released = prepared.and_then(|p| {
+            tx.execute_batch(&format!("RELEASE {JOB_SAVEPOINT}"))
+                .map(|()| p)
+                .map_err(|e| schema::unavailable(&self.path, e))
+        });
+        match released {
+            Ok(prepared) => {
+                // Later jobs of the batch collapse their rows against this job's result.
+                let set = prepared.map(|(set, hashes)| {
                     for (c, id, hash) in hashes {
+                        self.undo.push((c, id, self.shadow.hash(c, id)));
                         self.shadow.set(c, id, hash);
                     }
-                    let _ = self.feed.send(Arc::new(set));
-                }
-                (outcome.reply)(None);
+                    set
+                });
+                Some((set, outcome.reply))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "commit failed; rolled back");
+                tracing::warn!(error = %e, "a write could not be read back; rolled back");
+                self.rollback_savepoint(tx);
                 (outcome.reply)(Some(e));
+                None
             }
         }
     }
 
-    /// Read back `changes` and bump `seq` if there are any, then commit. Returns what to
-    /// publish with the rows' new shadow hashes, and `collections_version` as committed.
-    /// Dropping `tx` on error rolls back.
-    #[allow(clippy::type_complexity)]
-    fn commit(
-        &self,
-        tx: Transaction<'_>,
-        changes: &[RowChange],
-    ) -> Result<
-        (
-            Option<(ChangeSet, Vec<(Collection, i64, Option<u64>)>)>,
-            Option<i64>,
-        ),
-        StoreError,
-    > {
-        let prepared = if changes.is_empty() {
-            None
-        } else {
-            Some(self.prepare(&tx, changes).map_err(|e| self.classify(e))?)
-        };
-        let counted = collections_version(&tx).map_err(|e| self.classify(e))?;
-        tx.commit()
-            .map_err(|e| schema::unavailable(&self.path, e))?;
-        Ok((prepared, counted))
+    /// Undo the current job's savepoint and forget the rows it touched.
+    fn rollback_savepoint(&mut self, tx: &Transaction<'_>) {
+        let sql = format!("ROLLBACK TO {JOB_SAVEPOINT}; RELEASE {JOB_SAVEPOINT}");
+        if let Err(e) = tx.execute_batch(&sql) {
+            tracing::error!(error = %e, "cannot roll back a write job's savepoint");
+        }
+        self.hook.take();
+    }
+
+    /// Put back the shadow entries the current batch changed (its COMMIT failed, or it
+    /// panicked): the rows are as they were before the batch.
+    fn undo_shadow(&mut self) {
+        while let Some((c, id, hash)) = self.undo.pop() {
+            self.shadow.set(c, id, hash);
+        }
     }
 
     /// Inside the open transaction: bump `seq`, read the changed rows back, rebuild the menu if
@@ -401,7 +492,7 @@ impl Engine {
             });
         }
         let menu = if changes.iter().any(|c| c.0.is_menu()) {
-            Some(Arc::new(menu::build(conn, &self.ctx)?))
+            Some(Arc::new(menu::build_published(conn, &self.ctx)?))
         } else {
             None
         };
@@ -486,6 +577,19 @@ impl Engine {
             StoreError::Sqlite(e) => schema::unavailable(&self.path, e),
             other => other,
         }
+    }
+}
+
+/// The same error again, for the other jobs of a batch that failed as a whole.
+fn copy(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+        StoreError::TooNew { found, supported } => StoreError::TooNew {
+            found: *found,
+            supported: *supported,
+        },
+        StoreError::Closed => StoreError::Closed,
+        StoreError::Sqlite(e) => StoreError::Unavailable(e.to_string()),
     }
 }
 
