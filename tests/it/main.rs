@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod authz;
 mod bench;
+mod body_fuzz;
 mod channels;
 mod disk;
 mod durability;
