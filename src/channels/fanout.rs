@@ -109,10 +109,14 @@ impl Fanout {
             let old_order = if change.collection == Collection::Order {
                 self.order_change(&mut topics, set.seq, change)
             } else {
-                let payload = log::payload(change.op, change, set.seq);
-                let topic = format!("collection:{}", change.collection.name());
-                let msg = broadcast(&self.registry, topic, "change", Payload::Json(payload));
-                topics.send(TopicKey::Collection(change.collection), set.seq, &msg);
+                let key = TopicKey::Collection(change.collection);
+                // The record is copied into the payload only when someone will receive it.
+                if topics.has_subscribers(key) {
+                    let payload = log::payload(change.op, change, set.seq);
+                    let topic = format!("collection:{}", change.collection.name());
+                    let msg = broadcast(&self.registry, topic, "change", Payload::Json(payload));
+                    topics.send(key, set.seq, &msg);
+                }
                 None
             };
             logged.push(Logged {
@@ -120,7 +124,7 @@ impl Fanout {
                 old_order,
             });
         }
-        if let Some(menu) = &set.menu {
+        if let (Some(menu), true) = (&set.menu, topics.has_subscribers(TopicKey::Menu)) {
             let msg = menu_broadcast(&self.registry, menu, set.seq);
             topics.send(TopicKey::Menu, set.seq, &msg);
         }
@@ -167,7 +171,7 @@ impl Fanout {
         if let Some(key) = &new {
             let id = change.id;
             let day = key.day_id.map(|d| format!(" #{d}")).unwrap_or_default();
-            if change.op == Op::Create {
+            if change.op == Op::Create && topics.has_subscribers(TopicKey::Admin) {
                 let msg = notification(
                     &self.registry,
                     "notifications:admin",
@@ -180,7 +184,10 @@ impl Fanout {
             }
             let completed_now =
                 key.state == "completed" && old.as_ref().is_none_or(|o| o.state != "completed");
-            if let (true, Some(customer)) = (completed_now, key.customer_id) {
+            let ready_for = key
+                .customer_id
+                .filter(|c| completed_now && topics.has_subscribers(TopicKey::User(*c)));
+            if let Some(customer) = ready_for {
                 let msg = notification(
                     &self.registry,
                     &format!("notifications:user:{customer}"),

@@ -56,6 +56,11 @@ impl Topics {
         sent
     }
 
+    /// Whether anyone is subscribed to `key` (so a broadcast nobody receives is not built).
+    pub fn has_subscribers(&self, key: TopicKey) -> bool {
+        self.groups.contains_key(&key)
+    }
+
     /// The order filters that currently have subscribers.
     pub fn order_filters(&self) -> Vec<OrderFilter> {
         self.groups
