@@ -31,6 +31,19 @@ use crate::support::{Socket, WAIT};
 /// The interim admin credential the daemons here are configured with.
 const ADMIN_TOKEN: &str = "ops-admin-secret";
 
+/// `kaffediem serve` on the demo café, configured with [`ADMIN_TOKEN`] for HTTP writes.
+fn demo_with_admin_token(site: &Site) -> Daemon {
+    site.demo_db();
+    std::fs::write(
+        site.path("kaffediem.toml"),
+        format!("[access]\nadmin_token = \"{ADMIN_TOKEN}\"\n"),
+    )
+    .expect("write config");
+    let mut cmd = site.command(&["serve"]);
+    cmd.env("KAFFEDIEM_CONFIG", site.path("kaffediem.toml"));
+    Daemon::start(cmd)
+}
+
 /// Inserts orders from its own SQLite connection, one transaction each, numbering them by
 /// `customer_id` 1, 2, 3, ... `committed` is the highest number known to be committed.
 struct OrderStream {

@@ -5,15 +5,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_sockets_channels_messages_and_orders() {
     let site = Site::new();
-    site.demo_db();
-    let mut cmd = site.command(&["serve"]);
-    cmd.env("KAFFEDIEM_CONFIG", site.path("kaffediem.toml"));
-    std::fs::write(
-        site.path("kaffediem.toml"),
-        format!("[access]\nadmin_token = \"{ADMIN_TOKEN}\"\n"),
-    )
-    .expect("write config");
-    let mut daemon = Daemon::start(cmd);
+    let mut daemon = demo_with_admin_token(&site);
     let mut socket = Socket::connect(&daemon.ws_url()).await;
     socket.join_ok("collection:order", json!({})).await;
     // One write through the daemon's writer, one order from another process.

@@ -6,15 +6,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_sockets_with_1001_keeps_every_commit_and_empties_the_wal() {
     let site = Site::new();
-    site.demo_db();
-    let mut cmd = site.command(&["serve"]);
-    cmd.env("KAFFEDIEM_CONFIG", site.path("kaffediem.toml"));
-    std::fs::write(
-        site.path("kaffediem.toml"),
-        format!("[access]\nadmin_token = \"{ADMIN_TOKEN}\"\n"),
-    )
-    .expect("write config");
-    let mut daemon = Daemon::start(cmd);
+    let mut daemon = demo_with_admin_token(&site);
     let mut socket = Socket::connect(&daemon.ws_url()).await;
     socket.join_ok("collection:order", json!({})).await;
 
