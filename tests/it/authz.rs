@@ -232,3 +232,44 @@ async fn every_channel_admits_exactly_who_the_spec_says() {
     }
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_log_even_at_debug_level() {
+    use crate::support::process::{Daemon as Process, Site};
+    let site = Site::new();
+    site.demo_db();
+    let mut cmd = site.command(&["serve"]);
+    cmd.env("RUST_LOG", "debug");
+    let daemon = Process::start(cmd);
+
+    // A forged socket token in the query, a refused upgrade that gets logged.
+    let forged = "forged-socket-token-5f2c9a";
+    let _ = tokio_tungstenite::connect_async(format!(
+        "ws://{}/socket/websocket?token={forged}&vsn=2.0.0",
+        daemon.addr
+    ))
+    .await;
+    // A failed login with a password, and a bogus session cookie.
+    let password = "hunter2-not-logged";
+    let reply = call(daemon.addr, "POST", "/api/session")
+        .json(&json!({"email": ADMIN_EMAIL, "password": password}))
+        .send()
+        .await;
+    assert_eq!(reply.status, 401);
+    let cookie = "kaffediem_session=cookie-secret-7d1e04";
+    call(daemon.addr, "GET", "/api/session")
+        .header("cookie", cookie)
+        .send()
+        .await;
+    // The refused upgrade must have been handled before we read the log.
+    let _ = call(daemon.addr, "GET", "/healthz").send().await;
+
+    let log = daemon.log();
+    assert!(
+        log.contains("token=[redacted]"),
+        "the refused upgrade is logged, with its token redacted:\n{log}"
+    );
+    for secret in [forged, password, "cookie-secret-7d1e04"] {
+        assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
+    }
+}
