@@ -40,16 +40,24 @@ class FetchSpy {
     const spy = this;
     globalThis.fetch = async function (url, options = {}) {
       const entry = { method: options.method || "GET", url: String(url), body: options.body, at: Date.now() };
+      // The client reads the answer concurrently with the spy: tests await `entry.done`
+      // before looking at `entry.json`, or they race the spy's own parsing.
+      let finish;
+      entry.done = new Promise((resolve) => (finish = resolve));
       spy.requests.push(entry);
-      const response = await spy.original(url, options);
-      entry.status = response.status;
-      const text = await response.clone().text();
       try {
-        entry.json = JSON.parse(text);
-      } catch {
-        entry.json = null;
+        const response = await spy.original(url, options);
+        entry.status = response.status;
+        const text = await response.clone().text();
+        try {
+          entry.json = JSON.parse(text);
+        } catch {
+          entry.json = null;
+        }
+        return response;
+      } finally {
+        finish();
       }
-      return response;
     };
   }
   uninstall() {
@@ -98,6 +106,7 @@ describe("LongPoll through phoenix 1.8.16", () => {
     const lp = socket({ transport: LongPoll, heartbeatIntervalMs: 100 });
     await openSocket(lp);
     const first = spy.requests[0];
+    await first.done;
     assert.equal(new URL(first.url).pathname, "/socket/longpoll");
     assert.deepEqual(first.json.messages, []);
     assert.equal(first.json.status, 410);
@@ -120,6 +129,7 @@ describe("LongPoll through phoenix 1.8.16", () => {
         ["test:lp", "echo", { n: 2 }],
       ],
     );
+    await batch[0].done;
     assert.equal(batch[0].json.status, 200);
 
     // A broadcast from a WebSocket client on the same topic reaches the long-poll client.
