@@ -459,8 +459,8 @@ impl<H: SocketHandler> Endpoint<H> {
         self.long_polls
             .lock()
             .insert(token.clone(), Arc::clone(&session));
-        let (socket, rx) = Socket::new(slot, user_session, vsn, peer, &config);
-        tokio::spawn(run_session(Arc::clone(self), socket, rx, wire));
+        let socket = Socket::new(slot, user_session, vsn, peer);
+        tokio::spawn(run_session(Arc::clone(self), socket, wire));
         messages(410, &token, &[])
     }
 
@@ -550,11 +550,10 @@ impl<H: SocketHandler> Endpoint<H> {
 async fn run_session<H: SocketHandler>(
     endpoint: Arc<Endpoint<H>>,
     mut socket: Socket<H>,
-    mut rx: tokio::sync::mpsc::Receiver<super::outbox::Outbound>,
     mut wire: SessionWire,
 ) {
-    let end = socket.serve(&mut wire, &mut rx).await;
-    socket.release(&mut rx, &end);
+    let end = socket.serve(&mut wire).await;
+    socket.release(&end);
     // Frames already written stay for a poll that is waiting now.
     let session = Arc::clone(&wire.session);
     drop(wire);

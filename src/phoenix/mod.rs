@@ -14,6 +14,7 @@ pub mod longpoll;
 pub mod outbox;
 pub mod socket;
 pub mod transport;
+mod websocket;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,12 +1,13 @@
-//! The sending half of a socket's bounded outbound queue ([`Outbox`]), and broadcasts encoded
-//! at most once per serializer ([`Broadcast`]). Nothing here ever waits: a full queue marks
-//! the socket as a slow consumer and wakes it to close with 1013.
+//! A socket's bounded outbound queue (in [`SocketShared`]) and its sending handles
+//! ([`Outbox`]), and broadcasts encoded at most once per serializer ([`Broadcast`]). Nothing
+//! here ever waits: a full queue marks the socket as a slow consumer and wakes it to close
+//! with 1013.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::frame::{self, Payload, Vsn};
@@ -55,7 +56,7 @@ impl std::fmt::Debug for Broadcast {
 }
 
 /// One item of a socket's outbound queue, tagged with the join instance it belongs to. Kept
-/// small (32 bytes) because every socket's queue allocates a block of these up front.
+/// small (32 bytes): a burst queues hundreds per socket.
 pub(crate) struct Outbound {
     pub(crate) join: u64,
     pub(crate) seq: u64,
@@ -74,15 +75,81 @@ pub(crate) struct SocketShared {
     /// A close requested from outside the socket task (slow consumer, `close_all`); 0 = none.
     close_code: AtomicU16,
     waker: AtomicWaker,
+    /// The outbound queue: filled by outboxes (the fan-out, channels), emptied by the socket
+    /// task. A plain deque under an uncontended lock rather than a channel: it allocates
+    /// nothing until used and gives back what a burst made it grow, so an idle socket costs
+    /// a few dozen bytes here.
+    queue: Mutex<Queue>,
+    /// Set when the socket stops taking items (it is closing); sends fail from then on.
+    closed: AtomicBool,
 }
 
+struct Queue {
+    items: VecDeque<Outbound>,
+    limit: usize,
+}
+
+/// A drained queue keeps at most this many slots; a burst's larger allocation is freed.
+const IDLE_QUEUE_SLOTS: usize = 16;
+
 impl SocketShared {
-    pub(crate) fn new(id: u64) -> Self {
+    /// A socket whose queue holds at most `limit` items.
+    pub(crate) fn new(id: u64, limit: usize) -> Self {
         SocketShared {
             id,
             close_code: AtomicU16::new(0),
             waker: AtomicWaker::new(),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                limit: limit.max(1),
+            }),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next queued item. The socket task registers its waker before asking, so an item
+    /// queued right after `None` wakes it.
+    pub(crate) fn pop(&self) -> Option<Outbound> {
+        let mut queue = self.lock();
+        let item = queue.items.pop_front();
+        if queue.items.is_empty() && queue.items.capacity() > IDLE_QUEUE_SLOTS {
+            queue.items = VecDeque::new();
+        }
+        item
+    }
+
+    /// Stop taking items and drop the queued ones.
+    pub(crate) fn close_queue(&self) {
+        self.closed.store(true, Ordering::Release);
+        let dropped = std::mem::take(&mut self.lock().items);
+        drop(dropped);
+    }
+
+    fn queue_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Queue an item and wake the socket; a full queue closes the socket as a slow consumer.
+    fn push(&self, item: Outbound) -> bool {
+        let mut queue = self.lock();
+        if self.queue_closed() {
+            return false;
+        }
+        if queue.items.len() >= queue.limit {
+            drop(queue);
+            // The client does not keep up. Waiting would delay every other subscriber, so
+            // the socket is closed; its client reconnects and rejoins to a fresh snapshot.
+            self.request_close(1013);
+            return false;
+        }
+        queue.items.push_back(item);
+        drop(queue);
+        self.waker.wake();
+        true
     }
 
     /// Ask the socket task to close with `code`; the first request wins.
@@ -121,18 +188,17 @@ pub(crate) struct JoinShared {
 /// waits: when the socket's queue is full the socket is closed with 1013 (slow consumer).
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outbound>,
     socket: Arc<SocketShared>,
     join: Arc<JoinShared>,
 }
 
 impl Outbox {
-    pub(crate) fn new(tx: mpsc::Sender<Outbound>, socket: Arc<SocketShared>, join_id: u64) -> Self {
+    pub(crate) fn new(socket: Arc<SocketShared>, join_id: u64) -> Self {
         let join = Arc::new(JoinShared {
             id: join_id,
             ended: AtomicBool::new(false),
         });
-        Outbox { tx, socket, join }
+        Outbox { socket, join }
     }
 
     pub(crate) fn join_id(&self) -> u64 {
@@ -169,7 +235,7 @@ impl Outbox {
     /// Whether the socket or this join is gone.
     pub fn is_closed(&self) -> bool {
         self.join.ended.load(Ordering::Acquire)
-            || self.tx.is_closed()
+            || self.socket.queue_closed()
             || self.socket.requested_close().is_some()
     }
 
@@ -177,21 +243,11 @@ impl Outbox {
         if self.is_closed() {
             return false;
         }
-        let item = Outbound {
+        self.socket.push(Outbound {
             join: self.join.id,
             seq,
             kind,
-        };
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // The client does not keep up. Waiting would delay every other subscriber, so
-                // the socket is closed; its client reconnects and rejoins to a fresh snapshot.
-                self.socket.request_close(1013);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        })
     }
 }
 
@@ -211,9 +267,8 @@ mod tests {
 
     #[test]
     fn full_queue_requests_slow_consumer_close() {
-        let (tx, _rx) = mpsc::channel(1);
-        let socket = Arc::new(SocketShared::new(7));
-        let outbox = Outbox::new(tx, Arc::clone(&socket), 1);
+        let socket = Arc::new(SocketShared::new(7, 1));
+        let outbox = Outbox::new(Arc::clone(&socket), 1);
         let b = Broadcast::new("t", "e", Payload::Json(serde_json::json!({})));
         assert!(outbox.broadcast(1, &b));
         assert!(!outbox.broadcast(2, &b));
@@ -224,10 +279,29 @@ mod tests {
 
     #[test]
     fn ended_join_refuses_sends() {
-        let (tx, _rx) = mpsc::channel(4);
-        let outbox = Outbox::new(tx, Arc::new(SocketShared::new(1)), 1);
+        let outbox = Outbox::new(Arc::new(SocketShared::new(1, 4)), 1);
         outbox.end();
         assert!(!outbox.push("e", Payload::Json(serde_json::json!({}))));
+    }
+
+    #[test]
+    fn drained_queue_gives_its_room_back_and_a_closed_one_refuses() {
+        let socket = Arc::new(SocketShared::new(1, 1000));
+        let outbox = Outbox::new(Arc::clone(&socket), 1);
+        let b = Broadcast::new("t", "e", Payload::Json(serde_json::json!({})));
+        for seq in 0..500 {
+            assert!(outbox.broadcast(seq, &b));
+        }
+        let mut seqs = Vec::new();
+        while let Some(item) = socket.pop() {
+            seqs.push(item.seq);
+        }
+        assert_eq!(seqs, (0..500).collect::<Vec<_>>(), "in order, none lost");
+        assert!(socket.lock().items.capacity() <= IDLE_QUEUE_SLOTS);
+        socket.close_queue();
+        assert!(!outbox.broadcast(501, &b));
+        assert!(outbox.is_closed());
+        assert!(socket.pop().is_none());
     }
 
     #[test]

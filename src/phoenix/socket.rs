@@ -13,25 +13,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 
 use super::frame::{self, InMessage, Payload, Vsn};
 use super::outbox::{OutKind, Outbound, Outbox, SocketShared};
 use super::transport::{EndpointConfig, SocketSlot};
+use super::websocket::WsWire;
 use super::{BoxFuture, Channel, JoinResult, Reply, SocketHandler};
-
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// What a socket's state machine reads client frames from and writes server frames to. The
 /// WebSocket is one; a long-poll session (`longpoll.rs`) is the other, so both transports share
@@ -54,39 +50,10 @@ pub(crate) enum Inbound {
     Failed(u16, String),
 }
 
-impl Wire for Ws {
-    const IDLE_TIMEOUT: bool = true;
-
-    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
-        self.poll_next_unpin(cx).map(|item| match item {
-            None => Inbound::Gone,
-            Some(Ok(msg)) => Inbound::Message(msg),
-            Some(Err(e)) => {
-                let code = match &e {
-                    WsError::Utf8(_) => 1007,
-                    WsError::Capacity(_) => 1009,
-                    WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                        return Inbound::Gone
-                    }
-                    WsError::Protocol(_) => 1002,
-                    _ => return Inbound::Gone,
-                };
-                Inbound::Failed(code, e.to_string())
-            }
-        })
-    }
-}
-
 /// Read buffer per socket. Clients send little (joins, heartbeats: ~100 bytes), and an idle
 /// subscriber must stay cheap: tungstenite allocates and zero-fills this eagerly. A larger
 /// client message (up to `max_message_bytes`) still fits: the buffer grows for it.
 const READ_BUFFER_BYTES: usize = 1024;
-/// Frames queued for a socket are copied into tungstenite's write buffer and written out
-/// together once it holds this much (and at the end of each drain of the queue, so a lone
-/// frame is never held back). Under a burst of orders one `write` then carries many frames
-/// instead of one syscall per frame; an idle socket allocates nothing for it. See
-/// `BENCHMARKS.md` for the measurement.
-const WRITE_BATCH_BYTES: usize = 8 * 1024;
 /// Stop reading a client that lets this many of our replies pile up (it is not reading).
 const PAUSE_READING_AT: usize = 64;
 /// How long a closing socket may take to get its close frame out to a slow client.
@@ -129,8 +96,6 @@ pub(crate) struct Socket<H: SocketHandler> {
     session: Arc<H::Session>,
     vsn: Vsn,
     peer: SocketAddr,
-    /// Kept to hand out new outboxes; the queue's receiver is owned by the loop.
-    tx: mpsc::Sender<Outbound>,
     joined: Vec<Joined>,
     /// Replies and control frames produced by this task, written before queued items.
     pending: VecDeque<Message>,
@@ -152,14 +117,13 @@ pub(crate) async fn run<H: SocketHandler>(
 ) {
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BATCH_BYTES)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
-    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-    let (mut socket, mut rx) = Socket::new(slot, session, vsn, peer, config);
-    let end = socket.serve(&mut ws, &mut rx).await;
+    let mut ws = WsWire::new(io, ws_config).await;
+    let mut socket = Socket::new(slot, session, vsn, peer);
+    let end = socket.serve(&mut ws).await;
     // Boxed (like joins): an idle socket's task then only holds the state of its read loop.
-    Box::pin(socket.finish(ws, rx, end)).await;
+    Box::pin(socket.finish(ws, end)).await;
 }
 
 fn deadline(from: Instant, after: Duration) -> Instant {
@@ -168,28 +132,24 @@ fn deadline(from: Instant, after: Duration) -> Instant {
 }
 
 impl<H: SocketHandler> Socket<H> {
-    /// A socket with nothing joined, and the receiving end of its outbound queue.
+    /// A socket with nothing joined; its outbound queue lives in the slot's shared state.
     pub(crate) fn new(
         slot: SocketSlot<H>,
         session: Arc<H::Session>,
         vsn: Vsn,
         peer: SocketAddr,
-        config: &EndpointConfig,
-    ) -> (Self, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
-        let socket = Socket {
+    ) -> Self {
+        Socket {
             slot,
             session,
             vsn,
             peer,
-            tx,
             joined: Vec::new(),
             pending: VecDeque::new(),
             next_join_id: 1,
             unflushed: false,
             peer_closed: false,
-        };
-        (socket, rx)
+        }
     }
 
     fn idle_timeout<W: Wire>(&self) -> Duration {
@@ -200,18 +160,14 @@ impl<H: SocketHandler> Socket<H> {
     }
 
     /// Run the protocol over the connection until it ends; returns how it ended.
-    pub(crate) async fn serve<W: Wire>(
-        &mut self,
-        ws: &mut W,
-        rx: &mut mpsc::Receiver<Outbound>,
-    ) -> End {
+    pub(crate) async fn serve<W: Wire>(&mut self, ws: &mut W) -> End {
         let mut last_received = Instant::now();
         // The timer is only re-armed when it fires, so a busy socket does not touch the timer
         // wheel on every frame.
         let idle = tokio::time::sleep_until(deadline(last_received, self.idle_timeout::<W>()));
         tokio::pin!(idle);
         loop {
-            let event = poll_fn(|cx| self.poll_event(cx, ws, rx, idle.as_mut())).await;
+            let event = poll_fn(|cx| self.poll_event(cx, ws, idle.as_mut())).await;
             match event {
                 Event::CloseRequested(code) => return End::Close(code),
                 Event::WriteFailed => return End::Gone,
@@ -230,7 +186,7 @@ impl<H: SocketHandler> Socket<H> {
                 }
                 Event::Inbound(Inbound::Message(msg)) => {
                     last_received = Instant::now();
-                    if let Some(end) = self.on_message(msg, rx).await {
+                    if let Some(end) = self.on_message(msg).await {
                         return end;
                     }
                 }
@@ -242,14 +198,13 @@ impl<H: SocketHandler> Socket<H> {
         &mut self,
         cx: &mut Context<'_>,
         ws: &mut W,
-        rx: &mut mpsc::Receiver<Outbound>,
         idle: Pin<&mut Sleep>,
     ) -> Poll<Event> {
         self.slot.shared.register(cx.waker());
         if let Some(code) = self.slot.shared.requested_close() {
             return Poll::Ready(Event::CloseRequested(code));
         }
-        if let Err(e) = self.poll_write(cx, ws, rx) {
+        if let Err(e) = self.poll_write(cx, ws) {
             tracing::debug!(peer = %self.peer, error = %e, "socket write failed");
             return Poll::Ready(Event::WriteFailed);
         }
@@ -267,14 +222,13 @@ impl<H: SocketHandler> Socket<H> {
 
     /// Move frames to the WebSocket while it accepts them: own replies first, then the queue.
     /// Returns as soon as the connection would block; never waits.
-    fn poll_write<W: Wire>(
-        &mut self,
-        cx: &mut Context<'_>,
-        ws: &mut W,
-        rx: &mut mpsc::Receiver<Outbound>,
-    ) -> Result<(), WsError> {
+    fn poll_write<W: Wire>(&mut self, cx: &mut Context<'_>, ws: &mut W) -> Result<(), WsError> {
         if self.peer_closed {
-            return Ok(());
+            // Nothing new is sent; what is queued goes out, tungstenite's close reply last.
+            return match ws.poll_flush_unpin(cx) {
+                Poll::Ready(Err(e)) => Err(e),
+                _ => Ok(()),
+            };
         }
         loop {
             match ws.poll_ready_unpin(cx) {
@@ -283,12 +237,14 @@ impl<H: SocketHandler> Socket<H> {
             }
             let msg = match self.pending.pop_front() {
                 Some(msg) => msg,
-                None => match rx.poll_recv(cx) {
-                    Poll::Ready(Some(item)) => match self.outbound(item) {
+                // The waker was registered before (`poll_event`): an item queued after
+                // this finds the queue empty wakes the task.
+                None => match self.slot.shared.pop() {
+                    Some(item) => match self.outbound(item) {
                         Some(msg) => msg,
                         None => continue,
                     },
-                    Poll::Ready(None) | Poll::Pending => break,
+                    None => break,
                 },
             };
             self.count_sent(&msg);
@@ -340,8 +296,8 @@ impl<H: SocketHandler> Socket<H> {
 
     /// Move everything already queued into `pending`, so a reply follows the channel's own
     /// pushes as it does in Phoenix (frames from one channel keep their order).
-    fn drain_queue(&mut self, rx: &mut mpsc::Receiver<Outbound>) {
-        while let Ok(item) = rx.try_recv() {
+    fn drain_queue(&mut self) {
+        while let Some(item) = self.slot.shared.pop() {
             if let Some(msg) = self.outbound(item) {
                 self.pending.push_back(msg);
             }
@@ -393,7 +349,7 @@ impl<H: SocketHandler> Socket<H> {
         self.reply(join_ref, reference, topic, status, &Payload::Json(response));
     }
 
-    async fn on_message(&mut self, msg: Message, rx: &mut mpsc::Receiver<Outbound>) -> Option<End> {
+    async fn on_message(&mut self, msg: Message) -> Option<End> {
         let decoded = match msg {
             Message::Text(text) => frame::decode_text(self.vsn, text.as_str()),
             Message::Binary(data) => frame::decode_binary(self.vsn, &data),
@@ -410,7 +366,7 @@ impl<H: SocketHandler> Socket<H> {
             Message::Pong(_) | Message::Frame(_) => return None,
         };
         match decoded {
-            Ok(m) => self.dispatch(m, rx).await,
+            Ok(m) => self.dispatch(m).await,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = %e, "malformed Phoenix frame, closing socket with 1011");
                 Some(End::Close(1011))
@@ -418,7 +374,7 @@ impl<H: SocketHandler> Socket<H> {
         }
     }
 
-    async fn dispatch(&mut self, m: InMessage, rx: &mut mpsc::Receiver<Outbound>) -> Option<End> {
+    async fn dispatch(&mut self, m: InMessage) -> Option<End> {
         // Heartbeats come before any routing and never need a join.
         if m.topic == "phoenix" && m.event == "heartbeat" {
             self.reply_json(&Value::Null, &m.reference, "phoenix", "ok", json!({}));
@@ -427,7 +383,7 @@ impl<H: SocketHandler> Socket<H> {
         match m.event.as_str() {
             "phx_join" => return Box::pin(self.join(m)).await,
             "phx_leave" => self.leave(m),
-            _ => self.event(m, rx),
+            _ => self.event(m),
         }
         None
     }
@@ -448,7 +404,7 @@ impl<H: SocketHandler> Socket<H> {
         } else {
             let join_id = self.next_join_id;
             self.next_join_id += 1;
-            let outbox = Outbox::new(self.tx.clone(), Arc::clone(&self.slot.shared), join_id);
+            let outbox = Outbox::new(Arc::clone(&self.slot.shared), join_id);
             let handler = &self.slot.endpoint.handler;
             // A panic in the routing call itself counts as a crashed join, like one in the future.
             let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -549,7 +505,7 @@ impl<H: SocketHandler> Socket<H> {
         }
     }
 
-    fn event(&mut self, m: InMessage, rx: &mut mpsc::Receiver<Outbound>) {
+    fn event(&mut self, m: InMessage) {
         let Some(idx) = self.position(&m.topic) else {
             let reason = json!({"reason": "unmatched topic"});
             return self.reply_json(&Value::Null, &m.reference, &m.topic, "error", reason);
@@ -567,7 +523,7 @@ impl<H: SocketHandler> Socket<H> {
             tracing::warn!(peer = %self.peer, topic = %m.topic, "channel panicked");
             Reply::Crash
         });
-        self.drain_queue(rx);
+        self.drain_queue();
         // The channel may have crashed itself through its outbox meanwhile.
         let Some(idx) = self.position_of_join(join_id) else {
             return;
@@ -596,8 +552,8 @@ impl<H: SocketHandler> Socket<H> {
 
     /// Drop every channel (ending their subscriptions) and everything not yet sent. The socket
     /// stays counted as open until it is dropped.
-    pub(crate) fn release(&mut self, rx: &mut mpsc::Receiver<Outbound>, end: &End) {
-        rx.close();
+    pub(crate) fn release(&mut self, end: &End) {
+        self.slot.shared.close_queue();
         for joined in self.joined.drain(..) {
             joined.outbox.end();
         }
@@ -615,22 +571,28 @@ impl<H: SocketHandler> Socket<H> {
     /// End a WebSocket: release the socket, and for a server-initiated close send the close
     /// frame (after what the client has not read yet), hang up our side and let the client
     /// finish, each bounded in time.
-    async fn finish(mut self, mut ws: Ws, mut rx: mpsc::Receiver<Outbound>, end: End) {
-        self.release(&mut rx, &end);
-        if let End::Close(code) = end {
-            let frame = CloseFrame {
-                code: CloseCode::from(code),
-                reason: "".into(),
-            };
-            let _ =
-                tokio::time::timeout(CLOSE_WRITE_GRACE, ws.send(Message::Close(Some(frame)))).await;
-            let _ = tokio::time::timeout(CLOSE_DRAIN_GRACE, async {
-                let io = ws.get_mut();
-                let _ = io.shutdown().await;
-                let mut sink = [0u8; 512];
-                while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
-            })
-            .await;
+    async fn finish(mut self, mut ws: WsWire, end: End) {
+        self.release(&end);
+        match end {
+            // The client closed: what is still queued (tungstenite's close reply last) goes out.
+            End::Gone if ws.has_queued() => {
+                let _ = tokio::time::timeout(CLOSE_WRITE_GRACE, ws.write_all()).await;
+            }
+            End::Gone => {}
+            End::Close(code) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: "".into(),
+                };
+                let _ = tokio::time::timeout(CLOSE_WRITE_GRACE, ws.close(frame)).await;
+                let _ = tokio::time::timeout(CLOSE_DRAIN_GRACE, async {
+                    let io = ws.io();
+                    let _ = io.shutdown().await;
+                    let mut sink = [0u8; 512];
+                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await;
+            }
         }
     }
 }

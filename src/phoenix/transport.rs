@@ -225,6 +225,7 @@ impl<H: SocketHandler> Endpoint<H> {
         }
         let shared = Arc::new(SocketShared::new(
             NEXT_SOCKET_ID.fetch_add(1, Ordering::Relaxed),
+            config.outbound_queue,
         ));
         self.lock_sockets().insert(shared.id, Arc::clone(&shared));
         Some(SocketSlot {
