@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::http::auth::Auth;
 use crate::http::{self, App};
 use crate::ops::metrics::{self, Counters, Sources};
-use crate::ops::{check, reload, systemd};
+use crate::ops::{check, memory, reload, systemd};
 use crate::phoenix::{Endpoint, EndpointConfig};
 use crate::store::{self, RecordCtx, Store, StoreError, StoreOptions};
 
@@ -232,6 +232,14 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     // READY before the first watchdog ping: systemd ignores pings from a unit still starting.
     systemd::ready();
     let watchdog = systemd::spawn_watchdog(store.readers.clone());
+    let trimmer = memory::spawn_trimmer({
+        let endpoint = Arc::clone(&endpoint);
+        move || {
+            let m = endpoint.metrics();
+            let sent = m.messages_sent.load(std::sync::atomic::Ordering::Relaxed);
+            sent.wrapping_add(m.open_sockets.load(std::sync::atomic::Ordering::Relaxed))
+        }
+    });
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -243,6 +251,9 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         drop(config_watch);
         if let Some(watchdog) = watchdog {
             watchdog.abort();
+        }
+        if let Some(trimmer) = trimmer {
+            trimmer.abort();
         }
         let closing = async {
             match tokio::time::timeout(DRAIN_TIMEOUT, endpoint.close_all(CLOSE_GOING_AWAY)).await {

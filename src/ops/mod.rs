@@ -1,7 +1,8 @@
 //! The appliance around the daemon (SPEC 8, 9): what an operator runs or watches on the Pi.
 //! `kaffediem backup` and `kaffediem check` ([`backup`], [`check`]), the systemd handshake
-//! ([`systemd`]), `/metrics` ([`metrics`]), configuration hot reload ([`reload`]) and the log
-//! subscriber whose level that reload can change ([`logging`]).
+//! ([`systemd`]), `/metrics` ([`metrics`]), configuration hot reload ([`reload`]), the log
+//! subscriber whose level that reload can change ([`logging`]) and giving the heap back after
+//! a burst ([`memory`]).
 //!
 //! Architecture invariant: nothing here writes to the database. Backups and checks read the
 //! file through their own SQLite connections, as any other process may (SPEC 7); the daemon's
@@ -10,6 +11,7 @@
 pub mod backup;
 pub mod check;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod reload;
 pub mod systemd;

@@ -32,6 +32,9 @@ use subscribers::Tracker;
 
 /// How long one order may take to reach every subscriber before it counts as missing.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Quiet time after the last delivery before reading RSS "after the orders": the daemon gives
+/// a burst's freed heap back once its sockets have been quiet for a second or two.
+const AFTER_TRAFFIC: Duration = Duration::from_secs(4);
 /// Settling time before reading RSS (allocators and sockets quiet down).
 const SETTLE: Duration = Duration::from_secs(1);
 /// Pause between the one-at-a-time orders, so each meets a quiet daemon.
@@ -381,6 +384,7 @@ async fn measure(
         })
         .collect();
     eprintln!("   {m} orders with {} writers done", args.writers);
+    tokio::time::sleep(if args.smoke { SETTLE } else { AFTER_TRAFFIC }).await;
     let peak = server.rss();
     let expected = ((l + m) * n) as u64;
     let got: u64 = (0..l + m).map(|i| tracker.count(i) as u64).sum();
@@ -394,6 +398,9 @@ async fn measure(
         rss_connected_kib: connected_kib,
         rss_peak_kib: peak.map_or(0, |r| r.peak_kib),
         kib_per_socket: connected_kib.saturating_sub(idle_kib) as f64 / n.max(1) as f64,
+        rss_after_kib: peak.map_or(0, |r| r.now_kib),
+        kib_per_socket_after: peak.map_or(0, |r| r.now_kib).saturating_sub(idle_kib) as f64
+            / n.max(1) as f64,
         samples_ms: latencies.iter().map(|&ns| ns as f64 / 1e6).collect(),
         cpu_ms_per_order: cpu,
         latency: Stats::of_ns(latencies),

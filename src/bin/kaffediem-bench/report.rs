@@ -39,6 +39,10 @@ pub struct SocketRun {
     pub rss_connected_kib: u64,
     pub rss_peak_kib: u64,
     pub kib_per_socket: f64,
+    /// RSS once every order has reached every subscriber and things settled, the sockets
+    /// still open: what the sockets cost after traffic (buffers a burst left behind).
+    pub rss_after_kib: u64,
+    pub kib_per_socket_after: f64,
     /// One order at a time: request → last subscriber.
     pub latency: Stats,
     /// The same orders: first subscriber → last subscriber (the fan-out alone, whatever
@@ -198,6 +202,10 @@ impl Report {
                     r.closed_by_server
                 );
             }
+            println!(
+                "        after the orders (all delivered, settled): RSS {} KiB = {:.2} KiB per socket",
+                r.rss_after_kib, r.kib_per_socket_after
+            );
             println!(
                 "        one at a time: ack p50 {:.2} ms; first → last subscriber p50 {:.2} ms / p99 {:.2} ms; server CPU {} per order",
                 r.ack.p50_ms,
