@@ -546,3 +546,134 @@ async fn resuming_an_order_filter_replays_leaving_it_as_a_delete() {
     );
     daemon.stop().await;
 }
+
+/// Ids of `records` (a snapshot's items) whose `category_name` is `category`.
+fn ids_in(records: &Value, category: &str) -> Vec<i64> {
+    let mut ids: Vec<i64> = records
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| r["category_name"] == category)
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Read `socket` (joined to category, item and menu) until `items` item changes arrived;
+/// returns the category change, the item changes (sorted by id) and how many menu
+/// broadcasts came with them, counting a quiet second after.
+async fn category_change_with_items(
+    socket: &mut Socket,
+    items: usize,
+) -> (Value, Vec<Value>, usize) {
+    let (mut category, mut changed, mut menus) = (Value::Null, Vec::new(), 0);
+    while changed.len() < items || category.is_null() {
+        let frame = socket.recv().await;
+        match (frame[2].as_str(), frame[3].as_str()) {
+            (Some("collection:category"), Some("change")) => category = frame[4].clone(),
+            (Some("collection:item"), Some("change")) => changed.push(frame[4].clone()),
+            (Some("collection:menu"), Some("change")) => menus += 1,
+            _ => {}
+        }
+    }
+    for frame in socket.recv_for(Duration::from_millis(1000)).await {
+        assert_ne!(frame[2], "collection:item", "more item changes: {frame}");
+        menus += usize::from(frame[2] == "collection:menu");
+    }
+    changed.sort_by_key(|c| c["record"]["id"].as_i64());
+    (category, changed, menus)
+}
+
+#[tokio::test]
+async fn renaming_a_category_republishes_its_items_with_the_new_name() {
+    let daemon = Daemon::demo().await;
+    let mut screen = daemon.socket("").await;
+    let categories = screen.join_ok("collection:category", json!({})).await;
+    let snapshot = screen.join_ok("collection:item", json!({})).await;
+    screen.join_ok("collection:menu", json!({})).await;
+    let seen = snapshot["seq"].as_u64().expect("seq");
+    let kaffe = categories["items"]
+        .as_array()
+        .expect("categories")
+        .iter()
+        .find(|c| c["name"] == "Kaffe")
+        .and_then(|c| c["id"].as_i64())
+        .expect("Kaffe");
+    let kaffe_items = ids_in(&snapshot["items"], "Kaffe");
+    assert_eq!(kaffe_items.len(), 7);
+
+    // Over HTTP.
+    let reply = crate::support::http::call(
+        daemon.addr,
+        "PATCH",
+        &format!("/api/collections/category/records/{kaffe}"),
+    )
+    .header("authorization", "Bearer admin-secret")
+    .json(&json!({"name": "Kaffebar"}))
+    .send()
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (category, items, menus) = category_change_with_items(&mut screen, 7).await;
+    assert_eq!(category["record"]["name"], "Kaffebar");
+    let seq = category["seq"].as_u64().expect("seq");
+    let ids: Vec<i64> = items
+        .iter()
+        .filter_map(|c| c["record"]["id"].as_i64())
+        .collect();
+    assert_eq!(ids, kaffe_items);
+    for change in &items {
+        assert_eq!(change["action"], "update");
+        assert_eq!(change["seq"], seq, "the rename's own transaction");
+        assert_eq!(change["record"]["category_name"], "Kaffebar");
+    }
+    assert_eq!(menus, 1, "exactly one menu broadcast for the transaction");
+
+    // A screen that was away resumes with the same item changes.
+    let mut away = daemon.socket("").await;
+    let resumed = away
+        .join_ok("collection:item", json!({"options": {"since": seen}}))
+        .await;
+    let mut replayed: Vec<Value> = resumed["changes"].as_array().expect("changes").clone();
+    replayed.sort_by_key(|c| c["record"]["id"].as_i64());
+    assert_eq!(replayed, items);
+
+    // From another process: rename one category, delete another under its items (the sqlite3
+    // shell does not enforce foreign keys; rusqlite's bundled SQLite does unless told).
+    let shell = daemon.shell();
+    shell
+        .execute("UPDATE category SET name = 'Urtete' WHERE name = 'Te'", [])
+        .expect("rename");
+    let (_, items, menus) = category_change_with_items(&mut screen, 3).await;
+    assert!(items
+        .iter()
+        .all(|c| c["record"]["category_name"] == "Urtete"));
+    assert_eq!(menus, 1);
+    shell
+        .pragma_update(None, "foreign_keys", false)
+        .expect("pragma");
+    shell
+        .execute("DELETE FROM category WHERE name = 'Mat og bakst'", [])
+        .expect("delete");
+    let (category, items, _) = category_change_with_items(&mut screen, 4).await;
+    assert_eq!(category["action"], "delete");
+    // Exactly what a fresh snapshot shows for those items.
+    let fresh = daemon
+        .socket("")
+        .await
+        .join_ok("collection:item", json!({}))
+        .await;
+    for change in &items {
+        assert_eq!(change["action"], "update");
+        assert_eq!(change["record"]["category_name"], Value::Null);
+        let id = &change["record"]["id"];
+        let listed = fresh["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|r| r["id"] == *id)
+            .expect("still listed");
+        assert_eq!(&change["record"], listed);
+    }
+    daemon.stop().await;
+}
