@@ -22,7 +22,7 @@ use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, Store};
 
 use super::filter::{local_date, FromDate, OrderKey};
 use super::log::{self, ChangeLog, Logged};
-use super::registry::{Registry, TopicKey, Topics};
+use super::registry::{Batch, Registry, TopicKey, Topics};
 
 /// A `seq` above every real one: broadcasts that are not commits (the midnight roll-over)
 /// must never be mistaken for something a snapshot already contains.
@@ -95,7 +95,8 @@ impl Fanout {
 
     /// Publish one committed transaction: log it and queue its broadcasts, all under one
     /// hold of the registry lock, so a join sees either all of it (in its snapshot or log
-    /// slice) or none of it (then it arrives as broadcasts).
+    /// slice) or none of it (then it arrives as broadcasts — or, when it is more than the
+    /// join's queue should take at once, as a request to rejoin, which reads this log).
     pub fn apply(&mut self, set: &ChangeSet) {
         if set.seq <= self.last_seq {
             return;
@@ -104,10 +105,11 @@ impl Fanout {
         self.roll_over_if_new_day();
         let registry = Arc::clone(&self.registry);
         let mut topics = registry.lock();
+        let mut batch = Batch::default();
         let mut logged = Vec::with_capacity(set.changes.len());
         for change in &set.changes {
             let old_order = if change.collection == Collection::Order {
-                self.order_change(&mut topics, set.seq, change)
+                self.order_change(&topics, &mut batch, set.seq, change)
             } else {
                 let key = TopicKey::Collection(change.collection);
                 // The record is copied into the payload only when someone will receive it.
@@ -115,7 +117,7 @@ impl Fanout {
                     let payload = log::payload(change.op, change, set.seq);
                     let topic = format!("collection:{}", change.collection.name());
                     let msg = broadcast(&self.registry, topic, "change", Payload::Json(payload));
-                    topics.send(key, set.seq, &msg);
+                    batch.push(key, msg);
                 }
                 None
             };
@@ -125,17 +127,36 @@ impl Fanout {
             });
         }
         if let (Some(menu), true) = (&set.menu, topics.has_subscribers(TopicKey::Menu)) {
-            let msg = menu_broadcast(&self.registry, menu, set.seq);
-            topics.send(TopicKey::Menu, set.seq, &msg);
+            batch.push(
+                TopicKey::Menu,
+                menu_broadcast(&self.registry, menu, set.seq),
+            );
         }
+        let resynced = topics.deliver(set.seq, &batch);
         topics
             .log
             .record(set.seq, logged, set.menu.is_some(), self.clock.now());
+        drop(topics);
+        if resynced > 0 {
+            tracing::info!(
+                seq = set.seq,
+                changes = set.changes.len(),
+                joins = resynced,
+                "a commit changed more rows than some joins' queues take at once; told them to rejoin"
+            );
+        }
     }
 
-    /// Broadcast one order change to every filter group it concerns, and the notifications
-    /// it triggers. Returns the order's filter fields before the change (for the log).
-    fn order_change(&mut self, topics: &mut Topics, seq: u64, change: &Change) -> Option<OrderKey> {
+    /// Add to `batch` one order change for every filter group it concerns, and the
+    /// notifications it triggers. Returns the order's filter fields before the change (for
+    /// the log).
+    fn order_change(
+        &mut self,
+        topics: &Topics,
+        batch: &mut Batch,
+        seq: u64,
+        change: &Change,
+    ) -> Option<OrderKey> {
         let old = self.orders.remove(&change.id);
         let new = change.record.as_deref().and_then(OrderKey::from_record);
         if let Some(key) = &new {
@@ -165,7 +186,7 @@ impl Fanout {
                     Payload::Json(payload),
                 )
             });
-            topics.send(TopicKey::Orders(filter), seq, msg);
+            batch.push(TopicKey::Orders(filter), Arc::clone(msg));
         }
 
         if let Some(key) = &new {
@@ -180,7 +201,7 @@ impl Fanout {
                     format!("New order{day}"),
                     key.inserted_at,
                 );
-                topics.send(TopicKey::Admin, seq, &msg);
+                batch.push(TopicKey::Admin, msg);
             }
             let completed_now =
                 key.state == "completed" && old.as_ref().is_none_or(|o| o.state != "completed");
@@ -196,7 +217,7 @@ impl Fanout {
                     format!("Order{day} is ready"),
                     self.clock.now(),
                 );
-                topics.send(TopicKey::User(customer), seq, &msg);
+                batch.push(TopicKey::User(customer), msg);
             }
         }
         old
@@ -217,6 +238,9 @@ impl Fanout {
             // and new joins read fresh snapshots.
             return;
         }
+        // A busy day's deletes are one batch: a screen they would swamp resyncs instead
+        // (its rejoin gets a snapshot, as the log cannot replay a roll-over).
+        let mut batch = Batch::default();
         for filter in topics.order_filters() {
             if filter.from != FromDate::Today {
                 continue;
@@ -239,9 +263,10 @@ impl Fanout {
                     "change",
                     Payload::Json(payload),
                 );
-                topics.send(TopicKey::Orders(filter), NOT_A_COMMIT, &msg);
+                batch.push(TopicKey::Orders(filter), msg);
             }
         }
+        topics.deliver(NOT_A_COMMIT, &batch);
     }
 }
 

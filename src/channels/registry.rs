@@ -1,6 +1,8 @@
 //! Who is subscribed to what. Joins add a subscriber, dropping its [`Subscription`] removes it,
-//! and the fan-out walks the subscribers of a topic to queue one shared broadcast to each.
-//! Order subscribers are grouped by filter, so a change is matched once per distinct filter.
+//! and the fan-out hands over each commit's broadcasts as one [`Batch`], queued to the
+//! subscribers of each topic (one shared broadcast each) — or, for a join that the batch
+//! would swamp, replaced by a request to resync. Order subscribers are grouped by filter, so
+//! a change is matched once per distinct filter.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,9 +44,99 @@ pub struct Topics {
     pub log: ChangeLog,
 }
 
+/// The broadcasts of one commit (or of the midnight roll-over), in order, each for one topic.
+/// Delivered whole by [`Topics::deliver`], so that each join's share is known before any of
+/// it is queued.
+#[derive(Default)]
+pub struct Batch {
+    sends: Vec<(TopicKey, Arc<Broadcast>)>,
+}
+
+impl Batch {
+    pub fn push(&mut self, key: TopicKey, msg: Arc<Broadcast>) {
+        self.sends.push((key, msg));
+    }
+}
+
+/// Whether a join may receive its `n` broadcasts of one batch as they are, when the batch
+/// already gives `planned` to the other joins of its socket.
+///
+/// One batch may give a socket at most half of its queue. The queue is shared by all the
+/// socket's joins and may still hold what the client has not read yet; one commit filling it
+/// (a bulk `UPDATE` of a thousand orders from the `sqlite3` shell) would close the whole
+/// socket with 1013 and drop its other topics. Half leaves the other half for that backlog
+/// and for the single changes of the commits that follow while the client catches up. Past
+/// that size a resync is also the cheaper way for the client: its rejoin with `since` gets
+/// the same changes from the change log in one reply (or a snapshot) instead of hundreds of
+/// frames. The current free space is deliberately not consulted: a socket that stopped
+/// reading must still fill its queue and be closed with 1013 (SPEC 10), not linger with its
+/// joins resynced away.
+fn fits(outbox: &Outbox, n: usize, planned: usize) -> bool {
+    planned + n <= (outbox.queue_capacity() / 2).max(1)
+}
+
 impl Topics {
+    /// Queue a batch, in order. A join for which its share of the batch does not [`fits`] is
+    /// told to resync instead (`phx_error` for its topic: the client rejoins, with `since`
+    /// when it keeps the `seq`) and leaves the topic's list; it gets none of the batch, and
+    /// its socket and other joins go on. Returns how many joins were told to resync.
+    pub fn deliver(&mut self, seq: u64, batch: &Batch) -> usize {
+        let mut per_topic: HashMap<TopicKey, usize> = HashMap::new();
+        for (key, _) in &batch.sends {
+            *per_topic.entry(*key).or_default() += 1;
+        }
+        // One broadcast for a topic is never worth a resync: the common commit (one order
+        // placed) skips the bookkeeping. The smaller shares go first, so when a socket's
+        // joins together are too much, the join with the most changes is the one to resync.
+        let mut shares: Vec<(TopicKey, usize)> =
+            per_topic.into_iter().filter(|(_, n)| *n > 1).collect();
+        shares.sort_unstable_by_key(|(_, n)| *n);
+        let mut resynced = 0;
+        let mut planned: HashMap<u64, usize> = HashMap::new();
+        for (key, n) in shares {
+            resynced += self.resync_unless_fits(key, n, &mut planned);
+        }
+        for (key, msg) in &batch.sends {
+            self.send(*key, seq, msg);
+        }
+        resynced
+    }
+
+    /// Tell the subscribers of `key` for whom `n` broadcasts are too many to resync, and drop
+    /// them from the list (their socket unjoins them when it sends the `phx_error`).
+    fn resync_unless_fits(
+        &mut self,
+        key: TopicKey,
+        n: usize,
+        planned: &mut HashMap<u64, usize>,
+    ) -> usize {
+        let Some(subs) = self.groups.get_mut(&key) else {
+            return 0;
+        };
+        let mut resynced = 0;
+        subs.retain(|sub| {
+            if sub.outbox.is_closed() {
+                return false;
+            }
+            let planned = planned.entry(sub.outbox.socket_id()).or_default();
+            if fits(&sub.outbox, n, *planned) {
+                *planned += n;
+                return true;
+            }
+            // One queue slot for the phx_error; with none left the socket closes with 1013.
+            sub.outbox.crash();
+            *planned += 1;
+            resynced += 1;
+            false
+        });
+        if subs.is_empty() {
+            self.groups.remove(&key);
+        }
+        resynced
+    }
+
     /// Queue `msg` to every subscriber of `key`, dropping the ones whose socket is gone.
-    pub fn send(&mut self, key: TopicKey, seq: u64, msg: &Arc<Broadcast>) -> usize {
+    fn send(&mut self, key: TopicKey, seq: u64, msg: &Arc<Broadcast>) -> usize {
         let Some(subs) = self.groups.get_mut(&key) else {
             return 0;
         };
@@ -160,5 +252,118 @@ impl Drop for Subscription {
                 topics.groups.remove(&self.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phoenix::outbox::{OutKind, Outbound, SocketShared};
+    use crate::phoenix::Payload;
+    use tokio::sync::mpsc;
+
+    /// A socket with a queue of `capacity`, as the registry sees it through its outboxes.
+    struct TestSocket {
+        shared: Arc<SocketShared>,
+        tx: mpsc::Sender<Outbound>,
+        rx: mpsc::Receiver<Outbound>,
+    }
+
+    impl TestSocket {
+        fn new(id: u64, capacity: usize) -> Self {
+            let (tx, rx) = mpsc::channel(capacity);
+            let shared = Arc::new(SocketShared::new(id));
+            TestSocket { shared, tx, rx }
+        }
+
+        fn outbox(&self, join: u64) -> Outbox {
+            Outbox::new(self.tx.clone(), Arc::clone(&self.shared), join)
+        }
+
+        /// What was queued: (join, "broadcast" | "crash") in order.
+        fn queued(&mut self) -> Vec<(u64, &'static str)> {
+            let mut out = Vec::new();
+            while let Ok(item) = self.rx.try_recv() {
+                let kind = match item.kind {
+                    OutKind::Broadcast(_) => "broadcast",
+                    OutKind::Crash => "crash",
+                    OutKind::Push(_) => "push",
+                };
+                out.push((item.join, kind));
+            }
+            out
+        }
+    }
+
+    fn batch(sends: &[(TopicKey, usize)]) -> Batch {
+        let mut batch = Batch::default();
+        for (key, n) in sends {
+            for _ in 0..*n {
+                let msg = Broadcast::new("t", "change", Payload::Json(serde_json::json!({})));
+                batch.push(*key, msg);
+            }
+        }
+        batch
+    }
+
+    const MESSAGE: TopicKey = TopicKey::Collection(Collection::Message);
+    const STATUS: TopicKey = TopicKey::Collection(Collection::Status);
+    const CATEGORY: TopicKey = TopicKey::Collection(Collection::Category);
+
+    #[test]
+    fn a_join_given_more_than_half_its_queue_resyncs_and_the_socket_goes_on() {
+        let registry = Registry::new();
+        let mut small = TestSocket::new(1, 8);
+        let mut large = TestSocket::new(2, 16);
+        let _m = registry.subscribe(MESSAGE, small.outbox(1));
+        let _s = registry.subscribe(STATUS, small.outbox(2));
+        let _l = registry.subscribe(MESSAGE, large.outbox(1));
+
+        let resynced = registry
+            .lock()
+            .deliver(1, &batch(&[(MESSAGE, 5), (STATUS, 1)]));
+        assert_eq!(resynced, 1);
+        assert_eq!(small.queued(), vec![(1, "crash"), (2, "broadcast")]);
+        assert_eq!(large.queued(), vec![(1, "broadcast"); 5]);
+        assert_eq!(small.shared.requested_close(), None);
+
+        // The resynced join is off the list: later commits do not reach it.
+        registry.lock().deliver(2, &batch(&[(MESSAGE, 1)]));
+        assert_eq!(small.queued(), vec![]);
+        assert_eq!(large.queued(), vec![(1, "broadcast")]);
+    }
+
+    #[test]
+    fn joins_of_one_socket_share_half_its_queue_and_the_biggest_share_resyncs() {
+        let registry = Registry::new();
+        let mut socket = TestSocket::new(1, 8);
+        let _m = registry.subscribe(MESSAGE, socket.outbox(1));
+        let _c = registry.subscribe(CATEGORY, socket.outbox(2));
+        let _s = registry.subscribe(STATUS, socket.outbox(3));
+        // 2 + 2 is half of 8; a single status change is not counted.
+        let fits = batch(&[(MESSAGE, 2), (CATEGORY, 2), (STATUS, 1)]);
+        assert_eq!(registry.lock().deliver(1, &fits), 0);
+        assert_eq!(socket.queued().len(), 5);
+        // 2 + 3 is more: the message join (3) resyncs, the category join gets its 2.
+        let over = batch(&[(MESSAGE, 3), (CATEGORY, 2), (STATUS, 1)]);
+        assert_eq!(registry.lock().deliver(2, &over), 1);
+        let queued = socket.queued();
+        assert_eq!(queued[0], (1, "crash"));
+        assert_eq!(
+            queued[1..],
+            [(2, "broadcast"), (2, "broadcast"), (3, "broadcast")]
+        );
+        assert_eq!(socket.shared.requested_close(), None);
+    }
+
+    #[test]
+    fn a_socket_that_stops_reading_still_fills_up_and_closes_with_1013() {
+        let registry = Registry::new();
+        let socket = TestSocket::new(1, 8);
+        let _m = registry.subscribe(MESSAGE, socket.outbox(1));
+        for seq in 1..=3 {
+            assert_eq!(registry.lock().deliver(seq, &batch(&[(MESSAGE, 3)])), 0);
+        }
+        assert_eq!(socket.shared.requested_close(), Some(1013));
     }
 }

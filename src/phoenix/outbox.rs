@@ -232,6 +232,11 @@ impl Outbox {
         self.send(0, OutKind::Crash);
     }
 
+    /// How many items the socket's outbound queue holds at most (shared by all its joins).
+    pub fn queue_capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
     /// Whether the socket or this join is gone.
     pub fn is_closed(&self) -> bool {
         self.join.ended.load(Ordering::Acquire)
@@ -275,6 +280,15 @@ mod tests {
         assert_eq!(socket.requested_close(), Some(1013));
         assert!(outbox.is_closed());
         assert_eq!(outbox.socket_id(), 7);
+    }
+
+    #[test]
+    fn queue_capacity_is_the_bound_not_what_is_free() {
+        let (tx, _rx) = mpsc::channel(4);
+        let outbox = Outbox::new(tx, Arc::new(SocketShared::new(1)), 1);
+        let b = Broadcast::new("t", "e", Payload::Json(serde_json::json!({})));
+        assert!(outbox.broadcast(1, &b));
+        assert_eq!(outbox.queue_capacity(), 4);
     }
 
     #[test]

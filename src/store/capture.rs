@@ -6,9 +6,13 @@
 //! writer keeps a [`Shadow`] of every collection table — `(rowid, hash of the row)` sorted by
 //! rowid, 16 bytes a row — and diffs the tables against it when `PRAGMA data_version` says
 //! another connection committed.
+//!
+//! A row's JSON can also depend on another table: an item carries its category's name
+//! (`category_name`). [`CategoryNames`] remembers the names items show, so that a commit that
+//! renames, deletes or recreates a category republishes the items it did not touch itself.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +20,7 @@ use rusqlite::hooks::Action;
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
-use super::{Collection, Op, StoreError};
+use super::{records, Change, Collection, Op, RecordCtx, StoreError};
 
 /// One row's change: which table, which rowid, how.
 pub type RowChange = (Collection, i64, Op);
@@ -101,6 +105,83 @@ pub fn collapse(ops: &[RowChange], existed: impl Fn(Collection, i64) -> bool) ->
             Some((c, id, op))
         })
         .collect()
+}
+
+/// The name of every category as of the last published commit: what its items showed as
+/// `category_name`. Only categories are tracked (a few dozen rows); a commit's change set is
+/// compared with it to find items whose record changed without their row changing.
+#[derive(Default)]
+pub struct CategoryNames {
+    names: HashMap<i64, String>,
+}
+
+impl CategoryNames {
+    pub fn scan(conn: &Connection) -> Result<CategoryNames, StoreError> {
+        Ok(CategoryNames {
+            names: records::category_names(conn)?,
+        })
+    }
+
+    /// The name items of category `id` show; `None` when there is no such category (they
+    /// show `null`).
+    pub fn get(&self, id: i64) -> Option<&str> {
+        self.names.get(&id).map(String::as_str)
+    }
+
+    /// Record a category's new name (`None`: it is gone); returns the previous one.
+    pub fn set(&mut self, id: i64, name: Option<String>) -> Option<String> {
+        match name {
+            Some(name) => self.names.insert(id, name),
+            None => self.names.remove(&id),
+        }
+    }
+
+    /// The categories among `changes` whose name, as items show it, differs from the one
+    /// last published (renamed, deleted, or created under an id items already point to),
+    /// each with its new name (`None`: gone).
+    pub fn renamed(&self, changes: &[Change]) -> Vec<(i64, Option<String>)> {
+        changes
+            .iter()
+            .filter(|c| c.collection == Collection::Category)
+            .filter_map(|c| {
+                let name = c.record.as_deref().and_then(|r| r["name"].as_str());
+                (name != self.get(c.id)).then(|| (c.id, name.map(str::to_owned)))
+            })
+            .collect()
+    }
+}
+
+/// Append to `changes` an `update` for every item of the `renamed` categories that the
+/// commit did not change itself (those are read back already): their `category_name` is
+/// new, so subscribers of `collection:item` and the change log must see them, in the same
+/// change set as the category. Read inside the transaction, like every other record.
+pub fn republish_items(
+    conn: &Connection,
+    ctx: &RecordCtx,
+    renamed: &[(i64, Option<String>)],
+    changes: &mut Vec<Change>,
+) -> Result<(), StoreError> {
+    let touched: HashSet<i64> = changes
+        .iter()
+        .filter(|c| c.collection == Collection::Item)
+        .map(|c| c.id)
+        .collect();
+    for (category, _) in renamed {
+        for id in records::items_in_category(conn, *category)? {
+            if touched.contains(&id) {
+                continue;
+            }
+            if let Some(record) = records::get_with(conn, Collection::Item, id, ctx, None)? {
+                changes.push(Change {
+                    collection: Collection::Item,
+                    id,
+                    op: Op::Update,
+                    record: Some(Arc::new(record)),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `(rowid, row hash)` of every row of every collection table, sorted by rowid.

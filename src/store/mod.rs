@@ -63,7 +63,9 @@ pub struct Change {
 }
 
 /// Everything one committed transaction changed. Row changes are collapsed per row (create
-/// then update → create; create then delete → nothing).
+/// then update → create; create then delete → nothing). A record can change without its row
+/// changing: when the commit renames, deletes or creates a category, every item of it that
+/// the commit did not touch itself follows as an `Update` (its `category_name` is new).
 #[derive(Debug, Clone)]
 pub struct ChangeSet {
     /// This commit's number in the persistent, gap-free sequence of commits.

@@ -286,6 +286,21 @@ pub fn normalize_timestamp(stored: &str) -> Option<String> {
     Some(format_timestamp(ts))
 }
 
+/// The name of every category, exactly as its items show it in `category_name` (an item
+/// whose category is missing shows `null`).
+pub(crate) fn category_names(conn: &Connection) -> Result<HashMap<i64, String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, name FROM category")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, text(r, 1))))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The ids of the items whose `category_id` is `category`.
+pub(crate) fn items_in_category(conn: &Connection, category: i64) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM item WHERE category_id = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([category], |r| r.get::<_, i64>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Current `label_color` of every customization key, for order serialization.
 pub(crate) fn label_colors(conn: &Connection) -> Result<HashMap<i64, Value>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT id, label_color FROM customization_key")?;

@@ -6,6 +6,8 @@
 //! the transaction, so the records are exactly what this commit wrote, whatever another
 //! process does next), `seq` is bumped, the transaction commits, and the change set is sent.
 //! On `Err`, a panic or a failed commit, everything rolls back and the buffer is dropped.
+//! Items carry their category's name, so a commit that changes a category's name also reads
+//! back that category's items (`capture::CategoryNames`).
 //!
 //! Foreign commits: `PRAGMA data_version` on this connection changes only when another
 //! connection commits. It is checked before every job, whenever `notify` reports a write to
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
-use super::capture::{self, HookBuffer, RowChange, Shadow};
+use super::capture::{self, CategoryNames, HookBuffer, RowChange, Shadow};
 use super::{menu, records, schema, Change, ChangeSet, Collection, Op, RecordCtx, StoreError};
 
 /// How often the writer looks for foreign commits when nothing else wakes it.
@@ -112,6 +114,7 @@ impl Writer {
         let data_version = data_version(&conn)?;
         let counted = collections_version(&conn)?;
         let shadow = Shadow::scan(&conn)?;
+        let names = CategoryNames::scan(&conn)?;
         let (queue, inbox) = mpsc::channel();
         let watcher = watch(path, queue.clone());
         let path = path.to_owned();
@@ -126,6 +129,7 @@ impl Writer {
                     ctx,
                     hook,
                     shadow,
+                    names,
                     data_version,
                     counted,
                     feed,
@@ -242,6 +246,8 @@ struct Engine {
     hook: HookBuffer,
     /// What the collection tables held after the last commit we published.
     shadow: Shadow,
+    /// Category names as of the last commit we published (items show them).
+    names: CategoryNames,
     /// `PRAGMA data_version` as of the shadow.
     data_version: i64,
     /// `collections_version` (bumped by triggers on every collection row change, see
@@ -249,7 +255,23 @@ struct Engine {
     counted: Option<i64>,
     feed: UnboundedSender<Arc<ChangeSet>>,
     /// Shadow entries as they were before the current batch (see `undo_shadow`).
-    undo: Vec<(Collection, i64, Option<u64>)>,
+    undo: Vec<Undo>,
+}
+
+/// One shadow entry as it was before the current batch changed it.
+enum Undo {
+    Row(Collection, i64, Option<u64>),
+    CategoryName(i64, Option<String>),
+}
+
+/// What [`Engine::prepare`] read inside the transaction: the change set, and what the shadow
+/// and the category names become once it is published.
+struct Prepared {
+    set: ChangeSet,
+    /// Each changed row's new hash (`None`: the row is gone).
+    hashes: Vec<(Collection, i64, Option<u64>)>,
+    /// Each category whose name changed, with the new one (`None`: the category is gone).
+    names: Vec<(i64, Option<String>)>,
 }
 
 impl Engine {
@@ -410,12 +432,16 @@ impl Engine {
         match released {
             Ok(prepared) => {
                 // Later jobs of the batch collapse their rows against this job's result.
-                let set = prepared.map(|(set, hashes)| {
-                    for (c, id, hash) in hashes {
-                        self.undo.push((c, id, self.shadow.hash(c, id)));
+                let set = prepared.map(|p| {
+                    for (c, id, hash) in p.hashes {
+                        self.undo.push(Undo::Row(c, id, self.shadow.hash(c, id)));
                         self.shadow.set(c, id, hash);
                     }
-                    set
+                    for (id, name) in p.names {
+                        let before = self.names.set(id, name);
+                        self.undo.push(Undo::CategoryName(id, before));
+                    }
+                    p.set
                 });
                 Some((set, outcome.reply))
             }
@@ -440,19 +466,19 @@ impl Engine {
     /// Put back the shadow entries the current batch changed (its COMMIT failed, or it
     /// panicked): the rows are as they were before the batch.
     fn undo_shadow(&mut self) {
-        while let Some((c, id, hash)) = self.undo.pop() {
-            self.shadow.set(c, id, hash);
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::Row(c, id, hash) => self.shadow.set(c, id, hash),
+                Undo::CategoryName(id, name) => {
+                    self.names.set(id, name);
+                }
+            }
         }
     }
 
-    /// Inside the open transaction: bump `seq`, read the changed rows back, rebuild the menu if
-    /// needed. Returns the change set and each row's new shadow hash.
-    #[allow(clippy::type_complexity)]
-    fn prepare(
-        &self,
-        conn: &Connection,
-        changes: &[RowChange],
-    ) -> Result<(ChangeSet, Vec<(Collection, i64, Option<u64>)>), StoreError> {
+    /// Inside the open transaction: bump `seq`, read the changed rows back (and the items of
+    /// a renamed category, whose records changed with it), rebuild the menu if needed.
+    fn prepare(&self, conn: &Connection, changes: &[RowChange]) -> Result<Prepared, StoreError> {
         let seq: i64 = conn.query_row(
             "UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'seq' RETURNING value",
             [],
@@ -491,6 +517,10 @@ impl Engine {
                 record: record.map(Arc::new),
             });
         }
+        let names = self.names.renamed(&out);
+        if !names.is_empty() {
+            capture::republish_items(conn, &self.ctx, &names, &mut out)?;
+        }
         let menu = if changes.iter().any(|c| c.0.is_menu()) {
             Some(Arc::new(menu::build_published(conn, &self.ctx)?))
         } else {
@@ -501,7 +531,7 @@ impl Engine {
             changes: out,
             menu,
         };
-        Ok((set, hashes))
+        Ok(Prepared { set, hashes, names })
     }
 
     /// Publish what another process committed since we last looked, if anything.
@@ -555,13 +585,16 @@ impl Engine {
             rows = changes.len(),
             "publishing a commit made by another process"
         );
-        let (set, _) = self.prepare(&tx, &changes).map_err(|e| self.classify(e))?;
+        let prepared = self.prepare(&tx, &changes).map_err(|e| self.classify(e))?;
         tx.commit().map_err(|e| schema::unavailable(&path, e))?;
         self.hook.take();
         self.shadow = shadow;
+        for (id, name) in prepared.names {
+            self.names.set(id, name);
+        }
         self.data_version = version;
         self.counted = counted;
-        let _ = self.feed.send(Arc::new(set));
+        let _ = self.feed.send(Arc::new(prepared.set));
         Ok(())
     }
 

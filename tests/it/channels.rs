@@ -546,3 +546,287 @@ async fn resuming_an_order_filter_replays_leaving_it_as_a_delete() {
     );
     daemon.stop().await;
 }
+
+/// Ids of `records` (a snapshot's items) whose `category_name` is `category`.
+fn ids_in(records: &Value, category: &str) -> Vec<i64> {
+    let mut ids: Vec<i64> = records
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|r| r["category_name"] == category)
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Read `socket` (joined to category, item and menu) until `items` item changes arrived;
+/// returns the category change, the item changes (sorted by id) and how many menu
+/// broadcasts came with them, counting a quiet second after.
+async fn category_change_with_items(
+    socket: &mut Socket,
+    items: usize,
+) -> (Value, Vec<Value>, usize) {
+    let (mut category, mut changed, mut menus) = (Value::Null, Vec::new(), 0);
+    while changed.len() < items || category.is_null() {
+        let frame = socket.recv().await;
+        match (frame[2].as_str(), frame[3].as_str()) {
+            (Some("collection:category"), Some("change")) => category = frame[4].clone(),
+            (Some("collection:item"), Some("change")) => changed.push(frame[4].clone()),
+            (Some("collection:menu"), Some("change")) => menus += 1,
+            _ => {}
+        }
+    }
+    for frame in socket.recv_for(Duration::from_millis(1000)).await {
+        assert_ne!(frame[2], "collection:item", "more item changes: {frame}");
+        menus += usize::from(frame[2] == "collection:menu");
+    }
+    changed.sort_by_key(|c| c["record"]["id"].as_i64());
+    (category, changed, menus)
+}
+
+#[tokio::test]
+async fn renaming_a_category_republishes_its_items_with_the_new_name() {
+    let daemon = Daemon::demo().await;
+    let mut screen = daemon.socket("").await;
+    let categories = screen.join_ok("collection:category", json!({})).await;
+    let snapshot = screen.join_ok("collection:item", json!({})).await;
+    screen.join_ok("collection:menu", json!({})).await;
+    let seen = snapshot["seq"].as_u64().expect("seq");
+    let kaffe = categories["items"]
+        .as_array()
+        .expect("categories")
+        .iter()
+        .find(|c| c["name"] == "Kaffe")
+        .and_then(|c| c["id"].as_i64())
+        .expect("Kaffe");
+    let kaffe_items = ids_in(&snapshot["items"], "Kaffe");
+    assert_eq!(kaffe_items.len(), 7);
+
+    // Over HTTP.
+    let reply = crate::support::http::call(
+        daemon.addr,
+        "PATCH",
+        &format!("/api/collections/category/records/{kaffe}"),
+    )
+    .header("authorization", "Bearer admin-secret")
+    .json(&json!({"name": "Kaffebar"}))
+    .send()
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (category, items, menus) = category_change_with_items(&mut screen, 7).await;
+    assert_eq!(category["record"]["name"], "Kaffebar");
+    let seq = category["seq"].as_u64().expect("seq");
+    let ids: Vec<i64> = items
+        .iter()
+        .filter_map(|c| c["record"]["id"].as_i64())
+        .collect();
+    assert_eq!(ids, kaffe_items);
+    for change in &items {
+        assert_eq!(change["action"], "update");
+        assert_eq!(change["seq"], seq, "the rename's own transaction");
+        assert_eq!(change["record"]["category_name"], "Kaffebar");
+    }
+    assert_eq!(menus, 1, "exactly one menu broadcast for the transaction");
+
+    // A screen that was away resumes with the same item changes.
+    let mut away = daemon.socket("").await;
+    let resumed = away
+        .join_ok("collection:item", json!({"options": {"since": seen}}))
+        .await;
+    let mut replayed: Vec<Value> = resumed["changes"].as_array().expect("changes").clone();
+    replayed.sort_by_key(|c| c["record"]["id"].as_i64());
+    assert_eq!(replayed, items);
+
+    // From another process: rename one category, delete another under its items (the sqlite3
+    // shell does not enforce foreign keys; rusqlite's bundled SQLite does unless told).
+    let shell = daemon.shell();
+    shell
+        .execute("UPDATE category SET name = 'Urtete' WHERE name = 'Te'", [])
+        .expect("rename");
+    let (_, items, menus) = category_change_with_items(&mut screen, 3).await;
+    assert!(items
+        .iter()
+        .all(|c| c["record"]["category_name"] == "Urtete"));
+    assert_eq!(menus, 1);
+    shell
+        .pragma_update(None, "foreign_keys", false)
+        .expect("pragma");
+    shell
+        .execute("DELETE FROM category WHERE name = 'Mat og bakst'", [])
+        .expect("delete");
+    let (category, items, _) = category_change_with_items(&mut screen, 4).await;
+    assert_eq!(category["action"], "delete");
+    // Exactly what a fresh snapshot shows for those items.
+    let fresh = daemon
+        .socket("")
+        .await
+        .join_ok("collection:item", json!({}))
+        .await;
+    for change in &items {
+        assert_eq!(change["action"], "update");
+        assert_eq!(change["record"]["category_name"], Value::Null);
+        let id = &change["record"]["id"];
+        let listed = fresh["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|r| r["id"] == *id)
+            .expect("still listed");
+        assert_eq!(&change["record"], listed);
+    }
+    daemon.stop().await;
+}
+
+/// Insert `orders` (customer ids) and close the café, all in one transaction of another
+/// process, as a bulk fix from the `sqlite3` shell would.
+fn bulk_orders_and_status(daemon: &Daemon, orders: &[i64]) {
+    let mut shell = daemon.shell();
+    let tx = shell.transaction().expect("tx");
+    for (n, customer) in orders.iter().enumerate() {
+        insert_order(&tx, *customer, 101 + n as i64, None);
+    }
+    tx.execute("UPDATE status SET open = 0", []).expect("close");
+    tx.commit().expect("commit");
+}
+
+#[tokio::test]
+async fn a_commit_too_big_for_a_join_resyncs_that_join_only() {
+    // A queue of 16 takes at most 8 changes of one commit per join.
+    let daemon = Daemon::start(true, |c| c.limits.outbound_queue = 16).await;
+    let mut kitchen = daemon.socket("").await;
+    let joined = kitchen.join_ok("collection:order", json!({})).await;
+    let seen = joined["seq"].as_u64().expect("seq");
+    kitchen.join_ok("collection:status", json!({})).await;
+    let mut seven = daemon.socket("").await;
+    seven
+        .join_ok("collection:order", json!({"options": {"customer_id": 7}}))
+        .await;
+
+    // 20 orders, 2 of them customer 7's, and the status, in one commit.
+    let customers: Vec<i64> = (0..20).map(|n| if n % 10 == 3 { 7 } else { 1 }).collect();
+    bulk_orders_and_status(&daemon, &customers);
+
+    // The kitchen's order join is told to resync; its status join gets the change as usual.
+    let (mut errored, mut status) = (None, None);
+    while errored.is_none() || status.is_none() {
+        let frame = kitchen.recv().await;
+        match (frame[2].as_str(), frame[3].as_str()) {
+            (Some("collection:order"), Some("phx_error")) => errored = Some(frame),
+            (Some("collection:order"), _) => panic!("an order frame besides phx_error: {frame}"),
+            (Some("collection:status"), Some("change")) => status = Some(frame[4].clone()),
+            _ => {}
+        }
+    }
+    let errored = errored.unwrap_or_default();
+    assert!(
+        !errored[0].is_null() && errored[0] == errored[1],
+        "{errored}"
+    );
+    let status = status.unwrap_or_default();
+    assert_eq!(status["record"]["open"], false);
+    let bulk_seq = status["seq"].as_u64().expect("seq");
+
+    // Customer 7's screen gets its two orders as plain changes.
+    for _ in 0..2 {
+        let change = seven.next_event("collection:order", "change").await;
+        assert_eq!(change["action"], "create");
+        assert_eq!(change["record"]["customer_id"], 7);
+        assert_eq!(change["seq"], bulk_seq);
+    }
+    let more = seven.recv_for(Duration::from_millis(500)).await;
+    assert!(more.is_empty(), "{more:?}");
+
+    // The kitchen's socket is still up; its rejoin from where it was gets the whole commit.
+    let resumed = kitchen
+        .join_ok("collection:order", json!({"options": {"since": seen}}))
+        .await;
+    assert_eq!(resumed["items"], Value::Null, "{resumed}");
+    assert_eq!(resumed["seq"], bulk_seq);
+    let changes = resumed["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 20);
+    assert!(changes
+        .iter()
+        .all(|c| c["action"] == "create" && c["seq"] == bulk_seq));
+    let replayed: Vec<i64> = changes
+        .iter()
+        .filter_map(|c| c["record"]["customer_id"].as_i64())
+        .collect();
+    assert_eq!(replayed, customers);
+
+    // And the live stream goes on for both joins.
+    let id = insert_order(&daemon.shell(), 1, 200, None);
+    let live = kitchen.next_event("collection:order", "change").await;
+    assert_eq!(live["record"]["id"], id);
+    daemon
+        .shell()
+        .execute("UPDATE status SET open = 1", [])
+        .expect("open");
+    let live = kitchen.next_event("collection:status", "change").await;
+    assert_eq!(live["record"]["open"], true);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_shell_update_of_more_orders_than_a_queue_holds_closes_no_socket() {
+    // The default queue (1 024): a bulk UPDATE of 1 100 orders used to close every
+    // subscriber's socket with 1013.
+    let daemon = Daemon::demo().await;
+    let mut probe = daemon.socket("").await;
+    probe.join_ok("collection:order", json!({})).await;
+    let customers: Vec<i64> = (0..1100).map(|n| if n < 3 { 7 } else { 1 }).collect();
+    {
+        let mut shell = daemon.shell();
+        let tx = shell.transaction().expect("tx");
+        for (n, customer) in customers.iter().enumerate() {
+            insert_order(&tx, *customer, 101 + n as i64, None);
+        }
+        tx.commit().expect("commit");
+    }
+    // The probe is told to resync once the fan-out has the inserts: the kitchen joins after.
+    probe.next_event("collection:order", "phx_error").await;
+    let mut kitchen = daemon.socket("").await;
+    let joined = kitchen.join_ok("collection:order", json!({})).await;
+    assert_eq!(joined["items"].as_array().map(Vec::len), Some(1100));
+    let seen = joined["seq"].as_u64().expect("seq");
+    kitchen.join_ok("collection:status", json!({})).await;
+    let mut seven = daemon.socket("").await;
+    seven
+        .join_ok("collection:order", json!({"options": {"customer_id": 7}}))
+        .await;
+
+    {
+        let mut shell = daemon.shell();
+        let tx = shell.transaction().expect("tx");
+        tx.execute(r#"UPDATE "order" SET state = 'production'"#, [])
+            .expect("bulk update");
+        tx.execute("UPDATE status SET open = 0", []).expect("close");
+        tx.commit().expect("commit");
+    }
+    let (mut errored, mut status) = (false, None);
+    while !errored || status.is_none() {
+        let frame = kitchen.recv().await;
+        match (frame[2].as_str(), frame[3].as_str()) {
+            (Some("collection:order"), Some("phx_error")) => errored = true,
+            (Some("collection:order"), _) => panic!("an order frame besides phx_error: {frame}"),
+            (Some("collection:status"), Some("change")) => status = Some(frame[4].clone()),
+            _ => {}
+        }
+    }
+    let bulk_seq = status.unwrap_or_default()["seq"].as_u64().expect("seq");
+    for _ in 0..3 {
+        let change = seven.next_event("collection:order", "change").await;
+        assert_eq!(change["action"], "update");
+        assert_eq!(change["record"]["state"], "production");
+        assert_eq!(change["seq"], bulk_seq);
+    }
+    let resumed = kitchen
+        .join_ok("collection:order", json!({"options": {"since": seen}}))
+        .await;
+    let changes = resumed["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 1100);
+    assert!(changes
+        .iter()
+        .all(|c| c["action"] == "update" && c["record"]["state"] == "production"));
+    daemon.stop().await;
+}

@@ -789,6 +789,121 @@ async fn rows_changed_by_foreign_key_actions_are_published_with_the_write() {
     store.shutdown().await.unwrap();
 }
 
+/// The item records of `set`, by id.
+fn item_records(set: Arc<ChangeSet>) -> Vec<(i64, Op, Value)> {
+    set.changes
+        .iter()
+        .filter(|c| c.collection == Collection::Item)
+        .map(|c| {
+            let record = c.record.as_deref().cloned().unwrap_or(Value::Null);
+            (c.id, c.op, record)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn renaming_a_category_republishes_its_items_in_the_same_change_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut feed) = open(&db_path(&dir));
+    small_menu(&store).await;
+    store
+        .writer
+        .write(|tx| {
+            tx.execute_batch(
+                "INSERT INTO item (id, name, price_nok, category_id) VALUES (2, 'Cortado', 40, 1);
+                 INSERT INTO category (id, name) VALUES (2, 'Te');
+                 INSERT INTO item (id, name, price_nok, category_id) VALUES (3, 'Chai', 45, 2);",
+            )?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    next(&mut feed).await;
+    next(&mut feed).await;
+
+    // A rename: both items of the category follow, with the new name; the other category's
+    // item does not; the menu is rebuilt once.
+    store
+        .writer
+        .write(|tx| {
+            tx.execute("UPDATE category SET name = 'Kaffebar' WHERE id = 1", [])?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    let set = next(&mut feed).await;
+    assert_eq!(set.changes[0].collection, Collection::Category);
+    let items = item_records(Arc::clone(&set));
+    let ids: Vec<i64> = items.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(ids, vec![1, 2]);
+    for (_, op, record) in &items {
+        assert_eq!(*op, Op::Update);
+        assert_eq!(record["category_name"], "Kaffebar");
+    }
+    let listed = list(&store, Collection::Item).await;
+    let latte = listed.iter().find(|i| i["id"] == 1).unwrap();
+    assert_eq!(&items[0].2, latte, "as a snapshot shows it");
+    assert!(set.menu.is_some());
+
+    // Another category field: the items' records did not change, nothing for them.
+    store
+        .writer
+        .write(|tx| {
+            tx.execute("UPDATE category SET sort_order = 5 WHERE id = 1", [])?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    assert!(item_records(next(&mut feed).await).is_empty());
+
+    // A rename together with an edit of one of its items: that item once, as written.
+    store
+        .writer
+        .write(|tx| {
+            tx.execute_batch(
+                "UPDATE category SET name = 'Kaffe' WHERE id = 1;
+                 UPDATE item SET price_nok = 46 WHERE id = 1;",
+            )?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    let items = item_records(next(&mut feed).await);
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0].2["price_nok"], 46);
+    assert!(items.iter().all(|(_, _, r)| r["category_name"] == "Kaffe"));
+
+    // Another process renames it: the same.
+    let sh = shell(&db_path(&dir));
+    sh.execute("UPDATE category SET name = 'Espresso' WHERE id = 1", [])
+        .unwrap();
+    let items = item_records(next(&mut feed).await);
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(items
+        .iter()
+        .all(|(_, _, r)| r["category_name"] == "Espresso"));
+
+    // The sqlite3 shell does not enforce foreign keys (rusqlite's bundled SQLite does, so
+    // turn them off as the shell has them): a category deleted under its item leaves the
+    // item showing `category_name: null`, in the change set as in a snapshot.
+    sh.pragma_update(None, "foreign_keys", false).unwrap();
+    sh.execute("DELETE FROM category WHERE id = 2", []).unwrap();
+    let items = item_records(next(&mut feed).await);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].2["category_name"], Value::Null);
+    let listed = list(&store, Collection::Item).await;
+    let chai = listed.iter().find(|i| i["id"] == 3).unwrap();
+    assert_eq!(&items[0].2, chai);
+    // ... and a category created again under that id gives it a name again.
+    sh.execute("INSERT INTO category (id, name) VALUES (2, 'Urtete')", [])
+        .unwrap();
+    let items = item_records(next(&mut feed).await);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].2["category_name"], "Urtete");
+    assert_quiet(&mut feed).await;
+    store.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn foreign_writes_outside_the_collections_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();
