@@ -258,32 +258,28 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phoenix::outbox::{OutKind, Outbound, SocketShared};
+    use crate::phoenix::outbox::{OutKind, SocketShared};
     use crate::phoenix::Payload;
-    use tokio::sync::mpsc;
 
     /// A socket with a queue of `capacity`, as the registry sees it through its outboxes.
     struct TestSocket {
         shared: Arc<SocketShared>,
-        tx: mpsc::Sender<Outbound>,
-        rx: mpsc::Receiver<Outbound>,
     }
 
     impl TestSocket {
         fn new(id: u64, capacity: usize) -> Self {
-            let (tx, rx) = mpsc::channel(capacity);
-            let shared = Arc::new(SocketShared::new(id));
-            TestSocket { shared, tx, rx }
+            let shared = Arc::new(SocketShared::new(id, capacity));
+            TestSocket { shared }
         }
 
         fn outbox(&self, join: u64) -> Outbox {
-            Outbox::new(self.tx.clone(), Arc::clone(&self.shared), join)
+            Outbox::new(Arc::clone(&self.shared), join)
         }
 
         /// What was queued: (join, "broadcast" | "crash") in order.
         fn queued(&mut self) -> Vec<(u64, &'static str)> {
             let mut out = Vec::new();
-            while let Ok(item) = self.rx.try_recv() {
+            while let Some(item) = self.shared.pop() {
                 let kind = match item.kind {
                     OutKind::Broadcast(_) => "broadcast",
                     OutKind::Crash => "crash",

@@ -234,7 +234,7 @@ impl Outbox {
 
     /// How many items the socket's outbound queue holds at most (shared by all its joins).
     pub fn queue_capacity(&self) -> usize {
-        self.tx.max_capacity()
+        self.socket.lock().limit
     }
 
     /// Whether the socket or this join is gone.
@@ -284,8 +284,7 @@ mod tests {
 
     #[test]
     fn queue_capacity_is_the_bound_not_what_is_free() {
-        let (tx, _rx) = mpsc::channel(4);
-        let outbox = Outbox::new(tx, Arc::new(SocketShared::new(1)), 1);
+        let outbox = Outbox::new(Arc::new(SocketShared::new(1, 4)), 1);
         let b = Broadcast::new("t", "e", Payload::Json(serde_json::json!({})));
         assert!(outbox.broadcast(1, &b));
         assert_eq!(outbox.queue_capacity(), 4);
