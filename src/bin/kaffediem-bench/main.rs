@@ -32,8 +32,9 @@ use subscribers::Tracker;
 
 /// How long one order may take to reach every subscriber before it counts as missing.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Quiet time after the last delivery before reading RSS "after the orders": the daemon gives
-/// a burst's freed heap back once its sockets have been quiet for a second or two.
+/// Quiet time after the subscribers joined, and after the last delivery, before reading RSS:
+/// the daemon gives a burst's freed heap back (the handshakes', the orders') once its sockets
+/// have been quiet for a second or two, and a café's screens are connected for hours.
 const AFTER_TRAFFIC: Duration = Duration::from_secs(4);
 /// Settling time before reading RSS (allocators and sockets quiet down).
 const SETTLE: Duration = Duration::from_secs(1);
@@ -337,7 +338,7 @@ async fn measure(
     };
     let ramp = subs.ramp.as_secs_f64();
     eprintln!("   {n} subscribers joined in {ramp:.1} s");
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(if args.smoke { SETTLE } else { AFTER_TRAFFIC }).await;
     let connected = server.rss();
 
     // One order at a time: request → last delivery.
