@@ -1,6 +1,6 @@
 //! The benchmark tool cannot rot: `kaffediem-bench --smoke` runs end to end against the real
-//! daemon binary (orders over HTTP, subscribers over WebSocket, the floors), and every
-//! subscriber gets every order. Counts only, never timings.
+//! daemon binary (orders over HTTP, subscribers over WebSocket, the floors, menu boards), and
+//! every subscriber gets every order and every menu. Counts only, never timings.
 
 use std::process::Command;
 
@@ -48,4 +48,14 @@ fn bench_smoke_delivers_every_order_to_every_subscriber() {
     for menu in report["menus"].as_array().expect("menus") {
         assert!(menu["bytes"].as_u64().unwrap_or(0) > 100_000, "{menu}");
     }
+    // Menu boards: 5 sockets on collection:menu, 2 renames, each a whole menu to every board.
+    let boards = &report["menu_screens"];
+    assert_eq!(boards["screens"], 5, "{boards}");
+    assert_eq!(boards["edits"], 2);
+    assert_eq!(boards["deliveries_missing"], 0, "{boards}");
+    assert_eq!(boards["latency"]["n"], 2);
+    assert!(
+        boards["menu_bytes"].as_u64().unwrap_or(0) > 100_000,
+        "{boards}"
+    );
 }

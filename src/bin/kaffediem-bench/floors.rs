@@ -110,13 +110,11 @@ pub struct MenuTiming {
     pub bytes: usize,
 }
 
-/// Fill a fresh database with 20 categories × 10 items, 20 keys × 4 values (each category
-/// offering `keys_per_category` keys), then time what the writer and the fan-out do after a
-/// menu commit: build the menu from the tables, and build + encode its broadcast frame.
-pub async fn menu(dir: &Path, keys_per_category: i64, rounds: usize) -> Result<MenuTiming, String> {
-    let path = dir.join(format!("menu-floor-{keys_per_category}.db"));
+/// Create the SPEC 11 menu (200 items in 20 categories, 20 keys with 4 values each, each
+/// category offering `keys_per_category` keys) in a new database at `path`, item ids 1..=200.
+pub async fn seed_big_menu(path: &Path, keys_per_category: i64) -> Result<(), String> {
     let options = StoreOptions {
-        path: path.clone(),
+        path: path.to_path_buf(),
         readers: 1,
         records: RecordCtx::default(),
     };
@@ -158,6 +156,15 @@ pub async fn menu(dir: &Path, keys_per_category: i64, rounds: usize) -> Result<M
         .await
         .map_err(|e| e.to_string())?;
     store.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Fill a fresh database with 20 categories × 10 items, 20 keys × 4 values (each category
+/// offering `keys_per_category` keys), then time what the writer and the fan-out do after a
+/// menu commit: build the menu from the tables, and build + encode its broadcast frame.
+pub async fn menu(dir: &Path, keys_per_category: i64, rounds: usize) -> Result<MenuTiming, String> {
+    let path = dir.join(format!("menu-floor-{keys_per_category}.db"));
+    seed_big_menu(&path, keys_per_category).await?;
     let conn = store::schema::open_connection(&path).map_err(|e| e.to_string())?;
     let ctx = RecordCtx::default();
     let registry = kaffediem::channels::registry::Registry::new();

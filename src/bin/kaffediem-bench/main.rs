@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use orders::{Placement, Placer};
 use process::{DaemonSpec, Server};
-use report::{FloorRun, Machine, MenuRun, Report, SocketRun, Stats};
+use report::{FloorRun, Machine, MenuRun, MenuScreensRun, Report, SocketRun, Stats};
 use subscribers::Tracker;
 
 /// How long one order may take to reach every subscriber before it counts as missing.
@@ -110,6 +110,15 @@ struct RunArgs {
     /// Skip the floors (bare broadcast, raw SQLite, in-process writer, menu).
     #[arg(long)]
     no_floors: bool,
+    /// Menu boards: this many sockets joined to `collection:menu` on a daemon holding the
+    /// SPEC 11 menu (200 items, ~600 KB of JSON), which then gets `--menu-edits` item
+    /// renames; the RSS afterwards says what each board keeps of the menus it was sent.
+    /// 0 skips the phase (as does --target).
+    #[arg(long, default_value_t = 200)]
+    menu_screens: usize,
+    /// Item renames in the menu-board phase (each re-sends the whole menu to every board).
+    #[arg(long, default_value_t = 5)]
+    menu_edits: usize,
     /// Small and quick (a few seconds): 20 sockets, a few dozen orders. For the test suite.
     #[arg(long)]
     smoke: bool,
@@ -148,6 +157,8 @@ fn main() -> ExitCode {
         args.latency_orders = 5;
         args.orders = 40;
         args.writers = 4;
+        args.menu_screens = args.menu_screens.min(5);
+        args.menu_edits = args.menu_edits.min(2);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -212,6 +223,15 @@ async fn run(args: RunArgs) -> Result<Report, String> {
             r.pocketbase = Some(Box::new(run_pocketbase(&args, pb, &dir, n).await?));
         }
         report.runs.push(r);
+    }
+    if args.menu_screens > 0 && args.target.is_none() {
+        let dir = tmp.path().join("menu-boards");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        eprintln!(
+            "== menu boards: {} sockets on collection:menu",
+            args.menu_screens
+        );
+        report.menu_screens = Some(menu_screens(&args, &daemon, &dir).await?);
     }
     if !args.no_floors {
         let rows = if args.smoke { 50 } else { 10_000 };
@@ -318,6 +338,92 @@ async fn run_pocketbase(
     run
 }
 
+/// Menu boards: sockets joined to `collection:menu` of a daemon holding the SPEC 11 menu, one
+/// item renamed at a time (each rename re-sends the whole menu to every board), RSS before and
+/// after: what a board keeps of the menus it was sent.
+async fn menu_screens(
+    args: &RunArgs,
+    daemon: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<MenuScreensRun, String> {
+    let (m, edits) = (args.menu_screens, args.menu_edits);
+    let spec = DaemonSpec {
+        binary: daemon,
+        dir,
+        token: &args.token,
+        max_sockets: m + 1000,
+    };
+    // With a menu in the database, `serve --demo` loads nothing.
+    floors::seed_big_menu(&spec.db_path(), 2).await?;
+    let server = process::start_daemon(&spec)?;
+    tokio::time::sleep(SETTLE).await;
+    let idle = server.rss();
+    let nonce = format!("menu-{}-{}-", std::process::id(), tracker_nonce());
+    let tracker = Tracker::by_field("name", &nonce, edits);
+    let subs = subscribers::open(
+        server.addr,
+        m,
+        subscribers::MENU_SCREEN,
+        Arc::clone(&tracker),
+    )
+    .await?;
+    tokio::time::sleep(quiet(args)).await;
+    let connected = server.rss();
+    let mut conn = tokio::io::BufReader::new(orders::connect(server.addr).await?);
+    let mut latencies = Vec::new();
+    for i in 0..edits {
+        let body = format!(r#"{{"name":"{nonce}{i}"}}"#);
+        let sent = tracker.now_ns();
+        let path = "/api/collections/item/records/1";
+        let (status, answer) =
+            orders::request(&mut conn, server.addr, "PATCH", path, &args.token, &body).await?;
+        if status != 200 {
+            let answer = String::from_utf8_lossy(&answer);
+            return Err(format!("PATCH {path}: HTTP {status}: {answer}"));
+        }
+        if !tracker.wait_for(i, m as u32, DELIVERY_TIMEOUT).await {
+            eprintln!("   rename {i} did not reach every board within {DELIVERY_TIMEOUT:?}");
+            break;
+        }
+        if let Some((_, last)) = tracker.arrivals(i) {
+            latencies.push(last.saturating_sub(sent));
+        }
+    }
+    drop(conn);
+    tokio::time::sleep(quiet(args)).await;
+    let after = server.rss();
+    let got: u64 = (0..edits).map(|i| tracker.count(i) as u64).sum();
+    subs.close().await;
+    if let Err(e) = server.stop() {
+        eprintln!("   the daemon {e}");
+    }
+    let kib = |r: Option<process::Rss>| r.map_or(0, |r| r.now_kib);
+    let (connected_kib, after_kib) = (kib(connected), kib(after));
+    Ok(MenuScreensRun {
+        screens: m,
+        edits,
+        menu_bytes: tracker
+            .frame_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        rss_idle_kib: kib(idle),
+        rss_connected_kib: connected_kib,
+        rss_after_kib: after_kib,
+        kib_per_screen_after_menus: after_kib.saturating_sub(connected_kib) as f64
+            / m.max(1) as f64,
+        latency: Stats::of_ns(latencies),
+        deliveries_missing: ((edits * m) as u64).saturating_sub(got),
+    })
+}
+
+/// How long to let the daemon settle before reading its RSS (short in smoke mode).
+fn quiet(args: &RunArgs) -> Duration {
+    if args.smoke {
+        SETTLE
+    } else {
+        AFTER_TRAFFIC
+    }
+}
+
 /// Idle RSS, N subscribers, orders one at a time, orders concurrently, peak RSS.
 async fn measure(
     args: &RunArgs,
@@ -334,11 +440,19 @@ async fn measure(
     let tracker = Tracker::new(&nonce, l + m);
     let subs = match pocketbase {
         true => pocketbase::subscribe(server.addr, n, Arc::clone(&tracker)).await?,
-        false => subscribers::open(server.addr, n, true, Arc::clone(&tracker)).await?,
+        false => {
+            subscribers::open(
+                server.addr,
+                n,
+                subscribers::ORDER_SCREEN,
+                Arc::clone(&tracker),
+            )
+            .await?
+        }
     };
     let ramp = subs.ramp.as_secs_f64();
     eprintln!("   {n} subscribers joined in {ramp:.1} s");
-    tokio::time::sleep(if args.smoke { SETTLE } else { AFTER_TRAFFIC }).await;
+    tokio::time::sleep(quiet(args)).await;
     let connected = server.rss();
 
     // One order at a time: request → last delivery.
@@ -385,7 +499,7 @@ async fn measure(
         })
         .collect();
     eprintln!("   {m} orders with {} writers done", args.writers);
-    tokio::time::sleep(if args.smoke { SETTLE } else { AFTER_TRAFFIC }).await;
+    tokio::time::sleep(quiet(args)).await;
     let peak = server.rss();
     let expected = ((l + m) * n) as u64;
     let got: u64 = (0..l + m).map(|i| tracker.count(i) as u64).sum();
@@ -438,7 +552,7 @@ async fn floor_broadcast(args: &RunArgs, n: usize, frame_bytes: usize) -> Result
     let idle = server.rss();
     let l = args.latency_orders;
     let tracker = Tracker::new("floor-", l);
-    let subs = subscribers::open(server.addr, n, false, Arc::clone(&tracker)).await?;
+    let subs = subscribers::open(server.addr, n, &[], Arc::clone(&tracker)).await?;
     tokio::time::sleep(SETTLE).await;
     let connected = server.rss();
     let (mut latencies, mut spreads) = (Vec::with_capacity(l), Vec::with_capacity(l));

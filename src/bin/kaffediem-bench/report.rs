@@ -94,7 +94,27 @@ pub struct Report {
     pub writer_in_process_orders_per_s: Option<f64>,
     pub writer_in_process_writers: usize,
     pub menus: Vec<MenuRun>,
+    pub menu_screens: Option<MenuScreensRun>,
     pub verdicts: Vec<Verdict>,
+}
+
+/// Menu boards: sockets joined to `collection:menu` of a daemon holding the SPEC 11 menu,
+/// which gets item renames (each re-sends the whole menu to every board).
+#[derive(Debug, Default, Serialize)]
+pub struct MenuScreensRun {
+    pub screens: usize,
+    pub edits: usize,
+    /// The menu frame as received (bytes).
+    pub menu_bytes: usize,
+    pub rss_idle_kib: u64,
+    pub rss_connected_kib: u64,
+    /// After the edits, every board having received every menu, settled.
+    pub rss_after_kib: u64,
+    /// What each board kept after the menus went out: (after − connected) / screens.
+    pub kib_per_screen_after_menus: f64,
+    /// Rename request → last board received the new menu.
+    pub latency: Stats,
+    pub deliveries_missing: u64,
 }
 
 /// Median time to build the menu of 200 items / 20 keys / 80 values from the database, and
@@ -259,6 +279,14 @@ impl Report {
             println!(
                 "menu 200 items / 20 keys / 80 values, {} keys per category: build {:.3} ms + encode {:.3} ms = {:.3} ms ({} bytes)",
                 m.keys_per_category, m.build_ms, m.encode_ms, m.build_ms + m.encode_ms, m.bytes
+            );
+        }
+        if let Some(b) = &self.menu_screens {
+            println!(
+                "menu boards: {} sockets on collection:menu, {} renames of a {} B menu: RSS idle {} / connected {} / after {} KiB = {:.2} KiB kept per board; \
+                 rename -> last board p50 {:.2} ms / max {:.2} ms; missing {}",
+                b.screens, b.edits, b.menu_bytes, b.rss_idle_kib, b.rss_connected_kib, b.rss_after_kib,
+                b.kib_per_screen_after_menus, b.latency.p50_ms, b.latency.max_ms, b.deliveries_missing
             );
         }
         println!();

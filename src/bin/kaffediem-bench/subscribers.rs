@@ -42,9 +42,14 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(prefix: &str, capacity: usize) -> Arc<Tracker> {
+        Tracker::by_field("uuid", prefix, capacity)
+    }
+
+    /// Frames are matched by `"<field>":"<prefix><number>"` (the first occurrence).
+    pub fn by_field(field: &str, prefix: &str, capacity: usize) -> Arc<Tracker> {
         Arc::new(Tracker {
             epoch: Instant::now(),
-            marker: format!("\"uuid\":\"{prefix}"),
+            marker: format!("\"{field}\":\"{prefix}"),
             count: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
             first_ns: (0..capacity).map(|_| AtomicU64::new(u64::MAX)).collect(),
             last_ns: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
@@ -122,15 +127,20 @@ impl Subscribers {
     }
 }
 
-/// Open `n` sockets to `server` (V2), join them when `join` is set, and start reading.
+/// The screens of the main runs: order and status joined on every socket.
+pub const ORDER_SCREEN: &[&str] = &["collection:order", "collection:status"];
+/// A menu board.
+pub const MENU_SCREEN: &[&str] = &["collection:menu"];
+
+/// Open `n` sockets to `server` (V2), join each to `topics`, and start reading.
 pub async fn open(
     server: SocketAddr,
     n: usize,
-    join: bool,
+    topics: &'static [&'static str],
     tracker: Arc<Tracker>,
 ) -> Result<Subscribers, String> {
     open_with(n, tracker, move |i| async move {
-        connect(server, i, join).await.map(Stream::Ws)
+        connect(server, i, topics).await.map(Stream::Ws)
     })
     .await
 }
@@ -208,7 +218,7 @@ pub async fn tcp(server: SocketAddr, i: usize) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
-async fn connect(server: SocketAddr, i: usize, join: bool) -> Result<Ws, String> {
+async fn connect(server: SocketAddr, i: usize, topics: &[&str]) -> Result<Ws, String> {
     let stream = tcp(server, i).await?;
     // Small read buffers: the client side holds N sockets too (tungstenite's default is
     // 128 KiB each).
@@ -219,15 +229,15 @@ async fn connect(server: SocketAddr, i: usize, join: bool) -> Result<Ws, String>
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    if join {
-        for (r, topic) in [("1", "collection:order"), ("2", "collection:status")] {
+    if !topics.is_empty() {
+        for (r, topic) in topics.iter().enumerate() {
             let frame = format!(r#"["{r}","{r}","{topic}","phx_join",{{}}]"#);
             ws.send(Message::text(frame))
                 .await
                 .map_err(|e| format!("join: {e}"))?;
         }
         let mut ok = 0;
-        while ok < 2 {
+        while ok < topics.len() {
             let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
                 .await
                 .map_err(|_| "join reply timed out".to_string())?
