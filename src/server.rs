@@ -205,6 +205,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     }
     let sources = Arc::new(Sources {
         broadcasts: Some(Arc::clone(&registry.broadcasts)),
+        resyncs: Some(Arc::clone(&registry.resyncs)),
         registry,
         counters,
         writes: Some(writes),

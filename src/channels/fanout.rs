@@ -138,6 +138,9 @@ impl Fanout {
             .record(set.seq, logged, set.menu.is_some(), self.clock.now());
         drop(topics);
         if resynced > 0 {
+            self.registry
+                .resyncs
+                .fetch_add(resynced as u64, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 seq = set.seq,
                 changes = set.changes.len(),

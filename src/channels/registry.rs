@@ -191,6 +191,8 @@ pub struct Registry {
     /// Broadcasts built by the fan-out (each one message, however many subscribers), for
     /// `/metrics`.
     pub broadcasts: Arc<AtomicU64>,
+    /// Joins told to resync because one commit was too big for their queue, for `/metrics`.
+    pub resyncs: Arc<AtomicU64>,
 }
 
 impl Registry {

@@ -1,6 +1,6 @@
 //! `/metrics` in the Prometheus text format 0.0.4 (SPEC 9): sockets, joined channels by topic,
-//! messages and bytes sent, broadcasts, slow sockets closed, write transactions and their
-//! latency, orders created.
+//! messages and bytes sent, broadcasts, slow sockets closed, joins told to resync, write
+//! transactions and their latency, orders created.
 //!
 //! The figures live where the work happens (the socket endpoint's [`crate::phoenix::Metrics`],
 //! the channel registry, the change feed, the writer thread); this module adds the counters
@@ -113,6 +113,8 @@ pub struct Sources {
     pub writes: Option<Arc<WriteMetrics>>,
     /// Broadcasts counted where they are made, in the fan-out; `None` likewise.
     pub broadcasts: Option<Arc<AtomicU64>>,
+    /// Joins told to resync by the fan-out; `None` likewise.
+    pub resyncs: Option<Arc<AtomicU64>>,
 }
 
 /// The sources of every daemon running in this process, by endpoint. A daemon registers its
@@ -157,6 +159,7 @@ pub fn response(app: &App) -> Response<Body> {
         figures.commits = load(&c.commits);
         figures.orders_created = load(&c.orders_created);
         figures.broadcasts = sources.broadcasts.as_deref().map(load);
+        figures.resyncs = sources.resyncs.as_deref().map(load);
         figures.writes = sources.writes.as_ref().map(|w| w.histogram());
     }
     let mut response = Response::new(Full::new(Bytes::from(render(&figures))));
@@ -187,6 +190,8 @@ pub struct Figures {
     /// `None`: nobody counts them (the family is left out).
     pub broadcasts: Option<u64>,
     pub slow_closed: u64,
+    /// `None`: nobody counts them (the family is left out).
+    pub resyncs: Option<u64>,
     pub commits: u64,
     /// `None`: nobody times them (the family is left out).
     pub writes: Option<Histogram>,
@@ -246,6 +251,15 @@ pub fn render(f: &Figures) -> String {
         "Sockets closed because their outbound queue was full (close code 1013).",
         f.slow_closed,
     );
+    if let Some(resyncs) = f.resyncs {
+        out.single(
+            "kaffediem_resynced_joins_total",
+            "counter",
+            "Joins sent phx_error to rejoin because one commit changed more of their rows than \
+             their queue takes at once (the socket and its other joins stay up).",
+            resyncs,
+        );
+    }
     out.single(
         "kaffediem_commits_total",
         "counter",

@@ -727,6 +727,17 @@ async fn a_commit_too_big_for_a_join_resyncs_that_join_only() {
     assert_eq!(status["record"]["open"], false);
     let bulk_seq = status["seq"].as_u64().expect("seq");
 
+    // The operator sees it: one join told to resync, no socket closed.
+    let metrics = crate::support::http::call(daemon.addr, "GET", "/metrics")
+        .send()
+        .await
+        .text();
+    assert!(
+        metrics.contains("\nkaffediem_resynced_joins_total 1\n")
+            && metrics.contains("\nkaffediem_slow_sockets_closed_total 0\n"),
+        "{metrics}"
+    );
+
     // Customer 7's screen gets its two orders as plain changes.
     for _ in 0..2 {
         let change = seven.next_event("collection:order", "change").await;
