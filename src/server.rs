@@ -232,7 +232,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     });
     // READY before the first watchdog ping: systemd ignores pings from a unit still starting.
     systemd::ready();
-    let watchdog = systemd::spawn_watchdog(store.readers.clone());
+    let watchdog = systemd::spawn_watchdog(store.readers.clone(), store.writer.clone());
     let trimmer = memory::spawn_trimmer({
         let endpoint = Arc::clone(&endpoint);
         move || {

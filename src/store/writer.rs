@@ -67,6 +67,34 @@ struct Inner {
     closed: Arc<AtomicBool>,
     /// Told how long each answered write took, queueing included (for `/metrics`).
     observer: std::sync::OnceLock<Box<dyn Fn(Duration) + Send + Sync>>,
+    pulse: Arc<Pulse>,
+}
+
+/// When the writer thread last came round its loop: at least once a second while idle, after
+/// every batch while busy. A watchdog can tell a stuck writer from a quiet one by it.
+struct Pulse {
+    epoch: Instant,
+    /// Milliseconds since `epoch` at the last round.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Pulse {
+    fn new() -> Pulse {
+        Pulse {
+            epoch: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn beat(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn since(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
 }
 
 impl Drop for Inner {
@@ -119,6 +147,8 @@ impl Writer {
         let watcher = watch(path, queue.clone());
         let path = path.to_owned();
         let closed = Arc::new(AtomicBool::new(false));
+        let pulse = Arc::new(Pulse::new());
+        let beating = Arc::clone(&pulse);
         let thread = std::thread::Builder::new()
             .name("kaffediem-writer".into())
             .spawn(move || {
@@ -135,7 +165,7 @@ impl Writer {
                     feed,
                     undo: Vec::new(),
                 };
-                engine.run(inbox);
+                engine.run(inbox, &beating);
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Writer {
@@ -144,6 +174,7 @@ impl Writer {
                 thread: Mutex::new(Some(thread)),
                 closed,
                 observer: std::sync::OnceLock::new(),
+                pulse,
             }),
         })
     }
@@ -152,6 +183,12 @@ impl Writer {
     /// (queueing, the transaction and the durable commit). Set once; later calls are ignored.
     pub fn observe_with(&self, observe: impl Fn(Duration) + Send + Sync + 'static) {
         let _ = self.inner.observer.set(Box::new(observe));
+    }
+
+    /// How long ago the writer thread last came round its loop (it does at least once a
+    /// second while idle). Long only while one batch runs, or if the thread is stuck.
+    pub fn stalled_for(&self) -> Duration {
+        self.inner.pulse.since()
     }
 
     /// Run `f` inside one write transaction on the writer thread. `Ok` commits: the commit
@@ -275,11 +312,12 @@ struct Prepared {
 }
 
 impl Engine {
-    fn run(&mut self, inbox: mpsc::Receiver<Msg>) {
+    fn run(&mut self, inbox: mpsc::Receiver<Msg>, pulse: &Pulse) {
         let mut next_check = Instant::now() + FOREIGN_POLL;
         // A message taken off the queue while collecting a batch, handled next.
         let mut held: Option<Msg> = None;
         loop {
+            pulse.beat();
             let wait = next_check.saturating_duration_since(Instant::now());
             let msg = match held.take() {
                 Some(msg) => Ok(msg),

@@ -38,6 +38,68 @@ fn systemd_hears_ready_then_watchdog_pings_then_stopping() {
     assert!(daemon.wait().success());
 }
 
+/// The watchdog also watches the writer thread, but a write that waits for another process's
+/// lock (someone's `sqlite3` session) is not a stuck writer: the pings go on, and the write
+/// lands once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_for_a_shell_lock_keeps_the_watchdog_pinging() {
+    let site = Site::new();
+    let path = site.path("notify.sock");
+    let notify = UnixDatagram::bind(&path).expect("bind notify socket");
+    notify.set_read_timeout(Some(WAIT)).expect("read timeout");
+    site.demo_db();
+    std::fs::write(
+        site.path("kaffediem.toml"),
+        format!("[access]\nadmin_token = \"{ADMIN_TOKEN}\"\n"),
+    )
+    .expect("write config");
+    let mut cmd = site.command(&["serve"]);
+    cmd.env("KAFFEDIEM_CONFIG", site.path("kaffediem.toml"))
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "200000");
+    let mut daemon = Daemon::start(cmd);
+    let next = |notify: &UnixDatagram| {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    while !next(&notify).lines().any(|l| l == "READY=1") {}
+
+    // A shell takes the write lock; a write over HTTP queues behind it on the writer thread.
+    let shell = site.shell();
+    shell
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let addr = daemon.addr;
+    let body = json!({"title": "after the shell"});
+    let post =
+        tokio::spawn(
+            async move { try_post(addr, "/api/collections/message/records", &body).await },
+        );
+    // While the writer waits (up to its 5 s busy timeout), the watchdog is fed as before.
+    let held = Instant::now();
+    let notify = tokio::task::spawn_blocking(move || {
+        let mut pings = 0;
+        while held.elapsed() < Duration::from_secs(3) {
+            if next(&notify).lines().any(|l| l == "WATCHDOG=1") {
+                pings += 1;
+            }
+        }
+        (notify, pings)
+    });
+    let (_notify, pings) = notify.await.expect("notifications read");
+    shell.execute_batch("COMMIT").expect("release the lock");
+    assert!(pings >= 5, "{pings} watchdog pings while the writer waited");
+    assert_eq!(post.await.expect("post"), Some(201), "{}", daemon.log());
+    assert!(
+        !daemon.log().contains("no watchdog ping"),
+        "{}",
+        daemon.log()
+    );
+    daemon.terminate();
+    assert!(daemon.wait().success());
+}
+
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
     let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
