@@ -17,6 +17,7 @@ use serde_json::json;
 pub mod api;
 pub mod auth;
 pub mod cors;
+pub mod forwarded;
 pub mod images;
 
 use crate::channels::Cafe;
