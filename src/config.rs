@@ -35,6 +35,9 @@ pub struct Http {
     pub check_origin: bool,
     pub cookie_secure: bool,
     pub cookie_same_site: SameSite,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` / `Forwarded`
+    /// headers name the client; empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Http {
@@ -47,6 +50,7 @@ impl Default for Http {
             check_origin: true,
             cookie_secure: false,
             cookie_same_site: SameSite::Lax,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -288,6 +292,11 @@ impl Config {
                 );
             }
         }
+        for proxy in &self.http.trusted_proxies {
+            if let Err(why) = crate::http::forwarded::IpRange::parse(proxy) {
+                return bad("http.trusted_proxies", &format!("`{proxy}`: {why}"));
+            }
+        }
         let url = &self.http.public_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return bad("http.public_url", "must start with http:// or https://");
@@ -369,6 +378,9 @@ const LIVE_KEYS: &[LiveKey] = &[
     }),
     ("http.check_origin", |a, b| {
         a.http.check_origin != b.http.check_origin
+    }),
+    ("http.trusted_proxies", |a, b| {
+        a.http.trusted_proxies != b.http.trusted_proxies
     }),
     ("access.public_read", |a, b| {
         a.access.public_read != b.access.public_read
@@ -517,6 +529,26 @@ mod tests {
     }
 
     #[test]
+    fn bad_trusted_proxy_names_the_key_and_the_value() {
+        let err = Config::parse(
+            "[http]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/33\"]\n",
+            Path::new("k.toml"),
+        )
+        .unwrap_err();
+        assert!(err.0.starts_with("k.toml: http.trusted_proxies: "), "{err}");
+        assert!(err.0.contains("`10.0.0.0/33`"), "{err}");
+        let err = Config::parse(
+            "[http]\ntrusted_proxies = [\"nginx\"]\n",
+            Path::new("k.toml"),
+        )
+        .unwrap_err();
+        assert!(err.0.contains("`nginx`"), "{err}");
+        let ok =
+            "[http]\ntrusted_proxies = [\"127.0.0.1\", \"::1\", \"10.0.0.0/8\", \"fd00::/8\"]\n";
+        assert!(Config::parse(ok, Path::new("k.toml")).is_ok());
+    }
+
+    #[test]
     fn documented_defaults_file_matches_built_in_defaults() {
         let text = include_str!("../kaffediem.toml");
         let parsed = Config::parse(text, Path::new("kaffediem.toml")).expect("parses");
@@ -537,6 +569,7 @@ mod tests {
             check_origin = false
             cookie_secure = true
             cookie_same_site = "Strict"
+            trusted_proxies = ["127.0.0.1", "::1", "10.0.0.0/8"]
             [database]
             path = "other.db"
             [cafe]
@@ -566,13 +599,14 @@ mod tests {
         "#;
         let new = Config::parse(text, Path::new("k.toml")).expect("parses");
         let reload = running.reload(new.clone());
-        assert_eq!(reload.applied.len() + reload.needs_restart.len(), 26);
+        assert_eq!(reload.applied.len() + reload.needs_restart.len(), 27);
         assert!(reload.needs_restart.contains(&"http.port"));
         assert!(reload.applied.contains(&"http.allowed_origins"));
 
         let mut expected = running.clone();
         expected.http.allowed_origins = new.http.allowed_origins.clone();
         expected.http.check_origin = new.http.check_origin;
+        expected.http.trusted_proxies = new.http.trusted_proxies.clone();
         expected.access = new.access.clone();
         expected.limits.max_sockets = 1;
         expected.limits.max_topics_per_socket = 1;

@@ -17,6 +17,7 @@ use serde_json::json;
 pub mod api;
 pub mod auth;
 pub mod cors;
+pub mod forwarded;
 pub mod images;
 
 use crate::channels::Cafe;
@@ -27,6 +28,7 @@ use crate::store::{RecordCtx, Store, StoreError};
 
 use auth::Auth;
 use cors::Cors;
+use forwarded::TrustedProxies;
 
 pub type Body = Full<Bytes>;
 
@@ -43,6 +45,8 @@ pub struct App {
     /// Allowed frontend origins; replaced on config reload.
     pub cors: Cors,
     settings: RwLock<Settings>,
+    /// `http.trusted_proxies`: whose forwarding headers name the client; replaced on reload.
+    proxies: RwLock<TrustedProxies>,
 }
 
 /// The parts of the configuration the API reads on every request; replaced on config reload.
@@ -88,20 +92,32 @@ impl App {
             tz: config.time_zone(),
             cors: Cors::new(config.http.allowed_origins.clone()),
             settings: RwLock::new(Settings::from_config(config)),
+            proxies: RwLock::new(TrustedProxies::from_config(&config.http.trusted_proxies)),
         }
     }
 
-    /// Apply a reloaded configuration: origins, limits and access take effect with the next
-    /// request. `http.public_url` stays as started, like the store's record URLs, so that an
-    /// HTTP answer and a broadcast never disagree about where an image lives.
+    /// Apply a reloaded configuration: origins, trusted proxies, limits and access take effect
+    /// with the next request. `http.public_url` stays as started, like the store's record
+    /// URLs, so that an HTTP answer and a broadcast never disagree about where an image lives.
     pub fn set_config(&self, config: &Config) {
         self.cors.set_origins(config.http.allowed_origins.clone());
+        *self.proxies.write().unwrap_or_else(|e| e.into_inner()) =
+            TrustedProxies::from_config(&config.http.trusted_proxies);
         let mut settings = self.settings.write().unwrap_or_else(|e| e.into_inner());
         let public_url = std::mem::take(&mut settings.public_url);
         *settings = Settings {
             public_url,
             ..Settings::from_config(config)
         };
+    }
+
+    /// Who sent a request that arrived from `peer`: the peer itself, or the client a trusted
+    /// proxy forwarded (`http.trusted_proxies`).
+    pub fn client_addr(&self, headers: &HeaderMap, peer: SocketAddr) -> SocketAddr {
+        self.proxies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .client_addr(headers, peer)
     }
 
     pub fn settings(&self) -> Settings {
@@ -139,25 +155,28 @@ impl App {
     }
 }
 
-/// Answer one request. Never fails: every error is an HTTP answer.
+/// Answer one request from the TCP peer `peer`. Never fails: every error is an HTTP answer.
 pub async fn handle(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    // Behind a reverse proxy every peer is the proxy; rate limits and log lines are about
+    // the client it forwards.
+    let client = app.client_addr(req.headers(), peer);
     let path = req.uri().path().to_owned();
     let origin = app.cors.origin(req.headers());
     let has_origin = req.headers().contains_key(header::ORIGIN);
     let mut response = match (req.method(), path.as_str()) {
-        (_, "/socket/websocket") => app.endpoint.upgrade(req, peer),
+        (_, "/socket/websocket") => app.endpoint.upgrade(req, client),
         // LongPoll answers carry Phoenix's own CORS headers (`*`, echoed allow-headers).
-        (_, "/socket/longpoll") => return Ok(app.endpoint.long_poll(req, peer).await),
+        (_, "/socket/longpoll") => return Ok(app.endpoint.long_poll(req, client).await),
         (&Method::OPTIONS, _) => cors::preflight(),
         (&Method::GET, "/healthz") => healthz(&app).await,
         (&Method::GET, "/metrics") => crate::ops::metrics::response(&app),
         (_, "/healthz") => method_not_allowed("GET"),
         (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
-            match app.auth.route(req, peer).await {
+            match app.auth.route(req, client).await {
                 Ok(response) => response,
                 Err(_) => error(StatusCode::NOT_FOUND, "not found"),
             }

@@ -39,6 +39,8 @@ pub struct ConnectInfo {
     pub auth_token: Option<String>,
     /// The upgrade request's headers (cookies, user agent, ...).
     pub headers: hyper::HeaderMap,
+    /// The client's address as the HTTP server determined it (behind a trusted reverse
+    /// proxy, the one it forwarded; otherwise the TCP peer).
     pub peer: SocketAddr,
 }
 

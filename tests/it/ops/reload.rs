@@ -3,6 +3,8 @@
 
 use super::*;
 
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_origin_edit_applies_at_once_and_a_broken_edit_keeps_it() {
     let site = Site::new();
@@ -87,6 +89,70 @@ async fn log_level_edit_applies_at_once() {
     daemon.wait_for_log(&["log level is now `info`"]);
     let log = daemon.log();
     assert!(!log.contains("http.allowed_origins applied"), "{log}");
+
+    daemon.terminate();
+    assert!(daemon.wait().success());
+}
+
+/// A failed login from 127.0.0.1 (the proxy) on behalf of `client`.
+async fn forwarded_login(daemon: &Daemon, client: &str, email: &str) -> u16 {
+    call(daemon.addr, "POST", "/api/session")
+        .header("x-forwarded-for", client)
+        .json(&json!({"email": email, "password": "wrong"}))
+        .send()
+        .await
+        .status
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_edit_applies_at_once() {
+    let site = Site::new();
+    let config = site.path("kaffediem.toml");
+    let limit = "[auth]\nlogin_attempts_per_minute = 2\n";
+    std::fs::write(&config, limit).expect("write");
+    let mut daemon =
+        Daemon::start(site.command(&["--config", config.to_str().expect("utf-8"), "serve"]));
+    // Not trusted yet: every client shares the peer's limit, whatever the header says.
+    assert_eq!(forwarded_login(&daemon, "203.0.113.7", "a1@x").await, 401);
+    assert_eq!(forwarded_login(&daemon, "203.0.113.7", "a2@x").await, 401);
+    assert_eq!(forwarded_login(&daemon, "198.51.100.9", "b1@x").await, 429);
+
+    // A bad entry is refused with the key and the value; nothing changes.
+    std::fs::write(
+        &config,
+        format!("{limit}[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"),
+    )
+    .expect("write");
+    daemon.wait_for_log(&["not reloaded", "http.trusted_proxies", "10.0.0.0/33"]);
+
+    std::fs::write(
+        &config,
+        format!("{limit}[http]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n"),
+    )
+    .expect("write");
+    daemon.wait_for_log(&["http.trusted_proxies", "applied"]);
+    assert_eq!(forwarded_login(&daemon, "198.51.100.9", "b2@x").await, 401);
+
+    // Socket log lines name the forwarded client, not the proxy (WebSocket and long poll).
+    let mut req = daemon.ws_url().into_client_request().expect("request");
+    let headers = req.headers_mut();
+    headers.insert("origin", "https://elsewhere.example".parse().unwrap());
+    headers.insert("x-forwarded-for", "192.0.2.33".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 403)
+        }
+        other => panic!("upgrade from a foreign origin not refused: {other:?}"),
+    }
+    daemon.wait_for_log(&["refused socket: origin", "192.0.2.33"]);
+    let poll = call(daemon.addr, "GET", "/socket/longpoll?vsn=2.0.0")
+        .header("origin", "https://elsewhere.example")
+        .header("forwarded", "for=\"[2001:db8::7]:4711\"")
+        .send()
+        .await;
+    assert_eq!(poll.json()["status"], 403, "{}", poll.text());
+    daemon.wait_for_log(&["refused long poll: origin", "[2001:db8::7]:4711"]);
 
     daemon.terminate();
     assert!(daemon.wait().success());
