@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::channels::fanout::Fanout;
 use crate::channels::registry::Registry;
-use crate::channels::{Access, Cafe};
+use crate::channels::{Access, Cafe, Credential, ADMIN_TOKEN_SOCKETS};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::auth::Auth;
@@ -198,6 +198,21 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .with_auth(auth.clone()),
     );
     let endpoint = Endpoint::new(Arc::clone(&cafe), endpoint_config(&config));
+    // A logout closes the sockets its session authenticated: they reconnect, anonymous or
+    // refused (a socket token of the revoked session gets 403).
+    auth.on_session_revoked({
+        let endpoint = Arc::downgrade(&endpoint);
+        move |session_id| {
+            if let Some(endpoint) = endpoint.upgrade() {
+                let closed = endpoint.disconnect(
+                    &Credential::Session(session_id)
+                        .socket_id()
+                        .unwrap_or_default(),
+                );
+                tracing::debug!(session_id, closed, "session revoked; its sockets closed");
+            }
+        }
+    });
     let writes = Arc::new(metrics::WriteMetrics::default());
     {
         let writes = Arc::clone(&writes);
@@ -329,11 +344,22 @@ fn watch_config(
     targets: Reloadable,
 ) -> Option<reload::ConfigWatch> {
     let mut level = config.log.level.clone();
+    let mut admin_token = config.access.admin_token.clone();
     let apply = move |new: &Config| {
         targets.endpoint.set_config(endpoint_config(new));
         targets.cafe.set_access(access(new));
         targets.auth.set_config(new);
         targets.app.set_config(new);
+        if new.access.admin_token != admin_token {
+            admin_token = new.access.admin_token.clone();
+            // Sockets let in by the old token must not keep its rights: they reconnect and
+            // are judged by the new one.
+            let closed = targets.endpoint.disconnect(ADMIN_TOKEN_SOCKETS);
+            tracing::info!(
+                closed,
+                "access.admin_token changed; sockets that used the old one were closed"
+            );
+        }
         if new.log.level != level {
             level = new.log.level.clone();
             crate::ops::logging::set_level(&level);

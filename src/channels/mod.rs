@@ -31,7 +31,37 @@ use registry::{Registry, Subscription, TopicKey};
 pub struct Viewer {
     pub user_id: Option<i64>,
     pub admin: bool,
+    /// What vouched for the socket, so that revoking it closes the socket
+    /// ([`SocketHandler::id`]).
+    pub credential: Credential,
 }
+
+/// What a socket authenticated with. Revoking it closes every socket that used it: the client
+/// reconnects, and its connect is judged afresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Credential {
+    /// Nothing: an anonymous socket.
+    #[default]
+    None,
+    /// A login session (its cookie, or a socket token issued for it): `session:<id>`.
+    Session(i64),
+    /// The interim `access.admin_token`: `admin_token`.
+    AdminToken,
+}
+
+impl Credential {
+    /// The socket id of sockets authenticated this way.
+    pub fn socket_id(self) -> Option<String> {
+        match self {
+            Credential::None => None,
+            Credential::Session(id) => Some(format!("session:{id}")),
+            Credential::AdminToken => Some(ADMIN_TOKEN_SOCKETS.to_owned()),
+        }
+    }
+}
+
+/// The socket id shared by every socket that authenticated with `access.admin_token`.
+pub const ADMIN_TOKEN_SOCKETS: &str = "admin_token";
 
 /// Settings the channels read on every join; replaced on config reload.
 #[derive(Debug, Clone)]
@@ -248,7 +278,16 @@ impl SocketHandler for Cafe {
         Ok(Viewer {
             user_id: None,
             admin,
+            credential: if admin {
+                Credential::AdminToken
+            } else {
+                Credential::None
+            },
         })
+    }
+
+    fn id(&self, viewer: &Viewer) -> Option<String> {
+        viewer.credential.socket_id()
     }
 
     fn join(

@@ -63,6 +63,8 @@ pub struct Auth {
     /// [`Authenticate::viewer`] is synchronous (it runs inside the upgrade), while the reader
     /// pool is async; this one read-only connection answers its single indexed lookup.
     socket_conn: Mutex<rusqlite::Connection>,
+    /// Told the id of every session a logout revoked (the server closes its sockets).
+    on_revoke: std::sync::OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
 }
 
 /// What [`Auth::set_config`] may change while running.
@@ -154,7 +156,14 @@ impl Auth {
             settings: RwLock::new(settings),
             limiter: Limiter::default(),
             socket_conn: Mutex::new(socket_conn),
+            on_revoke: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Have `f` told the id of every session a logout revokes, once it is gone from the
+    /// database (to close the sockets it authenticated). Set once; later calls are ignored.
+    pub fn on_session_revoked(&self, f: impl Fn(i64) + Send + Sync + 'static) {
+        let _ = self.on_revoke.set(Box::new(f));
     }
 
     /// Apply a reloaded configuration (cookie attributes, rate limits, token lifetime, the
@@ -334,12 +343,19 @@ impl Auth {
             let deleted = self
                 .store
                 .writer
-                .write(move |tx| -> Result<usize, StoreError> {
-                    Ok(tx.execute("DELETE FROM session WHERE token_hash = ?1", [hash])?)
+                .write(move |tx| -> Result<Option<i64>, StoreError> {
+                    let sql = "DELETE FROM session WHERE token_hash = ?1 RETURNING id";
+                    Ok(tx.query_row(sql, [hash], |r| r.get(0)).optional()?)
                 })
                 .await;
-            if let Err(e) = deleted {
-                return store_failure("logout", &e);
+            match deleted {
+                Ok(Some(session_id)) => {
+                    if let Some(revoked) = self.on_revoke.get() {
+                        revoked(session_id);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return store_failure("logout", &e),
             }
         }
         with_cookie(

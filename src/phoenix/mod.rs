@@ -56,6 +56,13 @@ pub trait SocketHandler: Send + Sync + 'static {
     /// Admit or refuse a connection (refused → HTTP 403 before the upgrade).
     fn connect(&self, info: &ConnectInfo) -> Result<Self::Session, Refused>;
 
+    /// The socket's id (Phoenix's `id/1`), e.g. `users_socket:42`: [`Endpoint::disconnect`]
+    /// closes every socket with that id (1001), so its client reconnects and authenticates
+    /// again. `None` (the default): anonymous, never disconnected by id.
+    fn id(&self, _session: &Self::Session) -> Option<String> {
+        None
+    }
+
     /// Route a `phx_join`. `None` means no channel handles this topic ("unmatched topic").
     /// The future resolving to [`JoinResult`] may read a snapshot; if it panics the client
     /// gets `{"reason":"join crashed"}` and the socket stays up.

@@ -82,6 +82,8 @@ pub(crate) struct SocketShared {
     queue: Mutex<Queue>,
     /// Set when the socket stops taking items (it is closing); sends fail from then on.
     closed: AtomicBool,
+    /// The application's id for this socket ([`super::SocketHandler::id`]), set once admitted.
+    pub(crate) app_id: OnceLock<String>,
 }
 
 struct Queue {
@@ -104,6 +106,7 @@ impl SocketShared {
                 limit: limit.max(1),
             }),
             closed: AtomicBool::new(false),
+            app_id: OnceLock::new(),
         }
     }
 

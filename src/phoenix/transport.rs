@@ -64,6 +64,9 @@ pub struct Metrics {
     pub slow_closed: AtomicU64,
 }
 
+/// "Going away": the close code of a forced disconnect, as in Phoenix.
+const CLOSE_GOING_AWAY: u16 = 1001;
+
 /// Process-unique socket ids, so registries keyed by [`super::Outbox::socket_id`] never mix up
 /// sockets of two endpoints.
 static NEXT_SOCKET_ID: AtomicU64 = AtomicU64::new(1);
@@ -198,7 +201,12 @@ impl<H: SocketHandler> Endpoint<H> {
         };
         let slot = self.reserve_slot(&config).ok_or(Refusal::Unavailable)?;
         let session = match self.handler.connect(&info) {
-            Ok(session) => Arc::new(session),
+            Ok(session) => {
+                if let Some(id) = self.handler.id(&session) {
+                    let _ = slot.shared.app_id.set(id);
+                }
+                Arc::new(session)
+            }
             Err(refused) => {
                 tracing::debug!(%peer, query = %redact_query(query), reason = %refused.0, "socket refused");
                 return Err(Refusal::Forbidden);
@@ -236,6 +244,21 @@ impl<H: SocketHandler> Endpoint<H> {
 
     fn lock_sockets(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SocketShared>>> {
         self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Close every socket whose application id ([`SocketHandler::id`]) is `id` with 1001, as
+    /// Phoenix does for `Endpoint.broadcast(id, "disconnect", %{})`: their clients reconnect,
+    /// which runs `connect` again (a revoked credential then gets 403). Returns how many.
+    pub fn disconnect(&self, id: &str) -> usize {
+        let sockets = self.lock_sockets();
+        let mut closed = 0;
+        for shared in sockets.values() {
+            if shared.app_id.get().is_some_and(|own| own == id) {
+                shared.request_close(CLOSE_GOING_AWAY);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Close every open socket with `code` (1001 on shutdown) and wait until all are gone.

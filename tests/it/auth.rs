@@ -233,6 +233,53 @@ async fn logout_revokes_the_session_and_clears_the_cookie() {
     d.stop().await;
 }
 
+/// Logging out closes the sockets that session authenticated (1001, so the client reconnects
+/// and is judged again: its socket token now gets 403); another session's socket and an
+/// anonymous one go on.
+#[tokio::test]
+async fn logout_closes_the_sockets_of_that_session_only() {
+    let d = daemon().await;
+    let cookie = admin_cookie(&d).await;
+    let token = socket_token(&d, &cookie).await;
+    let other_cookie = admin_cookie(&d).await;
+    let other_token = socket_token(&d, &other_cookie).await;
+    let mut mine = d.socket(&format!("token={token}")).await;
+    mine.join_ok("notifications:admin", json!({})).await;
+    let mut mine_by_cookie = upgrade(&d, "", &[("cookie", &cookie)])
+        .await
+        .expect("upgrade");
+    mine_by_cookie
+        .join_ok("notifications:admin", json!({}))
+        .await;
+    let mut other = d.socket(&format!("token={other_token}")).await;
+    other.join_ok("notifications:admin", json!({})).await;
+    let mut anonymous = d.socket("").await;
+    anonymous.join_ok("collection:status", json!({})).await;
+
+    let reply = call(d.addr, "DELETE", "/api/session")
+        .header("cookie", &cookie)
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(mine.close_code().await, 1001);
+    assert_eq!(mine_by_cookie.close_code().await, 1001);
+    let refused = upgrade(&d, &format!("&token={token}"), &[]).await;
+    assert_eq!(refused.err(), Some(StatusCode::FORBIDDEN));
+
+    // The other session still hears new orders; the anonymous screen still works.
+    let order = d
+        .shell()
+        .execute(
+            r#"INSERT INTO "order" (uuid, customer_id, items) VALUES ('after-logout', 1, '[]')"#,
+            [],
+        )
+        .expect("insert order");
+    assert_eq!(order, 1);
+    other.next_event("notifications:admin", "new_order").await;
+    anonymous.join_ok("collection:message", json!({})).await;
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn expired_session_stops_working() {
     let d = daemon_with(|c| c.auth.session_days = 1).await;

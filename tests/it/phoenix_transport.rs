@@ -250,6 +250,35 @@ async fn phoenix_ping_gets_pong_and_no_phoenix_frame() {
     c.barrier().await;
 }
 
+/// Case 42, raw: the forced disconnect of `users_socket:7` closes exactly user 7's sockets with
+/// 1001 (both of them); user 8's and an anonymous socket go on.
+#[tokio::test]
+async fn phoenix_forced_disconnect_by_socket_id_closes_only_those_sockets() {
+    let s = server().await;
+    let mut seven = connect(s.addr, "vsn=2.0.0&user_id=7").await;
+    let mut seven_again = connect(s.addr, "vsn=2.0.0&user_id=7").await;
+    let mut eight = connect(s.addr, "vsn=2.0.0&user_id=8").await;
+    let mut anonymous = v2(s.addr).await;
+    for c in [&mut seven, &mut seven_again, &mut eight, &mut anonymous] {
+        c.join("1", "test:a").await;
+    }
+    assert_eq!(s.endpoint.disconnect("users_socket:7"), 2);
+    assert_eq!(seven.close_code().await, 1001);
+    assert_eq!(seven_again.close_code().await, 1001);
+    assert_eq!(s.endpoint.disconnect("users_socket:9"), 0);
+    eight.barrier().await;
+    anonymous.barrier().await;
+    // The closed sockets' joins are gone with them: a broadcast reaches the other two only.
+    timeout(GUARD, async {
+        while s.endpoint.metrics().open_sockets.load(Ordering::Relaxed) != 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("two sockets left");
+    assert_eq!(s.app.broadcast("test:a", "still", j(json!({}))), 2);
+}
+
 async fn assert_closes(frame: Message, code: u16) {
     let s = server().await;
     let mut c = v2(s.addr).await;

@@ -283,6 +283,33 @@ describe("phoenix_test_server through phoenix 1.8.16", () => {
     assert.deepEqual([...b.slice(5 + jl + rl + tl + el)], [0xde, 0xad, 0xbe, 0xef]);
   });
 
+  t("case 42: a forced disconnect by socket id closes with 1001; the client reconnects and rejoins", async () => {
+    const seven = await clients.connected(server.url, { params: { user_id: "7" } });
+    const other = await clients.connected(server.url, { params: { user_id: "8" } });
+    const ch = seven.channel("test:a");
+    await joinOk(ch);
+    const otherCh = other.channel("test:a");
+    await joinOk(otherCh);
+    const res = await fetch(`http://127.0.0.1:${server.port}/control/disconnect?id=users_socket:7`, {
+      method: "POST",
+    });
+    assert.equal(await res.text(), "1", "exactly one socket has that id");
+    await waitFor(() => seven.events.close.length > 0, 5000, "the forced close");
+    assert.equal(seven.events.close[0], 1001);
+    // the client reconnects (running connect again) and rejoins its channel by itself
+    await waitFor(() => seven.events.open >= 2, 5000, "the reconnect");
+    await waitFor(
+      () => seven.spy.sentFrames("test:a", "phx_join").length >= 2 && ch.state === "joined",
+      5000,
+      "the rejoin",
+    );
+    assert.deepEqual(await push(ch, "echo", { back: true }), { status: "ok", response: { echo: { back: true } } });
+    // user 8's socket was never touched
+    assert.equal(other.events.close.length, 0);
+    assert.equal(other.spy.connections.length, 1);
+    assert.deepEqual(await push(otherCh, "echo", { v: 8 }), { status: "ok", response: { echo: { v: 8 } } });
+  });
+
   t("case 44: disconnect() closes the socket and the client does not reconnect", async () => {
     const socket = await clients.connected(server.url);
     const ch = socket.channel("test:a");

@@ -96,6 +96,10 @@ impl SocketHandler for TestApp {
         Ok(TestSession { id })
     }
 
+    fn id(&self, session: &TestSession) -> Option<String> {
+        session.id.clone()
+    }
+
     fn join(
         &self,
         _session: &Arc<TestSession>,
@@ -234,6 +238,18 @@ pub async fn serve_endpoint(listener: TcpListener, endpoint: Arc<Endpoint<TestAp
                             .find_map(|kv| kv.strip_prefix("block_websocket="))
                             .map(str::to_owned)
                     });
+                    // `POST /control/disconnect?id=ID`: the forced disconnect of case 42.
+                    if req.uri().path() == "/control/disconnect" {
+                        let id = req.uri().query().and_then(|q| {
+                            q.split('&')
+                                .find_map(|kv| kv.strip_prefix("id="))
+                                .map(str::to_owned)
+                        });
+                        let closed = id.map_or(0, |id| endpoint.disconnect(&id));
+                        let mut answer = status(200);
+                        *answer.body_mut() = Full::new(Bytes::from(closed.to_string()));
+                        return Ok(answer);
+                    }
                     let response = match (req.uri().path(), block.as_deref()) {
                         ("/socket/websocket", Some("refuse")) => status(403),
                         ("/socket/websocket", Some("hang")) => std::future::pending().await,

@@ -4,7 +4,7 @@
 
 use rusqlite::OptionalExtension;
 
-use crate::channels::{Authenticate, Viewer};
+use crate::channels::{Authenticate, Credential, Viewer};
 use crate::phoenix::{ConnectInfo, Refused};
 
 use super::token::{self, session_cookie, sql_time, token_hash};
@@ -33,6 +33,7 @@ impl Auth {
             Ok(Some(admin)) => Ok(Viewer {
                 user_id: Some(claim.user_id),
                 admin,
+                credential: Credential::Session(claim.session_id),
             }),
             Ok(None) => Err(Refused("the socket token's session has ended".into())),
             Err(e) => {
@@ -53,6 +54,7 @@ impl Auth {
             Ok(hit) => hit.map(|hit| Viewer {
                 user_id: Some(hit.identity.user_id),
                 admin: hit.identity.is_admin,
+                credential: Credential::Session(hit.session_id),
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a session cookie on a socket");
@@ -74,6 +76,7 @@ impl Authenticate for Auth {
                 return Ok(Some(Viewer {
                     user_id: None,
                     admin: true,
+                    credential: Credential::AdminToken,
                 }));
             }
             return self.socket_token_viewer(token).map(Some);

@@ -157,3 +157,37 @@ async fn trusted_proxies_edit_applies_at_once() {
     daemon.terminate();
     assert!(daemon.wait().success());
 }
+
+/// Changing `access.admin_token` takes the old token's rights away from sockets already open:
+/// they are closed (1001), and reconnecting with the old token is refused (403) like any other
+/// bad token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_change_closes_the_sockets_that_used_the_old_one() {
+    let site = Site::new();
+    let config = site.path("kaffediem.toml");
+    std::fs::write(&config, "[access]\nadmin_token = \"old-secret\"\n").expect("write");
+    let mut daemon =
+        Daemon::start(site.command(&["--config", config.to_str().expect("utf-8"), "serve"]));
+    let url = |query: &str| format!("ws://{}/socket/websocket?vsn=2.0.0{query}", daemon.addr);
+    let mut admin = Socket::connect(&url("&token=old-secret")).await;
+    admin.join_ok("notifications:admin", json!({})).await;
+    let mut screen = Socket::connect(&url("")).await;
+    screen.join_ok("collection:status", json!({})).await;
+
+    std::fs::write(&config, "[access]\nadmin_token = \"new-secret\"\n").expect("write");
+    assert_eq!(admin.close_code().await, 1001);
+    daemon.wait_for_log(&["access.admin_token changed"]);
+    match tokio_tungstenite::connect_async(url("&token=old-secret")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+            assert_eq!(answer.status().as_u16(), 403)
+        }
+        other => panic!("the old token still connects: {:?}", other.map(|_| ())),
+    }
+    let mut fresh = Socket::connect(&url("&token=new-secret")).await;
+    fresh.join_ok("notifications:admin", json!({})).await;
+    // The anonymous screen was never touched.
+    screen.join_ok("collection:message", json!({})).await;
+
+    daemon.terminate();
+    assert!(daemon.wait().success());
+}

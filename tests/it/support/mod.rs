@@ -143,6 +143,20 @@ impl Socket {
         }
     }
 
+    /// Read until the server's close frame; its code (frames before it are skipped).
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a close within the wait")
+                .expect("a close frame before the end")
+                .expect("frame ok");
+            if let Message::Close(frame) = msg {
+                return frame.map_or(1005, |f| f.code.into());
+            }
+        }
+    }
+
     /// Frames arriving within `window` (used to prove that something does NOT arrive).
     pub async fn recv_for(&mut self, window: Duration) -> Vec<Value> {
         let mut frames = Vec::new();
