@@ -76,7 +76,7 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
+    kaffediem::ops::memory::tune_allocator();
     let cli = Cli::parse();
     let (config, config_path) = match Config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
@@ -277,27 +277,3 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
-
-/// Give large freed blocks back to the kernel. Argon2id allocates 19 MiB for every password
-/// hash (a login, the first admin); with glibc's adaptive threshold the first such free raises
-/// the mmap threshold, and from then on each thread's arena keeps ~19 MiB resident per hash
-/// (measured: +19.5 MB RSS per login, 68 MB after three). A fixed 4 MiB threshold keeps those
-/// blocks mmapped and unmapped on free; the trim threshold is what glibc's adaptive rule would
-/// pick (twice that), so menu-sized buffers (~1 MB) are still reused rather than faulted in
-/// afresh. At most two arenas: glibc's default (8 per core) gives every thread that ever
-/// allocates (workers, the blocking pool's readers) a heap of its own, each holding its own
-/// free pages; with two, sockets cost less (N = 100: 12.7–13.3 → 8.2–9.2 KiB per socket;
-/// N = 1 000: 4.9–5.3 → 4.5–4.7) at the same CPU per order. Must run before any thread starts.
-/// `BENCHMARKS.md` has the figures.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_allocator() {
-    // SAFETY: mallopt only adjusts allocator parameters; called before other threads exist.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}

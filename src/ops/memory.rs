@@ -1,5 +1,5 @@
-//! Giving memory back after a burst. A burst of orders to thousands of sockets allocates and
-//! frees many small blocks from several threads (queued frames, queues that grew); glibc keeps
+//! The allocator's settings ([`tune_allocator`]) and giving memory back after a burst. A burst
+//! of orders to thousands of sockets allocates and frees many small blocks from several threads (queued frames, queues that grew); glibc keeps
 //! the freed pages of its heaps resident until asked, so a Pi that served one busy moment
 //! would carry its high-water mark all day (measured with 10 000 sockets after 1 000 orders:
 //! 119 MB resident without a trim, 76 MB with; see `BENCHMARKS.md`). Once the sockets have
@@ -44,6 +44,31 @@ where
         }
     }
 }
+
+/// Give large freed blocks back to the kernel. Argon2id allocates 19 MiB for every password
+/// hash (a login, the first admin); with glibc's adaptive threshold the first such free raises
+/// the mmap threshold, and from then on each thread's arena keeps ~19 MiB resident per hash
+/// (measured: +19.5 MB RSS per login, 68 MB after three). A fixed 4 MiB threshold keeps those
+/// blocks mmapped and unmapped on free; the trim threshold is what glibc's adaptive rule would
+/// pick (twice that), so menu-sized buffers (~1 MB) are still reused rather than faulted in
+/// afresh. At most two arenas: glibc's default (8 per core) gives every thread that ever
+/// allocates (workers, the blocking pool's readers) a heap of its own, each holding its own
+/// free pages; with two, sockets cost less (N = 100: 12.7–13.3 → 8.2–9.2 KiB per socket;
+/// N = 1 000: 4.9–5.3 → 4.5–4.7) at the same CPU per order. Must run before any thread starts (the daemon's and the
+/// bench's `main` call it first).
+/// `BENCHMARKS.md` has the figures.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn tune_allocator() {
+    // SAFETY: mallopt only adjusts allocator parameters; callers run it before other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn tune_allocator() {}
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim() {

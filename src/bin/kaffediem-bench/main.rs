@@ -143,15 +143,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    // The daemon's allocator settings (see `tune_allocator` in src/main.rs), so that the
-    // menu timing measured here allocates as the daemon does.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator parameters; no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    // The daemon's allocator settings, so that the menu timing measured here allocates as the
+    // daemon does.
+    kaffediem::ops::memory::tune_allocator();
     let mut args = cli.run;
     if args.smoke {
         args.sockets = vec![20];
