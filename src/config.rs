@@ -38,6 +38,9 @@ pub struct Http {
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` / `Forwarded`
     /// headers name the client; empty: the TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// Addresses (IPs or CIDR ranges) allowed to read `/metrics` besides loopback and holders
+    /// of `access.admin_token`.
+    pub metrics_allowed: Vec<String>,
 }
 
 impl Default for Http {
@@ -51,6 +54,7 @@ impl Default for Http {
             cookie_secure: false,
             cookie_same_site: SameSite::Lax,
             trusted_proxies: Vec::new(),
+            metrics_allowed: Vec::new(),
         }
     }
 }
@@ -99,6 +103,10 @@ pub struct Auth {
     pub dev_auto_login: bool,
     /// Failed logins allowed per client address and per email within a minute.
     pub login_attempts_per_minute: u32,
+    /// Password checks (Argon2id, ~19 MiB each) computed at once; 0: one per CPU core.
+    pub password_checks: usize,
+    /// Logins that may wait for a password check; past this, 429 at once.
+    pub password_check_queue: usize,
 }
 
 impl Default for Auth {
@@ -108,6 +116,8 @@ impl Default for Auth {
             socket_token_seconds: 300,
             dev_auto_login: false,
             login_attempts_per_minute: 10,
+            password_checks: 0,
+            password_check_queue: 8,
         }
     }
 }
@@ -161,6 +171,26 @@ pub struct Limits {
     pub header_timeout_seconds: u64,
     /// Hours of changes kept for clients resuming with `since` (0: always a full snapshot).
     pub change_log_hours: u32,
+    /// Seconds a client has to send a whole request body, on every route (then 408).
+    pub body_seconds: u64,
+    /// Open TCP connections from one client address (trusted proxies exempt).
+    pub max_connections_per_address: usize,
+    /// Sockets (WebSocket and long-poll sessions) from one client address.
+    pub max_sockets_per_address: usize,
+    /// Joins one socket may make per minute (a token bucket: this many at once, refilled
+    /// over a minute).
+    pub joins_per_minute_per_socket: u32,
+    /// Joins all sockets of one client address may make per minute (same bucket rule).
+    pub joins_per_minute_per_address: u32,
+    /// Days of orders in a `collection:order` snapshot (and an HTTP order list) that names no
+    /// `from_date`.
+    pub order_snapshot_days: u32,
+    /// Records in one snapshot or unpaged HTTP list at most (the newest are kept).
+    pub snapshot_max_records: usize,
+    /// Lines (items) in one order.
+    pub max_order_lines: usize,
+    /// Size of one stored order record (its JSON), in bytes.
+    pub max_order_bytes: usize,
 }
 
 impl Default for Limits {
@@ -175,6 +205,15 @@ impl Default for Limits {
             idle_timeout_seconds: 60,
             header_timeout_seconds: 10,
             change_log_hours: 24,
+            body_seconds: 30,
+            max_connections_per_address: 64,
+            max_sockets_per_address: 32,
+            joins_per_minute_per_socket: 100,
+            joins_per_minute_per_address: 300,
+            order_snapshot_days: 7,
+            snapshot_max_records: 2000,
+            max_order_lines: 50,
+            max_order_bytes: 16 * 1024,
         }
     }
 }
@@ -297,6 +336,11 @@ impl Config {
                 return bad("http.trusted_proxies", &format!("`{proxy}`: {why}"));
             }
         }
+        for allowed in &self.http.metrics_allowed {
+            if let Err(why) = crate::http::forwarded::IpRange::parse(allowed) {
+                return bad("http.metrics_allowed", &format!("`{allowed}`: {why}"));
+            }
+        }
         let url = &self.http.public_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return bad("http.public_url", "must start with http:// or https://");
@@ -317,6 +361,25 @@ impl Config {
                 "limits.header_timeout_seconds",
                 l.header_timeout_seconds as usize,
             ),
+            ("limits.body_seconds", l.body_seconds as usize),
+            (
+                "limits.max_connections_per_address",
+                l.max_connections_per_address,
+            ),
+            ("limits.max_sockets_per_address", l.max_sockets_per_address),
+            (
+                "limits.joins_per_minute_per_socket",
+                l.joins_per_minute_per_socket as usize,
+            ),
+            (
+                "limits.joins_per_minute_per_address",
+                l.joins_per_minute_per_address as usize,
+            ),
+            ("limits.order_snapshot_days", l.order_snapshot_days as usize),
+            ("limits.snapshot_max_records", l.snapshot_max_records),
+            ("limits.max_order_lines", l.max_order_lines),
+            ("limits.max_order_bytes", l.max_order_bytes),
+            ("auth.password_check_queue", self.auth.password_check_queue),
         ] {
             if value == 0 {
                 return bad(key, "must be greater than 0");
@@ -425,6 +488,36 @@ const LIVE_KEYS: &[LiveKey] = &[
         a.limits.max_upload_bytes != b.limits.max_upload_bytes
     }),
     ("log.level", |a, b| a.log.level != b.log.level),
+    ("http.metrics_allowed", |a, b| {
+        a.http.metrics_allowed != b.http.metrics_allowed
+    }),
+    ("limits.body_seconds", |a, b| {
+        a.limits.body_seconds != b.limits.body_seconds
+    }),
+    ("limits.max_connections_per_address", |a, b| {
+        a.limits.max_connections_per_address != b.limits.max_connections_per_address
+    }),
+    ("limits.max_sockets_per_address", |a, b| {
+        a.limits.max_sockets_per_address != b.limits.max_sockets_per_address
+    }),
+    ("limits.joins_per_minute_per_socket", |a, b| {
+        a.limits.joins_per_minute_per_socket != b.limits.joins_per_minute_per_socket
+    }),
+    ("limits.joins_per_minute_per_address", |a, b| {
+        a.limits.joins_per_minute_per_address != b.limits.joins_per_minute_per_address
+    }),
+    ("limits.order_snapshot_days", |a, b| {
+        a.limits.order_snapshot_days != b.limits.order_snapshot_days
+    }),
+    ("limits.snapshot_max_records", |a, b| {
+        a.limits.snapshot_max_records != b.limits.snapshot_max_records
+    }),
+    ("limits.max_order_lines", |a, b| {
+        a.limits.max_order_lines != b.limits.max_order_lines
+    }),
+    ("limits.max_order_bytes", |a, b| {
+        a.limits.max_order_bytes != b.limits.max_order_bytes
+    }),
 ];
 
 /// Keys read once at start: the listening socket, the database file, the time zone that
@@ -459,6 +552,15 @@ const RESTART_KEYS: &[RestartKey] = &[
         keep(
             &mut n.limits.header_timeout_seconds,
             &r.limits.header_timeout_seconds,
+        )
+    }),
+    ("auth.password_checks", |n, r| {
+        keep(&mut n.auth.password_checks, &r.auth.password_checks)
+    }),
+    ("auth.password_check_queue", |n, r| {
+        keep(
+            &mut n.auth.password_check_queue,
+            &r.auth.password_check_queue,
         )
     }),
 ];
@@ -570,6 +672,7 @@ mod tests {
             cookie_secure = true
             cookie_same_site = "Strict"
             trusted_proxies = ["127.0.0.1", "::1", "10.0.0.0/8"]
+            metrics_allowed = ["192.168.1.10"]
             [database]
             path = "other.db"
             [cafe]
@@ -579,6 +682,8 @@ mod tests {
             socket_token_seconds = 1
             dev_auto_login = true
             login_attempts_per_minute = 1
+            password_checks = 1
+            password_check_queue = 1
             [access]
             public_read = false
             admin_token = "x"
@@ -594,12 +699,21 @@ mod tests {
             outbound_queue = 1
             idle_timeout_seconds = 1
             header_timeout_seconds = 1
+            body_seconds = 1
+            max_connections_per_address = 1
+            max_sockets_per_address = 1
+            joins_per_minute_per_socket = 1
+            joins_per_minute_per_address = 1
+            order_snapshot_days = 1
+            snapshot_max_records = 1
+            max_order_lines = 1
+            max_order_bytes = 1
             [log]
             level = "debug"
         "#;
         let new = Config::parse(text, Path::new("k.toml")).expect("parses");
         let reload = running.reload(new.clone());
-        assert_eq!(reload.applied.len() + reload.needs_restart.len(), 27);
+        assert_eq!(reload.applied.len() + reload.needs_restart.len(), 39);
         assert!(reload.needs_restart.contains(&"http.port"));
         assert!(reload.applied.contains(&"http.allowed_origins"));
 
@@ -608,19 +722,18 @@ mod tests {
         expected.http.check_origin = new.http.check_origin;
         expected.http.trusted_proxies = new.http.trusted_proxies.clone();
         expected.access = new.access.clone();
-        expected.limits.max_sockets = 1;
-        expected.limits.max_topics_per_socket = 1;
-        expected.limits.max_message_bytes = 1;
-        expected.limits.outbound_queue = 1;
-        expected.limits.idle_timeout_seconds = 1;
         expected.http.cookie_secure = true;
         expected.http.cookie_same_site = SameSite::Strict;
         expected.auth.session_days = 1;
         expected.auth.socket_token_seconds = 1;
         expected.auth.login_attempts_per_minute = 1;
-        expected.limits.max_body_bytes = 1;
-        expected.limits.max_upload_bytes = 1;
         expected.log = new.log.clone();
+        expected.http.metrics_allowed = new.http.metrics_allowed.clone();
+        expected.limits = Limits {
+            change_log_hours: running.limits.change_log_hours,
+            header_timeout_seconds: running.limits.header_timeout_seconds,
+            ..new.limits.clone()
+        };
         assert_eq!(reload.config, expected);
     }
 
