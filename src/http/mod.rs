@@ -24,6 +24,7 @@ use crate::channels::Cafe;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::phoenix::Endpoint;
+use crate::store::orders::OrderLimits;
 use crate::store::{RecordCtx, Store, StoreError};
 
 use auth::Auth;
@@ -62,6 +63,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Largest multipart body (item images).
     pub max_upload_bytes: usize,
+    /// How much one order may hold (`limits.max_order_lines`, `limits.max_order_bytes`).
+    pub order_limits: OrderLimits,
 }
 
 impl Settings {
@@ -72,6 +75,10 @@ impl Settings {
             admin_token: config.access.admin_token.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
+            order_limits: OrderLimits {
+                max_lines: config.limits.max_order_lines,
+                max_bytes: config.limits.max_order_bytes,
+            },
         }
     }
 }

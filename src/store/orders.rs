@@ -3,16 +3,22 @@
 //! number it for the café's local day — all inside the insert's transaction, so concurrent
 //! placements never share a `day_id`.
 
-use std::collections::HashMap;
+mod lookup;
+mod price;
+
+use std::collections::{HashMap, HashSet};
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction};
 use serde_json::{json, Map, Value};
 
+pub use price::{in_bounds, item_total, Choice, MAX_NOK};
+
 use super::records::Collection;
 use super::write::{self, invalid, Errors, WriteError, STATES};
 use super::{RecordCtx, StoreError};
+use lookup::{Key, Lookup, MenuItem, MenuValue};
 
 /// The first `day_id` of every local day.
 pub const FIRST_DAY_ID: i64 = 101;
@@ -35,13 +41,28 @@ pub enum Customer {
     Forced(i64),
 }
 
+/// How much one order may hold (SPEC 10, `[limits]`): what one customer can make the writer,
+/// the file and every order screen carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderLimits {
+    /// `limits.max_order_lines`: lines (items) in one order.
+    pub max_lines: usize,
+    /// `limits.max_order_bytes`: the order's record as stored and broadcast, in JSON bytes.
+    pub max_bytes: usize,
+}
+
 /// Place the order described by `body` (the frontend's
 /// `{customer_id, items: [{item, customizations: [{key, value: [id]}]}], state,
 /// missing_information, uuid}`).
+///
+/// Every value a line chooses is checked against the menu, and a line can choose each value
+/// of the menu at most once: so however large the body (up to `limits.max_body_bytes`), the
+/// work and the stored record are bounded by the menu and `limits`, never by what was sent.
 pub fn place(
     tx: &Transaction<'_>,
     body: &Map<String, Value>,
     customer: Customer,
+    limits: OrderLimits,
     now: Timestamp,
     tz: &TimeZone,
     ctx: &RecordCtx,
@@ -74,34 +95,31 @@ pub fn place(
             },
         },
     };
-    let state = match body.get("state") {
-        None | Some(Value::Null) => "received".to_owned(),
-        Some(Value::String(s)) if STATES.contains(&s.as_str()) => s.clone(),
-        Some(_) => {
-            errors.add(
-                "state",
-                "must be one of received, production, completed, dispatched",
-            );
-            String::new()
-        }
-    };
-    let missing_information = match body.get("missing_information") {
-        None | Some(Value::Null) => false,
-        Some(v) => match write::coerce(write::Kind::Bool, v) {
-            Ok(rusqlite::types::Value::Integer(b)) => b == 1,
-            _ => {
-                errors.add("missing_information", "must be true or false");
-                false
-            }
-        },
+    // Only admins move an order through the kitchen (SPEC 6): a customer's order starts as
+    // `received` with nothing missing, whatever the body says.
+    let (state, missing_information) = match customer {
+        Customer::Forced(_) => ("received".to_owned(), false),
+        Customer::AsGiven => (order_state(body, &mut errors), missing(body, &mut errors)),
     };
     let lines = match body.get("items") {
+        Some(Value::Array(items)) if items.len() > limits.max_lines => {
+            errors.add(
+                "items",
+                format!(
+                    "an order holds at most {} lines (limits.max_order_lines); this one has {}",
+                    limits.max_lines,
+                    items.len()
+                ),
+            );
+            Vec::new()
+        }
         Some(Value::Array(items)) if !items.is_empty() => {
+            let mut lookup = Lookup::default();
             let mut lines = Vec::with_capacity(items.len());
             let mut item_errors = Vec::with_capacity(items.len());
             let mut any = false;
             for entry in items {
-                match order_line(tx, entry)? {
+                match order_line(tx, &mut lookup, entry)? {
                     Ok(line) => {
                         lines.push(line);
                         item_errors.push(json!({}));
@@ -128,7 +146,13 @@ pub fn place(
     };
     errors.check()?;
 
-    let total_nok: i64 = lines.iter().map(|l| l["total"].as_i64().unwrap_or(0)).sum();
+    let total_nok = lines
+        .iter()
+        .try_fold(0i64, |sum, line| sum.checked_add(line.total))
+        .ok_or_else(|| invalid("total_nok", "the order's total is too large"))?;
+    let items = Value::Array(lines.into_iter().map(|l| l.snapshot).collect()).to_string();
+    // The stored items are most of the record: refuse early without writing anything.
+    too_large(items.len(), limits)?;
     let day_id = next_day_id(tx, now, tz)?;
     let at = write::stamp(now);
     let uuid = uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -141,16 +165,63 @@ pub fn place(
             day_id,
             state,
             missing_information,
-            Value::Array(lines).to_string(),
+            items,
             total_nok,
             at
         ],
     )?;
     let id = tx.last_insert_rowid();
+    let record = write::read_back(tx, Collection::Order, id, ctx)?;
+    // Measured on what every order screen would receive; the `Err` rolls the insert back.
+    too_large(record.to_string().len(), limits)?;
     Ok(Placed {
-        record: write::read_back(tx, Collection::Order, id, ctx)?,
+        record,
         created: true,
     })
+}
+
+/// The 422 for an order whose record would be larger than `limits.max_order_bytes`.
+fn too_large(bytes: usize, limits: OrderLimits) -> Result<(), WriteError> {
+    if bytes <= limits.max_bytes {
+        return Ok(());
+    }
+    Err(invalid(
+        "items",
+        &format!(
+            "the order is too large ({bytes} bytes; at most {} by limits.max_order_bytes): \
+             split it into smaller orders",
+            limits.max_bytes
+        ),
+    ))
+}
+
+/// The body's `state` (admins only): absent means `received`.
+fn order_state(body: &Map<String, Value>, errors: &mut Errors) -> String {
+    match body.get("state") {
+        None | Some(Value::Null) => "received".to_owned(),
+        Some(Value::String(s)) if STATES.contains(&s.as_str()) => s.clone(),
+        Some(_) => {
+            errors.add(
+                "state",
+                "must be one of received, production, completed, dispatched",
+            );
+            String::new()
+        }
+    }
+}
+
+/// The body's `missing_information` (admins only): absent means `false`.
+fn missing(body: &Map<String, Value>, errors: &mut Errors) -> bool {
+    match body.get("missing_information") {
+        None | Some(Value::Null) => false,
+        Some(v) => match write::coerce(write::Kind::Bool, v) {
+            Ok(rusqlite::types::Value::Integer(b)) => b == 1,
+            _ => {
+                errors.add("missing_information", "must be true or false");
+                false
+            }
+        },
+    }
 }
 
 /// The order already placed with `uuid`. A user may not claim another customer's uuid.
@@ -198,84 +269,24 @@ pub fn next_day_id(tx: &Transaction<'_>, now: Timestamp, tz: &TimeZone) -> Resul
     })
 }
 
-/// A chosen customization value, as priced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Choice {
-    pub increment_nok: i64,
-    /// `true`: add the increment in NOK; `false`: multiply by `increment / 100`.
-    pub constant_price: bool,
+/// One checked line of an order.
+struct Line {
+    /// What is stored and shown: `{item_id, name, price, category, customizations, total}`.
+    snapshot: Value,
+    total: i64,
 }
 
-/// The frontend's price rule: `ceil((price + constant increments) × Π(increment / 100))`,
-/// computed exactly in integers (floating point would charge 56 for 50 × 110 %).
-pub fn item_total(price_nok: i64, choices: &[Choice]) -> i64 {
-    let base: i128 = i128::from(price_nok)
-        + choices
-            .iter()
-            .filter(|c| c.constant_price)
-            .map(|c| i128::from(c.increment_nok))
-            .sum::<i128>();
-    let mut numerator = base;
-    let mut denominator: i128 = 1;
-    for c in choices.iter().filter(|c| !c.constant_price) {
-        match (
-            numerator.checked_mul(i128::from(c.increment_nok)),
-            denominator.checked_mul(100),
-        ) {
-            (Some(n), Some(d)) => {
-                numerator = n;
-                denominator = d;
-            }
-            // Absurd menus (dozens of multipliers): fall back to floating point.
-            _ => return float_total(price_nok, choices),
-        }
-    }
-    let q = numerator.div_euclid(denominator);
-    let total = if numerator.rem_euclid(denominator) == 0 {
-        q
-    } else {
-        q + 1
-    };
-    i64::try_from(total).unwrap_or(i64::MAX)
-}
+/// What one line has chosen so far, per key: how a repeated key or value is told from the
+/// frontend's one-entry-per-value form of a multiple-choice key.
+type Chosen = HashMap<i64, HashSet<i64>>;
 
-fn float_total(price_nok: i64, choices: &[Choice]) -> i64 {
-    let mut add = price_nok as f64;
-    let mut factor = 1.0;
-    for c in choices {
-        if c.constant_price {
-            add += c.increment_nok as f64;
-        } else {
-            factor *= c.increment_nok as f64 / 100.0;
-        }
-    }
-    (add * factor).ceil() as i64
-}
-
-struct MenuItem {
-    name: String,
-    price_nok: i64,
-    enable: bool,
-    category: String,
-    valid_customizations: Vec<i64>,
-}
-
-struct Key {
-    name: String,
-    multiple_choice: bool,
-    label_color: Option<String>,
-}
-
-struct MenuValue {
-    name: String,
-    increment_nok: i64,
-    constant_price: bool,
-    belongs_to: i64,
-}
-
-/// Check one entry of `items` and build its snapshot line; the inner `Err` is that entry's
-/// errors (the outer one a database failure).
-fn order_line(tx: &Transaction<'_>, entry: &Value) -> Result<Result<Value, Errors>, StoreError> {
+/// Check one entry of `items` and build its line; the inner `Err` is that entry's errors (the
+/// outer one a database failure).
+fn order_line(
+    tx: &Transaction<'_>,
+    lookup: &mut Lookup,
+    entry: &Value,
+) -> Result<Result<Line, Errors>, StoreError> {
     let mut errors = Errors::default();
     let Some(entry) = entry.as_object() else {
         errors.add("item", "must be an object with item and customizations");
@@ -285,38 +296,65 @@ fn order_line(tx: &Transaction<'_>, entry: &Value) -> Result<Result<Value, Error
         errors.add("item", "must be an item id");
         return Ok(Err(errors));
     };
-    let Some(item) = menu_item(tx, item_id)? else {
+    let Some(item) = lookup::menu_item(tx, item_id)? else {
         errors.add("item", "not found");
         return Ok(Err(errors));
+    };
+    let (price_nok, category) = match sound_item(&item) {
+        Ok(sound) => sound,
+        Err(why) => {
+            errors.add("item", why);
+            return Ok(Err(errors));
+        }
     };
     if !item.enable {
         errors.add("item", "is not available");
     }
-    let requested = match entry.get("customizations") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => list.clone(),
+    let requested: &[Value] = match entry.get("customizations") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(list)) => list,
         Some(_) => {
             errors.add("customizations", "must be a list");
-            Vec::new()
+            &[]
         }
     };
+    // Each entry names a key and brings at least one new value (or is a key's only, empty,
+    // entry), so at most `most` can be right. One more is checked entry by entry (and gets
+    // its precise error); far more are refused at once, before any is looked up, so the
+    // work and the error stay as small as the menu.
+    let mut most = item.valid_customizations.len();
+    for key in &item.valid_customizations {
+        most += lookup.value_count(tx, *key)?;
+    }
+    if requested.len() > most + 1 {
+        errors.add(
+            "customizations",
+            format!(
+                "{} has at most {most} choices; {} were sent",
+                item.name,
+                requested.len()
+            ),
+        );
+        return Ok(Err(errors));
+    }
 
     let mut snapshot = Vec::new();
     let mut choices = Vec::new();
     let mut per_entry = Vec::with_capacity(requested.len());
     let mut any = false;
-    let mut values_per_key: HashMap<i64, usize> = HashMap::new();
-    for c in &requested {
+    let mut chosen = Chosen::new();
+    for c in requested {
         let mut e = Errors::default();
         customization(
             tx,
+            lookup,
             c,
             &item,
-            &mut values_per_key,
+            &mut chosen,
             &mut e,
-            |key_id, key, value_id, value| {
+            |key_id, key, value_id, value, increment_nok| {
                 choices.push(Choice {
-                    increment_nok: value.increment_nok,
+                    increment_nok,
                     constant_price: value.constant_price,
                 });
                 snapshot.push(json!({
@@ -324,7 +362,7 @@ fn order_line(tx: &Transaction<'_>, entry: &Value) -> Result<Result<Value, Error
                     "key_name": key.name,
                     "value_id": value_id,
                     "value_name": value.name,
-                    "price_change": value.increment_nok,
+                    "price_change": increment_nok,
                     "constant_price": value.constant_price,
                     "label_color": key.label_color,
                 }));
@@ -339,25 +377,53 @@ fn order_line(tx: &Transaction<'_>, entry: &Value) -> Result<Result<Value, Error
     if !errors.is_empty() {
         return Ok(Err(errors));
     }
-    Ok(Ok(json!({
-        "item_id": item_id,
-        "name": item.name,
-        "price": item.price_nok,
-        "category": item.category,
-        "customizations": snapshot,
-        "total": item_total(item.price_nok, &choices),
-    })))
+    let Some(total) = item_total(price_nok, &choices) else {
+        errors.add("item", format!("the total of {} is too large", item.name));
+        return Ok(Err(errors));
+    };
+    Ok(Ok(Line {
+        snapshot: json!({
+            "item_id": item_id,
+            "name": item.name,
+            "price": price_nok,
+            "category": category,
+            "customizations": snapshot,
+            "total": total,
+        }),
+        total,
+    }))
 }
 
-/// Check one `{key, value: [ids]}` against the item's category and the menu; hand every
-/// accepted value to `accept`.
+/// The item's price and category name, or why the item cannot be sold as it is stored (a row
+/// edited in with the shell): the line's 422, naming the item, for an admin to fix.
+fn sound_item(item: &MenuItem) -> Result<(i64, &str), String> {
+    let Some(category) = item.category.as_deref() else {
+        return Err(format!("item {} has no category", item.name));
+    };
+    match item.price_nok {
+        Some(price) if in_bounds(price) => Ok((price, category)),
+        Some(_) => Err(format!(
+            "the price of {} is out of range (at most {MAX_NOK} NOK): fix it in the menu",
+            item.name
+        )),
+        None => Err(format!(
+            "the price of {} is not a number: fix it in the menu",
+            item.name
+        )),
+    }
+}
+
+/// Check one `{key, value: [ids]}` against the item's category, the menu and what the line
+/// chose before; hand every accepted value (with its increment) to `accept`. Stops at the
+/// first fault of the entry, so the errors stay as small as the menu.
 fn customization(
     tx: &Transaction<'_>,
+    lookup: &mut Lookup,
     c: &Value,
     item: &MenuItem,
-    values_per_key: &mut HashMap<i64, usize>,
+    chosen: &mut Chosen,
     e: &mut Errors,
-    mut accept: impl FnMut(i64, &Key, i64, &MenuValue),
+    mut accept: impl FnMut(i64, &Key, i64, &MenuValue, i64),
 ) -> Result<(), StoreError> {
     let Some(c) = c.as_object() else {
         e.add("key", "must be an object with key and value");
@@ -367,144 +433,89 @@ fn customization(
         e.add("key", "must be a customization key id");
         return Ok(());
     };
-    let Some(key) = menu_key(tx, key_id)? else {
+    let Some(key) = lookup.key(tx, key_id)? else {
         e.add("key", "not found");
         return Ok(());
     };
     if !item.valid_customizations.contains(&key_id) {
+        let category = item.category.as_deref().unwrap_or_default();
         e.add(
             "key",
-            format!("{} is not a choice for {}", key.name, item.category),
+            format!("{} is not a choice for {category}", key.name),
         );
         return Ok(());
     }
     // The frontend sends a list; a single id is accepted too.
-    let ids: Vec<Option<i64>> = match c.get("value") {
+    let ids: Vec<i64> = match c.get("value") {
         None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(list)) => list.iter().map(write::int).collect(),
-        Some(single) => vec![write::int(single)],
+        Some(Value::Array(list)) => match list.iter().map(write::int).collect() {
+            Some(ids) => ids,
+            None => {
+                e.add("value", "must be a list of customization value ids");
+                return Ok(());
+            }
+        },
+        Some(single) => match write::int(single) {
+            Some(id) => vec![id],
+            None => {
+                e.add("value", "must be a list of customization value ids");
+                return Ok(());
+            }
+        },
     };
-    let count = values_per_key.entry(key_id).or_default();
-    *count += ids.len();
-    if !key.multiple_choice && *count > 1 {
+    let given_before = chosen.contains_key(&key_id);
+    let values = chosen.entry(key_id).or_default();
+    // A single-choice key takes one value, in one entry; a multiple-choice key may come once
+    // per value (the frontend's form), but each entry must bring a value.
+    if !key.multiple_choice && (ids.len() > 1 || (given_before && !ids.is_empty())) {
         e.add("value", format!("{} takes only one value", key.name));
         return Ok(());
     }
-    for id in ids {
-        let Some(value_id) = id else {
-            e.add("value", "must be a list of customization value ids");
-            continue;
-        };
-        match menu_value(tx, value_id)? {
-            None => e.add("value", format!("{value_id} not found")),
-            Some(v) if v.belongs_to != key_id => e.add(
-                "value",
-                format!("{} is not a choice of {}", v.name, key.name),
+    if given_before && ids.is_empty() {
+        e.add("key", format!("{} is given twice", key.name));
+        return Ok(());
+    }
+    let available = lookup.value_count(tx, key_id)?;
+    if values.len() + ids.len() > available {
+        e.add(
+            "value",
+            format!(
+                "{} has {available} values; {} were chosen",
+                key.name,
+                values.len() + ids.len()
             ),
-            Some(v) => accept(key_id, &key, value_id, &v),
+        );
+        return Ok(());
+    }
+    for value_id in ids {
+        if !values.insert(value_id) {
+            e.add("value", format!("{value_id} is chosen twice"));
+            return Ok(());
+        }
+        let Some(value) = lookup::menu_value(tx, value_id)? else {
+            e.add("value", format!("{value_id} not found"));
+            return Ok(());
+        };
+        if value.belongs_to != Some(key_id) {
+            e.add(
+                "value",
+                format!("{} is not a choice of {}", value.name, key.name),
+            );
+            return Ok(());
+        }
+        match value.increment_nok {
+            Some(nok) if in_bounds(nok) => accept(key_id, &key, value_id, &value, nok),
+            _ => {
+                e.add(
+                    "value",
+                    format!(
+                        "the price of {} is not a number within {MAX_NOK} NOK: fix it in the menu",
+                        value.name
+                    ),
+                );
+                return Ok(());
+            }
         }
     }
     Ok(())
-}
-
-fn menu_item(tx: &Transaction<'_>, id: i64) -> Result<Option<MenuItem>, StoreError> {
-    Ok(tx
-        .query_row(
-            "SELECT i.name, i.price_nok, i.enable, c.name, c.valid_customizations \
-             FROM item i LEFT JOIN category c ON c.id = i.category_id WHERE i.id = ?1",
-            [id],
-            |r| {
-                let list: Option<String> = r.get(4)?;
-                Ok(MenuItem {
-                    name: r.get(0)?,
-                    price_nok: r.get(1)?,
-                    enable: r.get(2)?,
-                    category: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    valid_customizations: parse_ids(list.as_deref().unwrap_or("[]")),
-                })
-            },
-        )
-        .optional()?)
-}
-
-fn menu_key(tx: &Transaction<'_>, id: i64) -> Result<Option<Key>, StoreError> {
-    Ok(tx
-        .query_row(
-            "SELECT name, multiple_choice, label_color FROM customization_key WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(Key {
-                    name: r.get(0)?,
-                    multiple_choice: r.get(1)?,
-                    label_color: r.get(2)?,
-                })
-            },
-        )
-        .optional()?)
-}
-
-fn menu_value(tx: &Transaction<'_>, id: i64) -> Result<Option<MenuValue>, StoreError> {
-    Ok(tx
-        .query_row(
-            "SELECT name, price_increment_nok, constant_price, belongs_to \
-             FROM customization_value WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(MenuValue {
-                    name: r.get(0)?,
-                    increment_nok: r.get(1)?,
-                    constant_price: r.get(2)?,
-                    belongs_to: r.get(3)?,
-                })
-            },
-        )
-        .optional()?)
-}
-
-/// `valid_customizations` as stored: a JSON list of ids (numbers or numeric strings, since the
-/// shell may write either).
-fn parse_ids(text: &str) -> Vec<i64> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Array(list)) => list.iter().filter_map(write::int).collect(),
-        _ => Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn add(n: i64) -> Choice {
-        Choice {
-            increment_nok: n,
-            constant_price: true,
-        }
-    }
-
-    fn times(percent: i64) -> Choice {
-        Choice {
-            increment_nok: percent,
-            constant_price: false,
-        }
-    }
-
-    #[test]
-    fn plain_item_costs_its_price() {
-        assert_eq!(item_total(45, &[]), 45);
-    }
-
-    #[test]
-    fn constant_values_add_and_others_multiply_then_round_up() {
-        assert_eq!(item_total(45, &[add(5)]), 50);
-        assert_eq!(item_total(45, &[add(5), times(150)]), 75);
-        assert_eq!(item_total(45, &[times(110)]), 50); // 49.5 → 50
-        assert_eq!(item_total(50, &[times(110)]), 55); // exactly 55, not 56
-        assert_eq!(item_total(40, &[times(50), times(50)]), 10);
-    }
-
-    #[test]
-    fn ids_are_read_from_numbers_or_strings() {
-        assert_eq!(parse_ids("[1, \"2\"]"), vec![1, 2]);
-        assert_eq!(parse_ids("garbage"), Vec::<i64>::new());
-    }
 }

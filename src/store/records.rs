@@ -451,7 +451,7 @@ fn percent_encode(s: &str) -> String {
 
 // Lenient column readers: a shell user may store text where a number belongs.
 
-fn int(r: &Row<'_>, idx: usize) -> i64 {
+pub(crate) fn int(r: &Row<'_>, idx: usize) -> i64 {
     match r.get_ref(idx) {
         Ok(ValueRef::Integer(i)) => i,
         Ok(ValueRef::Real(f)) => f as i64,
@@ -470,7 +470,7 @@ fn opt_int(r: &Row<'_>, idx: usize) -> Value {
     }
 }
 
-fn boolean(r: &Row<'_>, idx: usize) -> bool {
+pub(crate) fn boolean(r: &Row<'_>, idx: usize) -> bool {
     match r.get_ref(idx) {
         Ok(ValueRef::Text(t)) => matches!(
             std::str::from_utf8(t).map(str::trim),
@@ -480,7 +480,7 @@ fn boolean(r: &Row<'_>, idx: usize) -> bool {
     }
 }
 
-fn text(r: &Row<'_>, idx: usize) -> String {
+pub(crate) fn text(r: &Row<'_>, idx: usize) -> String {
     match r.get_ref(idx) {
         Ok(ValueRef::Text(t)) | Ok(ValueRef::Blob(t)) => String::from_utf8_lossy(t).into_owned(),
         Ok(ValueRef::Integer(i)) => i.to_string(),

@@ -14,7 +14,9 @@ use crate::support::process::{Daemon as Process, Site};
 use crate::support::{Daemon, WAIT};
 
 mod catalog;
+mod customer_orders;
 mod images;
+mod order_limits;
 mod orders;
 mod users;
 

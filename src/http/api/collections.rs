@@ -260,10 +260,11 @@ async fn place_order(
     };
     let clock = Arc::clone(&app.clock);
     let tz = app.tz.clone();
+    let limits = app.settings().order_limits;
     let placed = app
         .store
         .writer
-        .write(move |tx| orders::place(tx, &form.fields, customer, clock.now(), &tz, &ctx))
+        .write(move |tx| orders::place(tx, &form.fields, customer, limits, clock.now(), &tz, &ctx))
         .await?;
     let status = if placed.created {
         StatusCode::CREATED
