@@ -13,7 +13,7 @@ use rusqlite::{OptionalExtension, Transaction};
 use serde_json::{json, Map, Value};
 
 use super::records::{self, Collection};
-use super::{RecordCtx, StoreError};
+use super::{orders, RecordCtx, StoreError};
 
 /// Why a write did not happen. The transaction rolls back in every case.
 #[derive(Debug)]
@@ -339,6 +339,11 @@ fn columns(
                 Ok(Sql::Integer(n)) if n < 0 && f.name == "price_nok" => {
                     errors.add(f.name, "must be 0 or more")
                 }
+                // SPEC 10: prices and increments stay within ±100 000 NOK, so no order total
+                // can come near overflowing (and a typo of three extra zeros is caught).
+                Ok(Sql::Integer(n)) if is_price(f.name) && !orders::in_bounds(n) => {
+                    errors.add(f.name, format!("must be within ±{} NOK", orders::MAX_NOK))
+                }
                 Ok(sql) => columns.push((f.name, sql)),
                 Err(message) => errors.add(f.name, message),
             },
@@ -346,6 +351,11 @@ fn columns(
     }
     errors.check()?;
     Ok(columns)
+}
+
+/// The columns holding NOK (a price, or a value's increment: NOK or a percentage).
+fn is_price(column: &str) -> bool {
+    matches!(column, "price_nok" | "price_increment_nok")
 }
 
 /// Older frontends name two references without the `_id`: items send `category`, the status
@@ -611,6 +621,30 @@ mod tests {
             panic!("expected 422");
         };
         assert!(errors.contains_key("name") && errors.contains_key("price_nok"));
+        for (collection, body) in [
+            (Collection::Item, json!({"price_nok": 100_001})),
+            (Collection::Item, json!({"price_nok": i64::MAX})),
+            (
+                Collection::CustomizationValue,
+                json!({"price_increment_nok": -100_001}),
+            ),
+            (
+                Collection::CustomizationValue,
+                json!({"price_increment_nok": "9e18"}),
+            ),
+        ] {
+            assert!(
+                columns(collection, body.as_object().unwrap(), false).is_err(),
+                "{body}"
+            );
+        }
+        let edge = json!({"price_increment_nok": -100_000});
+        assert!(columns(
+            Collection::CustomizationValue,
+            edge.as_object().unwrap(),
+            false
+        )
+        .is_ok());
     }
 
     #[test]

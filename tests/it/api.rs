@@ -18,6 +18,7 @@ mod customer_orders;
 mod images;
 mod order_limits;
 mod orders;
+mod prices;
 mod users;
 
 const ADMIN: &str = "Bearer admin-secret";
