@@ -11,6 +11,8 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::backup::integrity_problems;
 
+mod rows;
+
 /// What `kaffediem check` found.
 #[derive(Debug)]
 pub struct Report {
@@ -27,6 +29,11 @@ pub struct Report {
     pub foreign_keys: Vec<String>,
     /// Rows per table, by table name.
     pub tables: Vec<(String, i64)>,
+    /// Rows holding values the daemon can only serve with a stand-in or cannot sell (typed in
+    /// with the shell), one line each: "table id column: what is wrong".
+    pub bad_rows: Vec<String>,
+    /// Bad rows found beyond those named in `bad_rows`.
+    pub more_bad_rows: usize,
 }
 
 impl Report {
@@ -56,6 +63,13 @@ impl Report {
             trouble.push(format!(
                 "rows point at records that do not exist ({}): fix them with the sqlite3 shell",
                 self.foreign_keys.join(", ")
+            ));
+        }
+        if !self.bad_rows.is_empty() {
+            trouble.push(format!(
+                "{} rows hold values the daemon cannot use as they are (listed as bad row): \
+                 fix them with the sqlite3 shell",
+                self.bad_rows.len() + self.more_bad_rows
             ));
         }
         trouble
@@ -99,6 +113,12 @@ impl Report {
             .map(|(t, n)| format!("{t} {n}"))
             .collect();
         let _ = writeln!(out, "rows          {}", rows.join(", "));
+        for row in &self.bad_rows {
+            let _ = writeln!(out, "bad row       {row}");
+        }
+        if self.more_bad_rows > 0 {
+            let _ = writeln!(out, "bad row       ... and {} more", self.more_bad_rows);
+        }
         let trouble = self.trouble();
         if trouble.is_empty() {
             let _ = writeln!(out, "result        ok");
@@ -188,6 +208,12 @@ pub fn check(path: &Path, supported: i64) -> Result<Report, CheckError> {
     let integrity = integrity_problems(&conn).map_err(unreadable)?;
     let foreign_keys = foreign_key_problems(&conn).map_err(unreadable)?;
     let tables = row_counts(&conn).map_err(unreadable)?;
+    // Only a sound file of a schema this build knows has rows worth reading one by one.
+    let (bad_rows, more_bad_rows) = if integrity.is_empty() && schema_version == supported {
+        rows::bad_rows(&conn).map_err(unreadable)?
+    } else {
+        (Vec::new(), 0)
+    };
     Ok(Report {
         path: path.to_path_buf(),
         bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
@@ -197,6 +223,8 @@ pub fn check(path: &Path, supported: i64) -> Result<Report, CheckError> {
         integrity,
         foreign_keys,
         tables,
+        bad_rows,
+        more_bad_rows,
     })
 }
 

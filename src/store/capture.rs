@@ -323,6 +323,111 @@ fn hash_row(row: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<u64> {
     Ok(h.finish())
 }
 
+/// `kaffediem_meta.seq` as stored, when it is a number a commit could have had (a shell may
+/// have written `'abc'`, a negative number, or deleted the row).
+fn stored_seq(conn: &Connection) -> Result<Result<u64, String>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let value = conn
+        .query_row(
+            "SELECT value FROM kaffediem_meta WHERE key = 'seq'",
+            [],
+            |r| Ok(describe(r.get_ref(0)?)),
+        )
+        .optional()?;
+    Ok(match value {
+        Some(Ok(seq)) => Ok(seq),
+        Some(Err(what)) => Err(what),
+        None => Err("missing".into()),
+    })
+}
+
+/// A non-negative integer, or what the value is instead.
+fn describe(value: ValueRef<'_>) -> Result<u64, String> {
+    match value {
+        ValueRef::Integer(i) => u64::try_from(i).map_err(|_| format!("{i}")),
+        ValueRef::Null => Err("NULL".into()),
+        ValueRef::Real(f) => Err(format!("{f}")),
+        ValueRef::Text(t) => Err(format!("'{}'", String::from_utf8_lossy(t))),
+        ValueRef::Blob(b) => Err(format!("a {}-byte BLOB", b.len())),
+    }
+}
+
+fn store_seq(conn: &Connection, seq: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO kaffediem_meta (key, value) VALUES ('seq', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [i64::try_from(seq).unwrap_or(i64::MAX)],
+    )?;
+    Ok(())
+}
+
+/// The `seq` to continue from at start. `seq` never goes backwards — a client resuming with
+/// `{"since": seq}` would otherwise be replayed the wrong changes — so when the stored value
+/// is not a number (edited in with the shell), continue from `published_version` or
+/// `collections_version`, whichever is higher: every change set changes at least one
+/// collection row and each row change bumps `collections_version` (see `schema.sql`), so
+/// neither is below any `seq` ever handed out. The recovered value is written back, so
+/// readers see a number. When no counter is a number either, refuse to start: guessing
+/// could replay wrong changes to every screen.
+pub fn recover_seq(conn: &Connection) -> Result<u64, StoreError> {
+    let found = match stored_seq(conn)? {
+        Ok(seq) => return Ok(seq),
+        Err(found) => found,
+    };
+    let mut floor = None;
+    for key in ["published_version", "collections_version"] {
+        let sql = "SELECT value FROM kaffediem_meta WHERE key = ?1";
+        let value = conn
+            .query_row(sql, [key], |r| Ok(describe(r.get_ref(0)?).ok()))
+            .unwrap_or(None);
+        floor = floor.max(value);
+    }
+    let Some(seq) = floor else {
+        return Err(StoreError::Unavailable(format!(
+            "kaffediem_meta.seq is {found}, not a number, and no other counter says where it \
+             was: set it to at least the last seq clients saw with the sqlite3 shell \
+             (UPDATE kaffediem_meta SET value = N WHERE key = 'seq')"
+        )));
+    };
+    tracing::warn!(
+        found = %found,
+        seq,
+        "kaffediem_meta.seq is not a number; continuing from the change counters so that no seq is reused"
+    );
+    store_seq(conn, seq)?;
+    Ok(seq)
+}
+
+/// Inside the open transaction: the next `seq`, above both the stored one and `last` (the
+/// highest this process has published, which a shell edit of the stored one cannot lower),
+/// written back as an integer.
+pub fn next_seq(conn: &Connection, last: u64) -> Result<u64, StoreError> {
+    let stored = match stored_seq(conn)? {
+        Ok(seq) => seq,
+        Err(found) => {
+            tracing::warn!(found = %found, last, "kaffediem_meta.seq is not a number; continuing after the last one published");
+            0
+        }
+    };
+    let next = stored.max(last) + 1;
+    store_seq(conn, next)?;
+    Ok(next)
+}
+
+/// Put `seq` back to `last` when another process made it junk or lowered it, so readers
+/// (who take a snapshot's `seq` from it) never see it go back or fail to read it. `true`
+/// when it had to.
+pub fn repair_seq(conn: &Connection, last: u64) -> Result<bool, StoreError> {
+    match stored_seq(conn)? {
+        Ok(seq) if seq >= last => Ok(false),
+        found => {
+            tracing::warn!(found = ?found, last, "kaffediem_meta.seq was changed by another process; put back");
+            store_seq(conn, last)?;
+            Ok(true)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

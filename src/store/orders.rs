@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction};
 use serde_json::{json, Map, Value};
 
-pub use price::{in_bounds, item_total, Choice, MAX_NOK};
+pub use price::{in_bounds, item_total, stored_nok, Choice, MAX_NOK};
 
 use super::records::Collection;
 use super::write::{self, invalid, Errors, WriteError, STATES};

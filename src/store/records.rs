@@ -196,13 +196,14 @@ pub struct OrderFields {
     pub day_id: Option<i64>,
 }
 
-/// [`OrderFields`] of every order whose `inserted_at` is a readable timestamp.
+/// [`OrderFields`] of every order (a junk `inserted_at` read as the record shows it).
 pub fn order_fields(conn: &Connection) -> Result<Vec<OrderFields>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        r#"SELECT id, inserted_at, customer_id, state, day_id FROM "order" ORDER BY id"#,
+        r#"SELECT id, inserted_at, customer_id, state, day_id, updated_at FROM "order" ORDER BY id"#,
     )?;
     let rows = stmt.query_map([], |r| {
-        let at: Option<String> = r.get(1).ok();
+        // As the record shows it (see `timestamp`): an order with a junk stamp still counts.
+        let at = timestamp(r, 1, 5).as_str().map(str::to_owned);
         Ok((
             r.get::<_, i64>(0)?,
             at,
@@ -328,8 +329,8 @@ fn to_json(
             "sort_order": int(r, 2),
             "enable": boolean(r, 3),
             "valid_customizations": id_list(r, 4, id),
-            "inserted_at": timestamp(r, 5),
-            "updated_at": timestamp(r, 6),
+            "inserted_at": timestamp(r, 5, 6),
+            "updated_at": timestamp(r, 6, 5),
         }),
         Collection::Item => json!({
             "id": id,
@@ -340,8 +341,8 @@ fn to_json(
             "image": image_url(ctx, id, r),
             "enable": boolean(r, 6),
             "sort_order": int(r, 7),
-            "inserted_at": timestamp(r, 8),
-            "updated_at": timestamp(r, 9),
+            "inserted_at": timestamp(r, 8, 9),
+            "updated_at": timestamp(r, 9, 8),
         }),
         Collection::CustomizationKey => json!({
             "id": id,
@@ -351,8 +352,8 @@ fn to_json(
             "default_value": opt_text(r, 4),
             "multiple_choice": boolean(r, 5),
             "sort_order": int(r, 6),
-            "inserted_at": timestamp(r, 7),
-            "updated_at": timestamp(r, 8),
+            "inserted_at": timestamp(r, 7, 8),
+            "updated_at": timestamp(r, 8, 7),
         }),
         Collection::CustomizationValue => json!({
             "id": id,
@@ -362,23 +363,23 @@ fn to_json(
             "belongs_to": opt_int(r, 4),
             "enable": boolean(r, 5),
             "sort_order": int(r, 6),
-            "inserted_at": timestamp(r, 7),
-            "updated_at": timestamp(r, 8),
+            "inserted_at": timestamp(r, 7, 8),
+            "updated_at": timestamp(r, 8, 7),
         }),
         Collection::Message => json!({
             "id": id,
             "title": text(r, 1),
             "subtitle": opt_text(r, 2),
-            "inserted_at": timestamp(r, 3),
-            "updated_at": timestamp(r, 4),
+            "inserted_at": timestamp(r, 3, 4),
+            "updated_at": timestamp(r, 4, 3),
         }),
         Collection::Status => json!({
             "id": id,
             "open": boolean(r, 1),
             "show_message": boolean(r, 2),
             "message_id": opt_int(r, 3),
-            "inserted_at": timestamp(r, 4),
-            "updated_at": timestamp(r, 5),
+            "inserted_at": timestamp(r, 4, 5),
+            "updated_at": timestamp(r, 5, 4),
         }),
         Collection::Order => json!({
             "id": id,
@@ -389,8 +390,8 @@ fn to_json(
             "missing_information": boolean(r, 5),
             "items": order_items(r, 6, id, colors),
             "total_nok": int(r, 7),
-            "inserted_at": timestamp(r, 8),
-            "updated_at": timestamp(r, 9),
+            "inserted_at": timestamp(r, 8, 9),
+            "updated_at": timestamp(r, 9, 8),
         }),
     }
 }
@@ -496,15 +497,24 @@ fn opt_text(r: &Row<'_>, idx: usize) -> Value {
     }
 }
 
-fn timestamp(r: &Row<'_>, idx: usize) -> Value {
+/// A stored stamp in the canonical form. One that is not a timestamp (typed in with the
+/// shell) is served as its sibling (`inserted_at` ↔ `updated_at`), else as the Unix epoch:
+/// screens and order filters need a time to place the record by, and a record they cannot
+/// place would never be shown or broadcast (`kaffediem check` names the row).
+fn timestamp(r: &Row<'_>, idx: usize, sibling: usize) -> Value {
     let stored = text(r, idx);
-    match normalize_timestamp(&stored) {
-        Some(ts) => Value::String(ts),
-        None => {
-            tracing::warn!(value = %stored, "stored timestamp is not RFC 3339; serving it as is");
-            Value::String(stored)
-        }
+    if let Some(ts) = normalize_timestamp(&stored) {
+        return Value::String(ts);
     }
+    let fallback = normalize_timestamp(&text(r, sibling))
+        .unwrap_or_else(|| format_timestamp(jiff::Timestamp::UNIX_EPOCH));
+    tracing::warn!(
+        id = int(r, 0),
+        value = %stored,
+        served = %fallback,
+        "stored timestamp is not a timestamp; serving a stand-in (see kaffediem check)"
+    );
+    Value::String(fallback)
 }
 
 /// A JSON array of integer ids (`valid_customizations`); junk becomes `[]`.

@@ -137,6 +137,7 @@ impl Writer {
     ) -> Result<Writer, StoreError> {
         let hook = HookBuffer::default();
         hook.install(&conn);
+        let seq = capture::recover_seq(&conn)?;
         // Baseline for foreign writes: data_version first, then the scan, so that a commit
         // in between is seen as a (harmless, empty) change rather than missed.
         let data_version = data_version(&conn)?;
@@ -162,6 +163,7 @@ impl Writer {
                     names,
                     data_version,
                     counted,
+                    seq,
                     feed,
                     undo: Vec::new(),
                 };
@@ -290,6 +292,9 @@ struct Engine {
     /// `collections_version` (bumped by triggers on every collection row change, see
     /// `schema.sql`) as of the shadow; `None` if an admin deleted it (then always diff).
     counted: Option<i64>,
+    /// The last `seq` published: the next is above it whatever the stored one says (a shell
+    /// may set it to `'abc'` or lower it), so a `seq` is never handed out twice.
+    seq: u64,
     feed: UnboundedSender<Arc<ChangeSet>>,
     /// Shadow entries as they were before the current batch (see `undo_shadow`).
     undo: Vec<Undo>,
@@ -417,6 +422,7 @@ impl Engine {
         let mut replies = Vec::with_capacity(committed.len());
         for (set, reply) in committed {
             if let Some(set) = set {
+                self.seq = self.seq.max(set.seq);
                 let _ = self.feed.send(Arc::new(set));
             }
             replies.push(reply);
@@ -517,11 +523,7 @@ impl Engine {
     /// Inside the open transaction: bump `seq`, read the changed rows back (and the items of
     /// a renamed category, whose records changed with it), rebuild the menu if needed.
     fn prepare(&self, conn: &Connection, changes: &[RowChange]) -> Result<Prepared, StoreError> {
-        let seq: i64 = conn.query_row(
-            "UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'seq' RETURNING value",
-            [],
-            |r| r.get(0),
-        )?;
+        let seq = capture::next_seq(conn, self.seq)?;
         // Everything the collections hold now is what this change set publishes: readers
         // compare this with `collections_version` to spot unpublished foreign commits.
         conn.execute(
@@ -565,7 +567,7 @@ impl Engine {
             None
         };
         let set = ChangeSet {
-            seq: seq as u64,
+            seq,
             changes: out,
             menu,
         };
@@ -589,6 +591,10 @@ impl Engine {
                 return;
             }
         };
+        // A shell may have broken `seq`; readers take snapshots' `seq` from it.
+        if let Err(e) = capture::repair_seq(&self.conn, self.seq) {
+            tracing::warn!(error = %e, "cannot repair kaffediem_meta.seq yet");
+        }
         // Someone committed; if no collection row changed (the counter did not move), there
         // is nothing to diff. A commit after the PRAGMA just makes the next check look again.
         match collections_version(&self.conn) {
@@ -632,6 +638,7 @@ impl Engine {
         }
         self.data_version = version;
         self.counted = counted;
+        self.seq = self.seq.max(prepared.set.seq);
         let _ = self.feed.send(Arc::new(prepared.set));
         Ok(())
     }

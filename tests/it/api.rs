@@ -13,6 +13,7 @@ use crate::support::http::{call, get_json, Reply};
 use crate::support::process::{Daemon as Process, Site};
 use crate::support::{Daemon, WAIT};
 
+mod bad_rows;
 mod catalog;
 mod customer_orders;
 mod images;
