@@ -144,7 +144,11 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         demo,
     } = options;
     Auth::check_config(&config).map_err(StartError)?;
-    // The port first: "address in use" is the commonest start-up failure, and it should be
+    // One daemon per database: a second one stops here, naming the first, before it binds
+    // (the directory is checked first so that a missing one gets its own clear error).
+    check::database_writable(&config.database.path).map_err(StartError)?;
+    let lock = store::lock::DaemonLock::acquire(&config.database.path).map_err(StartError)?;
+    // The port next: "address in use" is the commonest start-up failure, and it should be
     // reported before the database is opened (and perhaps migrated) for nothing.
     let listener = bind(&config).await?;
     let addr = listener
@@ -152,7 +156,6 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     let records = record_ctx(&config, addr);
     let path = config.database.path.clone();
-    check::database_writable(&path).map_err(StartError)?;
     let store_options = StoreOptions {
         path: path.clone(),
         readers: 4,
@@ -282,6 +285,8 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             tracing::error!(error = %e, "database shutdown failed");
         }
         drop(sources);
+        // Released only once the database is closed and checkpointed.
+        drop(lock);
         tracing::info!("stopped");
     });
     Ok(Running {

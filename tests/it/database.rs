@@ -3,3 +3,4 @@
 //! never repeat, and operators' typos in the config.
 
 mod backup_safety;
+mod one_daemon;
