@@ -161,6 +161,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         readers: 4,
         records: records.clone(),
     };
+    let epoch = settle_epoch(&path)?;
     let (store, feed) =
         Store::open(store_options, Arc::clone(&clock)).map_err(|e| open_error(&path, e))?;
     if demo {
@@ -198,7 +199,8 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             tz,
             records,
         )
-        .with_auth(auth.clone()),
+        .with_auth(auth.clone())
+        .with_epoch(&epoch.id),
     );
     let endpoint = Endpoint::new(Arc::clone(&cafe), endpoint_config(&config));
     // A logout closes the sockets its session authenticated: they reconnect, anonymous or
@@ -259,6 +261,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             sent.wrapping_add(m.open_sockets.load(std::sync::atomic::Ordering::Relaxed))
         }
     });
+    let high_water = spawn_high_water(store.readers.clone(), path.clone(), epoch.id.clone());
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -281,9 +284,11 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             }
         };
         tokio::join!(closing, connections.drain());
+        high_water.abort();
         if let Err(e) = store.shutdown().await {
             tracing::error!(error = %e, "database shutdown failed");
         }
+        final_high_water(&path, &epoch.id);
         drop(sources);
         // Released only once the database is closed and checkpointed.
         drop(lock);
@@ -313,6 +318,62 @@ async fn bind(config: &Config) -> Result<TcpListener, StartError> {
         };
         StartError(format!("cannot listen on {bind}: {e}{hint}"))
     })
+}
+
+/// Open and migrate the database, and decide this start's epoch (a restored copy begins a new
+/// one; see `store::epoch`). Before the store opens, so nothing is read under the old epoch.
+fn settle_epoch(path: &std::path::Path) -> Result<store::epoch::Epoch, StartError> {
+    let mut conn = store::schema::open_connection(path).map_err(|e| open_error(path, e))?;
+    store::schema::migrate(&mut conn, path).map_err(|e| open_error(path, e))?;
+    let epoch = store::epoch::settle(&mut conn, path).map_err(|e| open_error(path, e))?;
+    match epoch.began {
+        Some(why) => tracing::warn!(
+            epoch = %epoch.id,
+            "a new database epoch begins: {why}; screens resuming from before it get a full snapshot"
+        ),
+        None => tracing::info!(epoch = %epoch.id, "database epoch"),
+    }
+    Ok(epoch)
+}
+
+/// Keep the high-water mark beside the database up to date while serving (only when `seq`
+/// moved), so a restore by plain `cp` is noticed at the next start.
+fn spawn_high_water(readers: store::Readers, path: PathBuf, epoch: String) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut marked = None;
+        let mut tick = tokio::time::interval(store::epoch::MARK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (path, epoch) = (path.clone(), epoch.clone());
+            let written = readers
+                .read(move |conn| {
+                    let seq = store::current_seq(conn)?;
+                    if marked == Some(seq) {
+                        return Ok::<_, StoreError>(seq);
+                    }
+                    store::epoch::write_mark(conn, &path, &epoch).map(|()| seq)
+                })
+                .await;
+            match written {
+                Ok(seq) => marked = Some(seq),
+                Err(e) => tracing::warn!(error = %e, "cannot update the high-water mark"),
+            }
+        }
+    })
+}
+
+/// The last high-water mark, after the writer has stopped: everything committed is in it.
+fn final_high_water(path: &std::path::Path, epoch: &str) {
+    let written = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(StoreError::from)
+    .and_then(|conn| store::epoch::write_mark(&conn, path, epoch));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot write the high-water mark");
+    }
 }
 
 /// "Cannot open the database", with the fix for each way it fails.

@@ -89,6 +89,9 @@ pub struct Cafe {
     clock: Arc<dyn Clock>,
     tz: TimeZone,
     records: RecordCtx,
+    /// The database's epoch (`store::epoch`): every collection join reply carries it beside
+    /// `seq`, and a `since` from another epoch gets the full snapshot.
+    epoch: Arc<str>,
 }
 
 impl Cafe {
@@ -108,7 +111,14 @@ impl Cafe {
             clock,
             tz,
             records,
+            epoch: Arc::from(""),
         }
+    }
+
+    /// Carry `epoch` in join replies (the daemon's database epoch, decided at start).
+    pub fn with_epoch(mut self, epoch: &str) -> Self {
+        self.epoch = Arc::from(epoch);
+        self
     }
 
     /// Use `auth` to identify sockets (sessions, socket tokens).
@@ -144,6 +154,8 @@ impl Cafe {
             Ok(since) => since,
             Err(errors) => return invalid_options(errors),
         };
+        // A `seq` from another database history means nothing here: full snapshot.
+        let since = since.filter(|_| same_epoch(payload, &self.epoch));
         if name == "menu" {
             let (sub, resumed) =
                 self.subscribe_resuming(TopicKey::Menu, outbox, since, |log, s| {
@@ -299,7 +311,8 @@ impl SocketHandler for Cafe {
     ) -> Option<BoxFuture<JoinResult>> {
         let payload = payload.as_json().cloned().unwrap_or(Value::Null);
         if let Some(name) = topic.strip_prefix("collection:") {
-            Some(self.join_collection(viewer, name, &payload, outbox))
+            let join = self.join_collection(viewer, name, &payload, outbox);
+            Some(with_epoch(join, Arc::clone(&self.epoch)))
         } else {
             topic
                 .strip_prefix("notifications:")
@@ -332,6 +345,29 @@ fn resume_point(payload: &Value) -> Result<Option<u64>, Value> {
         Some(Value::String(s)) if s.trim().parse::<u64>().is_ok() => Ok(s.trim().parse().ok()),
         Some(_) => Err(json!({"since": ["must be a non-negative integer"]})),
     }
+}
+
+/// Whether a resuming join's `since` belongs to this database history: its `epoch` option is
+/// ours, or absent (a client from before epochs; its `since` is then judged by `seq` alone).
+fn same_epoch(payload: &Value, epoch: &str) -> bool {
+    match payload.get("options").and_then(|o| o.get("epoch")) {
+        None | Some(Value::Null) => true,
+        Some(Value::String(theirs)) => theirs == epoch,
+        Some(_) => false,
+    }
+}
+
+/// Put `"epoch"` beside `"seq"` in a successful collection join reply.
+fn with_epoch(join: BoxFuture<JoinResult>, epoch: Arc<str>) -> BoxFuture<JoinResult> {
+    Box::pin(async move {
+        let mut result = join.await;
+        if let JoinResult::Ok { response, .. } = &mut result {
+            if let Some(reply) = response.as_object_mut() {
+                reply.insert("epoch".into(), Value::from(&*epoch));
+            }
+        }
+        result
+    })
 }
 
 fn invalid_options(errors: Value) -> BoxFuture<JoinResult> {

@@ -225,6 +225,22 @@ fn copy_and_verify(source: &Path, partial: &Path, dest: &Path) -> Result<i64, Ba
     let _: String = dst
         .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
         .map_err(sqlite(dest))?;
+    // Mark the copy: the first daemon start on it (a restore) begins a new epoch, so screens
+    // never resume across the restore with `seq` values of the history it replaced.
+    let has_meta: bool = dst
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'kaffediem_meta')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sqlite(dest))?;
+    if has_meta {
+        dst.execute(
+            "INSERT OR REPLACE INTO kaffediem_meta (key, value) VALUES ('restored_pending', 1)",
+            [],
+        )
+        .map_err(sqlite(dest))?;
+    }
     // Pages are copied as they are: a damaged source gives a damaged copy, found here.
     let problems = integrity_problems(&dst).map_err(|e| BackupError::Damaged(e.to_string()))?;
     if !problems.is_empty() {

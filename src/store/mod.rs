@@ -26,6 +26,7 @@
 
 mod capture;
 pub mod demo;
+pub mod epoch;
 pub mod lock;
 pub mod menu;
 pub mod orders;

@@ -3,4 +3,6 @@
 //! never repeat, and operators' typos in the config.
 
 mod backup_safety;
+mod ids;
 mod one_daemon;
+mod restore;
