@@ -14,6 +14,7 @@ mod disk;
 mod durability;
 mod group_commit;
 mod hostile;
+mod log_level;
 mod ops;
 mod phoenix;
 mod phoenix_fuzz_regressions;
