@@ -32,8 +32,9 @@ pub enum BackupError {
     NoDatabase(PathBuf),
     /// The destination exists and `--force` was not given.
     Exists(PathBuf),
-    /// The destination is the live database or one of the files SQLite keeps beside it
-    /// (`-wal`, `-shm`, `-journal`), however it was spelled: writing there loses orders.
+    /// The destination is the live database or one of the files kept beside it (`-wal`,
+    /// `-shm`, `-journal`, the daemon's `.lock` and `.highwater`), however it was spelled:
+    /// writing there loses orders.
     LiveDatabase { dest: PathBuf, source: PathBuf },
     /// The destination exists and is not a regular file (a directory, device node, pipe or
     /// symlink): `--force` replaces only a regular file.
@@ -73,7 +74,7 @@ impl std::fmt::Display for BackupError {
             ),
             BackupError::LiveDatabase { dest, source } => write!(
                 f,
-                "{} is the live database {} (or its -wal/-shm file): write the backup to another file",
+                "{} is the live database {} (or a file kept beside it: -wal, -shm, .lock): write the backup to another file",
                 dest.display(),
                 source.display()
             ),
@@ -295,7 +296,9 @@ fn refuse_unsafe_destination(source: &Path, dest: &Path, force: bool) -> Result<
     }
     let mut companions = Vec::new();
     for file in &live_files {
-        for suffix in ["-wal", "-shm", "-journal"] {
+        // The daemon lock and the high-water mark too: a backup renamed over the lock file
+        // would let a second daemon lock the new file beside the running one.
+        for suffix in ["-wal", "-shm", "-journal", ".lock", ".highwater"] {
             let mut name = file.as_os_str().to_owned();
             name.push(suffix);
             companions.push(PathBuf::from(name));

@@ -37,6 +37,8 @@ fn backup_refuses_every_spelling_of_the_live_database_and_its_wal_and_shm() {
         "kaffediem.db-wal".to_owned(),
         format!("../{dir_name}/kaffediem.db-shm"),
         "kaffediem.db-journal".to_owned(),
+        "kaffediem.db.lock".to_owned(),
+        "kaffediem.db.highwater".to_owned(),
     ];
     for dest in &spellings {
         let out = backup(&site, dest);
