@@ -323,6 +323,22 @@ async fn bind(config: &Config) -> Result<TcpListener, StartError> {
 /// Open and migrate the database, and decide this start's epoch (a restored copy begins a new
 /// one; see `store::epoch`). Before the store opens, so nothing is read under the old epoch.
 fn settle_epoch(path: &std::path::Path) -> Result<store::epoch::Epoch, StartError> {
+    match store::epoch::set_aside_foreign_wal(path) {
+        Ok(None) => {}
+        Ok(Some(aside)) => tracing::warn!(
+            "{} was restored from a backup over a database that had not stopped cleanly: \
+             the old write-ahead log belongs to the replaced history and was moved to {} \
+             (not applied)",
+            path.display(),
+            aside.display()
+        ),
+        Err(e) => {
+            return Err(StartError(format!(
+                "cannot move the stale write-ahead log beside {} aside: {e}",
+                path.display()
+            )))
+        }
+    }
     let mut conn = store::schema::open_connection(path).map_err(|e| open_error(path, e))?;
     store::schema::migrate(&mut conn, path).map_err(|e| open_error(path, e))?;
     let epoch = store::epoch::settle(&mut conn, path).map_err(|e| open_error(path, e))?;

@@ -174,6 +174,49 @@ pub fn write_mark(conn: &Connection, db: &Path, epoch: &str) -> Result<(), Store
         .map_err(|e| StoreError::Unavailable(format!("cannot write {}: {e}", path.display())))
 }
 
+/// A restore copies a backup over the database; if the daemon last stopped by crashing, its
+/// `-wal` is still there, and SQLite would replay that other history's log onto the restored
+/// file (it does not check that a log belongs to its database). A file in rollback-journal
+/// mode (what `kaffediem backup` writes; a database the daemon ever opened is in WAL mode)
+/// cannot own a `-wal`: such a log is renamed aside — kept for inspection, never applied —
+/// and its `-shm` index removed, before anything opens the database. Call with the daemon
+/// lock held. Returns where the log went.
+pub fn set_aside_foreign_wal(db: &Path) -> std::io::Result<Option<PathBuf>> {
+    use std::io::Read;
+    let suffixed = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let wal = suffixed("-wal");
+    match std::fs::metadata(&wal) {
+        Ok(meta) if meta.len() > 0 => {}
+        _ => return Ok(None),
+    }
+    let mut header = [0u8; 20];
+    match std::fs::File::open(db).and_then(|mut f| f.read_exact(&mut header)) {
+        Ok(()) => {}
+        // No database (or a short one): nothing to protect; SQLite decides.
+        Err(_) => return Ok(None),
+    }
+    // Bytes 18 and 19 of the header: file format write/read versions, 1 = rollback journal,
+    // 2 = WAL.
+    if &header[..16] != b"SQLite format 3\0" || header[18] != 1 || header[19] != 1 {
+        return Ok(None);
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = suffixed(&format!("-wal.stale-{stamp}"));
+    std::fs::rename(&wal, &aside)?;
+    match std::fs::remove_file(suffixed("-shm")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    Ok(Some(aside))
+}
+
 /// A new random epoch: 16 hex digits (a string, so JavaScript compares it exactly).
 fn new_epoch_id() -> String {
     format!("{:016x}", rand::random::<u64>())

@@ -265,3 +265,35 @@ async fn a_cp_copy_keeps_its_epoch_but_an_old_cp_copy_put_back_begins_a_new_one(
     );
     stop(daemon);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restored_over_a_crashed_database_is_not_mixed_with_the_old_write_ahead_log() {
+    let site = Site::new();
+    let daemon = serve(&site, true);
+    let item = first_item(&daemon).await;
+    for n in 0..3 {
+        place(&daemon, item, &format!("before-{n}")).await;
+    }
+    let backup_file = site.path("backup.db");
+    let out = site.run(&["backup", backup_file.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for n in 0..5 {
+        place(&daemon, item, &format!("after-{n}")).await;
+    }
+    // The Pi loses power: the daemon dies with its write-ahead log full.
+    let mut daemon = daemon;
+    daemon.kill();
+    let mut wal = site.db().into_os_string();
+    wal.push("-wal");
+    assert!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0);
+
+    // The operator restores yesterday's backup the simple way.
+    std::fs::copy(&backup_file, site.db()).expect("restore");
+    let daemon = serve(&site, false);
+    let restored = join_orders(&daemon, json!({})).await;
+    assert_eq!(ids(&restored), order_ids_in(&backup_file), "{restored}");
+    daemon.wait_for_log(&["write-ahead log", "not applied"]);
+    let check = site.run(&["check"]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    stop(daemon);
+}
