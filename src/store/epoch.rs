@@ -264,3 +264,56 @@ fn replace_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema;
+
+    fn open(db: &Path) -> Connection {
+        let mut conn = schema::open_connection(db).expect("open");
+        schema::migrate(&mut conn, db).expect("migrate");
+        conn
+    }
+
+    #[test]
+    fn a_database_replaced_under_its_mark_begins_a_new_epoch_above_every_old_seq_and_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kaffediem.db");
+        let mut conn = open(&db);
+        let first = settle(&mut conn, &db).expect("settle");
+        assert_eq!(
+            first.began, None,
+            "a fresh file keeps the epoch it was created with"
+        );
+        conn.execute_batch(
+            r#"INSERT INTO "order" (uuid) VALUES ('a'), ('b'), ('c');
+               UPDATE kaffediem_meta SET value = 40 WHERE key = 'seq';"#,
+        )
+        .expect("orders");
+        write_mark(&conn, &db, &first.id).expect("mark");
+        // A restart of the same file keeps everything.
+        assert_eq!(settle(&mut conn, &db).expect("again"), first);
+        drop(conn);
+
+        // The file replaced by an empty one (or an old copy): a new history.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        let mut conn = open(&db);
+        let second = settle(&mut conn, &db).expect("settle");
+        assert!(second.began.is_some());
+        assert_ne!(second.id, first.id);
+        assert!(crate::store::current_seq(&conn).expect("seq") > 40);
+        conn.execute(r#"INSERT INTO "order" (uuid) VALUES ('d')"#, [])
+            .expect("order");
+        let id: i64 = conn
+            .query_row(r#"SELECT max(id) FROM "order""#, [], |r| r.get(0))
+            .expect("id");
+        assert_eq!(id, 4, "ids go on above the old history's");
+        // The mark never goes back within an epoch, and is now the new epoch's.
+        let mark = read_mark(&db).expect("mark");
+        assert_eq!(mark.epoch, second.id);
+        assert!(mark.seq > 40);
+    }
+}
