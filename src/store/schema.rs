@@ -118,17 +118,22 @@ fn migrate_locked(conn: &mut Connection, path: &Path) -> Result<(), StoreError> 
         }
         tx.execute_batch(SCHEMA_SQL)?;
     } else {
+        // Rows already pointing nowhere (a category deleted from the sqlite3 shell) stay as
+        // they were — `kaffediem check` names them — but the upgrade must break none.
+        let broken = |tx: &Transaction<'_>| -> Result<i64, StoreError> {
+            Ok(
+                tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        };
+        let broken_before = broken(&tx)?;
         for step in &UPGRADES[(found - 1) as usize..] {
             step(&tx)?;
         }
-        // The rebuilt tables must still point where they pointed.
-        let broken: i64 =
-            tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-                r.get(0)
-            })?;
-        if broken > 0 {
+        if broken(&tx)? > broken_before {
             return Err(StoreError::Unavailable(format!(
-                "{}: {broken} rows break a reference; run `kaffediem check`, fix them, then start again (the file is unchanged)",
+                "{}: the schema upgrade would break references; the file is unchanged (run `kaffediem check`)",
                 path.display()
             )));
         }

@@ -17,6 +17,7 @@ fn version_1(site: &Site) -> rusqlite::Connection {
     conn.execute_batch(&v1).expect("version 1 schema");
     conn.execute_batch(
         r#"PRAGMA user_version = 1;
+        PRAGMA foreign_keys = OFF;
         INSERT INTO category (id, name) VALUES (1, 'Kaffe');
         INSERT INTO item (id, name, price_nok, category_id) VALUES (1, 'Latte', 45, 1);
         INSERT INTO image (item_id, filename, content_type, bytes, etag)
@@ -24,7 +25,9 @@ fn version_1(site: &Site) -> rusqlite::Connection {
         INSERT INTO user (id, email, password_hash) VALUES (1, 'kari@example.com', 'x');
         INSERT INTO session (id, token_hash, user_id, expires_at)
             VALUES (1, 'h', 1, '2099-01-01T00:00:00Z');
-        INSERT INTO "order" (id, uuid, items) VALUES (1, 'a', '[]'), (2, 'b', '[]'), (3, 'c', '[]');"#,
+        INSERT INTO "order" (id, uuid, items) VALUES (1, 'a', '[]'), (2, 'b', '[]'), (3, 'c', '[]');
+        -- A reference already broken from the shell does not stop the upgrade.
+        INSERT INTO item (id, name, category_id) VALUES (2, 'Orphan', 99);"#,
     )
     .expect("version 1 rows");
     conn
@@ -59,7 +62,8 @@ fn a_version_1_database_is_upgraded_to_ids_that_are_never_reused_keeping_every_r
     assert_eq!(count(&conn, r#"SELECT count(*) FROM "order""#), 3);
     assert_eq!(
         count(&conn, "SELECT count(*) FROM pragma_foreign_key_check"),
-        0
+        1,
+        "only the orphan the file already had"
     );
     assert_eq!(
         count(
@@ -76,6 +80,8 @@ fn a_version_1_database_is_upgraded_to_ids_that_are_never_reused_keeping_every_r
         ),
         1
     );
+    conn.execute("DELETE FROM item WHERE id = 2", [])
+        .expect("fix the orphan");
     let check = site.run(&["check"]);
     assert!(check.status.success(), "{}", text(&check.stdout));
 
