@@ -224,9 +224,15 @@ fn new_epoch_id() -> String {
 
 fn read_mark(db: &Path) -> Option<Mark> {
     let path = mark_path(db);
-    let bytes = std::fs::read(&path).ok()?;
-    // A few hundred bytes; anything bigger is not ours.
-    if bytes.len() > 64 * 1024 {
+    // A few hundred bytes; anything bigger is not ours (and is not read whole).
+    const MAX: u64 = 64 * 1024;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(&path).ok()?, MAX + 1),
+        &mut bytes,
+    )
+    .ok()?;
+    if bytes.len() as u64 > MAX {
         tracing::warn!(path = %path.display(), "high-water mark is too big; ignored");
         return None;
     }
