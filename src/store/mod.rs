@@ -31,6 +31,7 @@ pub mod orders;
 pub mod readers;
 pub mod records;
 pub mod schema;
+pub mod stamps;
 pub mod write;
 pub mod writer;
 

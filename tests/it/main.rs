@@ -9,6 +9,7 @@ mod authz;
 mod bench;
 mod body_fuzz;
 mod channels;
+mod clock;
 mod disk;
 mod durability;
 mod group_commit;
