@@ -36,6 +36,13 @@ struct Entry {
     at: Timestamp,
     changes: Vec<Logged>,
     menu_changed: bool,
+    /// Where the `"today"` window started when this change set was applied: a resuming
+    /// `"today"` join replays each change against the window of its own day.
+    today_from: Timestamp,
+    /// For the midnight roll-over commit: where the window started before it, and the
+    /// orders that left the window then (a `"today"` join resuming from before it gets
+    /// their `delete`s).
+    rolled_over: Option<(Timestamp, Vec<(i64, OrderKey)>)>,
 }
 
 /// What a topic resumes from the log.
@@ -55,9 +62,9 @@ pub struct ChangeLog {
     /// Every change set with a `seq` in `(floor, last_seq]` is in `entries`.
     floor: u64,
     pub last_seq: u64,
-    /// `last_seq` when the `"today"` window last rolled over at midnight: a `"today"`
-    /// subscriber resuming from before it would miss that roll-over's deletes.
-    pub rollover_seq: u64,
+    /// Where the `"today"` window starts now (local midnight of the fan-out's day); set by
+    /// the fan-out at start and moved by every roll-over.
+    pub today_from: Timestamp,
 }
 
 impl Default for ChangeLog {
@@ -74,19 +81,47 @@ impl ChangeLog {
             retention,
             floor: seq,
             last_seq: seq,
-            rollover_seq: 0,
+            today_from: Timestamp::MIN,
         }
     }
 
     /// Append one applied change set, and forget what is older than the retention.
     pub fn record(&mut self, seq: u64, changes: Vec<Logged>, menu_changed: bool, now: Timestamp) {
-        self.last_seq = seq;
-        self.entries.push_back(Entry {
+        self.push(Entry {
             seq,
             at: now,
             changes,
             menu_changed,
+            today_from: self.today_from,
+            rolled_over: None,
         });
+    }
+
+    /// Append the midnight roll-over commit: the `"today"` window moved from `from` to `to`,
+    /// and the orders in `left` left it.
+    pub fn record_roll_over(
+        &mut self,
+        seq: u64,
+        now: Timestamp,
+        from: Timestamp,
+        to: Timestamp,
+        left: Vec<(i64, OrderKey)>,
+    ) {
+        self.today_from = to;
+        self.push(Entry {
+            seq,
+            at: now,
+            changes: Vec::new(),
+            menu_changed: false,
+            today_from: to,
+            rolled_over: Some((from, left)),
+        });
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.last_seq = entry.seq;
+        let now = entry.at;
+        self.entries.push_back(entry);
         let oldest_kept = now.checked_sub(self.retention).unwrap_or(Timestamp::MIN);
         while let Some(first) = self.entries.front() {
             if first.at >= oldest_kept && self.entries.len() <= MAX_ENTRIES {
@@ -125,39 +160,67 @@ impl ChangeLog {
                 filter,
                 since: from,
             } => {
-                if filter.from == FromDate::Today && since <= self.rollover_seq {
-                    return None;
-                }
+                let today = filter.from == FromDate::Today;
                 let mut matched: HashMap<i64, bool> = HashMap::new();
                 let mut out = Vec::new();
-                for (seq, logged) in after
-                    .flat_map(|e| e.changes.iter().map(move |l| (e.seq, l)))
-                    .filter(|(_, l)| l.change.collection == Collection::Order)
-                {
-                    let change = &logged.change;
-                    let was = *matched.entry(change.id).or_insert_with(|| {
-                        logged
-                            .old_order
-                            .as_ref()
-                            .is_some_and(|k| filter.matches(k, from))
-                    });
-                    let is = change
-                        .record
-                        .as_deref()
-                        .and_then(OrderKey::from_record)
-                        .is_some_and(|k| filter.matches(&k, from));
-                    matched.insert(change.id, is);
-                    let op = match (was, is) {
-                        (false, true) => Op::Create,
-                        (true, true) => Op::Update,
-                        (true, false) => Op::Delete,
-                        (false, false) => continue,
-                    };
-                    out.push(payload(op, change, seq));
+                for entry in after {
+                    // A "today" window is the one of the entry's own day.
+                    let from = if today { Some(entry.today_from) } else { from };
+                    if let (Some((before, left)), true) = (&entry.rolled_over, today) {
+                        for (id, key) in left {
+                            let was = *matched
+                                .entry(*id)
+                                .or_insert_with(|| filter.matches(key, Some(*before)));
+                            let is = filter.matches(key, from);
+                            matched.insert(*id, is);
+                            if was && !is {
+                                out.push(json!({"action": "delete", "record": {"id": id}, "seq": entry.seq}));
+                            }
+                        }
+                    }
+                    replay_orders(filter, from, entry, &mut matched, &mut out);
                 }
                 Some(out)
             }
         }
+    }
+}
+
+/// Replay one entry's order changes for `filter` (window from `from`): `create` when an order
+/// enters it, `update` while inside, `delete` when it leaves.
+fn replay_orders(
+    filter: &OrderFilter,
+    from: Option<Timestamp>,
+    entry: &Entry,
+    matched: &mut HashMap<i64, bool>,
+    out: &mut Vec<Value>,
+) {
+    let seq = entry.seq;
+    for logged in entry
+        .changes
+        .iter()
+        .filter(|l| l.change.collection == Collection::Order)
+    {
+        let change = &logged.change;
+        let was = *matched.entry(change.id).or_insert_with(|| {
+            logged
+                .old_order
+                .as_ref()
+                .is_some_and(|k| filter.matches(k, from))
+        });
+        let is = change
+            .record
+            .as_deref()
+            .and_then(OrderKey::from_record)
+            .is_some_and(|k| filter.matches(&k, from));
+        matched.insert(change.id, is);
+        let op = match (was, is) {
+            (false, true) => Op::Create,
+            (true, true) => Op::Update,
+            (true, false) => Op::Delete,
+            (false, false) => continue,
+        };
+        out.push(payload(op, change, seq));
     }
 }
 

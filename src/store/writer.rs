@@ -121,6 +121,9 @@ type Job = Box<dyn FnOnce(Result<&Transaction<'_>, StoreError>) -> Outcome + Sen
 
 struct Outcome {
     commit: bool,
+    /// The café day this commit opens ([`Writer::open_day`]): published even though no row
+    /// changed, so the midnight roll-over has a `seq` of its own.
+    new_day: Option<jiff::civil::Date>,
     /// Called after COMMIT (`None`: committed) or with why the commit failed.
     reply: Reply,
 }
@@ -207,6 +210,7 @@ impl Writer {
         let job: Job = Box::new(move |tx| match tx.map(f) {
             Ok(Ok(value)) => Outcome {
                 commit: true,
+                new_day: None,
                 reply: Box::new(move |failed| {
                     let _ = answer.send(match failed {
                         None => Ok(value),
@@ -216,12 +220,14 @@ impl Writer {
             },
             Ok(Err(e)) => Outcome {
                 commit: false,
+                new_day: None,
                 reply: Box::new(move |_| {
                     let _ = answer.send(Err(e));
                 }),
             },
             Err(e) => Outcome {
                 commit: false,
+                new_day: None,
                 reply: Box::new(move |_| {
                     let _ = answer.send(Err(E::from(e)));
                 }),
@@ -246,6 +252,38 @@ impl Writer {
                 "the write failed unexpectedly (a bug, logged); nothing was stored".into(),
             ))),
         }
+    }
+
+    /// Commit the start of café day `day` (the midnight roll-over): a commit that changes no
+    /// row but takes the next `seq` and is published as a [`ChangeSet`] with `new_day`, so
+    /// the `delete`s it causes on `"today"` screens carry a `seq` no earlier event had and
+    /// land in the change log like any other change.
+    pub async fn open_day(&self, day: jiff::civil::Date) -> Result<(), StoreError> {
+        let (answer, answered) = oneshot::channel::<Result<(), StoreError>>();
+        let job: Job = Box::new(move |tx| match tx {
+            Ok(_) => Outcome {
+                commit: true,
+                new_day: Some(day),
+                reply: Box::new(move |failed| {
+                    let _ = answer.send(failed.map_or(Ok(()), Err));
+                }),
+            },
+            Err(e) => Outcome {
+                commit: false,
+                new_day: None,
+                reply: Box::new(move |_| {
+                    let _ = answer.send(Err(e));
+                }),
+            },
+        });
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        self.inner
+            .queue
+            .send(Msg::Job(job))
+            .map_err(|_| StoreError::Closed)?;
+        answered.await.unwrap_or(Err(StoreError::Closed))
     }
 
     /// Finish the queued jobs, checkpoint the WAL with TRUNCATE, stop and join the thread.
@@ -455,11 +493,14 @@ impl Engine {
         }
         let touched = self.hook.take();
         let changes = capture::collapse(&touched, |c, id| self.shadow.contains(c, id));
-        let prepared = match changes.is_empty() {
-            true => Ok(None),
-            false => self
+        let prepared = match (changes.is_empty(), outcome.new_day) {
+            (true, None) => Ok(None),
+            (_, new_day) => self
                 .prepare(tx, &changes)
-                .map(Some)
+                .map(|mut p| {
+                    p.set.new_day = new_day;
+                    Some(p)
+                })
                 .map_err(|e| self.classify(e)),
         };
         let released = prepared.and_then(|p| {
@@ -568,6 +609,7 @@ impl Engine {
             seq: seq as u64,
             changes: out,
             menu,
+            new_day: None,
         };
         Ok(Prepared { set, hashes, names })
     }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::support::http::{call, get_json};
 use crate::support::process::{run, text, Daemon as Process, Site};
-use crate::support::Socket;
+use crate::support::{Daemon, Socket};
 
 const ADMIN_TOKEN: &str = "clock-admin-secret";
 
@@ -289,6 +289,78 @@ async fn a_restart_on_a_clock_behind_the_data_keeps_numbering_the_same_day() {
     let next = place(daemon.addr, ADMIN_TOKEN, item).await;
     assert_eq!(next["day_id"], 102, "{next}");
     assert_eq!(next["inserted_at"], first["inserted_at"]);
+}
+
+/// In process, with the injected clock: the roll-over's deletes carry a `seq` of their own,
+/// and a `"today"` screen resuming from before midnight gets them from the change log.
+#[tokio::test]
+async fn the_midnight_roll_over_is_a_commit_with_its_own_seq_in_the_change_log() {
+    let daemon = Daemon::demo().await;
+    let item = an_item(daemon.addr).await;
+    // 23:59:50 in Oslo.
+    daemon
+        .clock
+        .set("2036-12-01T22:59:50Z".parse().expect("ts"));
+    let late = place(daemon.addr, "admin-secret", item).await;
+    let late_id = late["id"].as_i64().expect("id");
+
+    let mut kitchen = daemon.socket("").await;
+    let joined = kitchen
+        .join_ok(
+            "collection:order",
+            json!({"options": {"from_date": "today"}}),
+        )
+        .await;
+    assert_eq!(ids(&joined["items"]), vec![late_id]);
+    let before_midnight = joined["seq"].as_u64().expect("seq");
+
+    daemon
+        .clock
+        .set("2036-12-01T23:00:02Z".parse().expect("ts"));
+    let gone = kitchen.next_event("collection:order", "change").await;
+    assert_eq!(gone["action"], "delete");
+    assert_eq!(gone["record"], json!({"id": late_id}));
+    let rolled = gone["seq"].as_u64().expect("seq");
+    assert!(
+        rolled > before_midnight,
+        "the roll-over has a seq no earlier event had: {gone}"
+    );
+
+    let early = place(daemon.addr, "admin-secret", item).await;
+    assert_eq!(early["day_id"], 101);
+    let created = kitchen.next_event("collection:order", "change").await;
+    assert_eq!(created["action"], "create");
+    assert!(created["seq"].as_u64().expect("seq") > rolled, "{created}");
+
+    // A screen that lost its connection before midnight resumes: it gets the delete and the
+    // new order from the log, not a fresh snapshot.
+    let mut resumed = daemon.socket("").await;
+    let reply = resumed
+        .join_ok(
+            "collection:order",
+            json!({"options": {"from_date": "today", "since": before_midnight}}),
+        )
+        .await;
+    assert_eq!(
+        reply["items"],
+        Value::Null,
+        "answered from the log: {reply}"
+    );
+    assert_eq!(
+        reply["changes"],
+        json!([gone, created]),
+        "exactly the changes it missed"
+    );
+    // One resuming from after the roll-over gets only the new order.
+    let mut later = daemon.socket("").await;
+    let reply = later
+        .join_ok(
+            "collection:order",
+            json!({"options": {"from_date": "today", "since": rolled}}),
+        )
+        .await;
+    assert_eq!(reply["changes"], json!([created]));
+    daemon.stop().await;
 }
 
 /// The unit starts the daemon after time sync where the system provides a wait-sync service.
