@@ -167,6 +167,7 @@ impl Writer {
                     counted,
                     feed,
                     undo: Vec::new(),
+                    foreign_pending: false,
                 };
                 engine.run(inbox, &beating);
             })
@@ -331,6 +332,10 @@ struct Engine {
     feed: UnboundedSender<Arc<ChangeSet>>,
     /// Shadow entries as they were before the current batch (see `undo_shadow`).
     undo: Vec<Undo>,
+    /// Another process committed between the last foreign check and this batch's BEGIN: our
+    /// commits must not mark its rows published (a snapshot would then hold rows whose
+    /// change set is still to come, and its screen would get them twice).
+    foreign_pending: bool,
 }
 
 /// One shadow entry as it was before the current batch changed it.
@@ -424,6 +429,8 @@ impl Engine {
             }
         };
         let counted_before = collections_version(&tx);
+        self.foreign_pending =
+            matches!(&counted_before, Ok(Some(c)) if self.counted.is_some_and(|k| k != *c));
         // Jobs whose savepoint was released: their change set (if they changed a collection
         // row) and their answer, both held until the COMMIT is durable.
         let mut committed: Vec<(Option<ChangeSet>, Reply)> = Vec::with_capacity(jobs.len());
@@ -565,12 +572,16 @@ impl Engine {
         )?;
         // Everything the collections hold now is what this change set publishes: readers
         // compare this with `collections_version` to spot unpublished foreign commits.
-        conn.execute(
+        // Unless a foreign commit is still to be published: then readers must keep seeing it
+        // as unpublished, so that they have the writer publish it first.
+        if !self.foreign_pending {
+            conn.execute(
             "INSERT INTO kaffediem_meta (key, value) \
              SELECT 'published_version', value FROM kaffediem_meta WHERE key = 'collections_version' \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [],
-        )?;
+                [],
+            )?;
+        }
         let mut out = Vec::with_capacity(changes.len());
         let mut hashes = Vec::with_capacity(changes.len());
         let colors = match changes.iter().any(|c| c.0 == Collection::Order) {
@@ -665,6 +676,7 @@ impl Engine {
             rows = changes.len(),
             "publishing a commit made by another process"
         );
+        self.foreign_pending = false;
         let prepared = self.prepare(&tx, &changes).map_err(|e| self.classify(e))?;
         tx.commit().map_err(|e| schema::unavailable(&path, e))?;
         self.hook.take();

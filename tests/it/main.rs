@@ -12,6 +12,7 @@ mod channels;
 mod clock;
 mod disk;
 mod durability;
+mod foreign_race;
 mod group_commit;
 mod hostile;
 mod ops;
