@@ -81,8 +81,8 @@ impl CafeClock {
     /// How far the system clock is behind the newest known time now, in whole seconds
     /// (0 when it is not behind).
     pub fn behind_seconds(&self) -> u64 {
-        let system = self.system.now();
         let newest = *self.newest.lock().unwrap_or_else(|e| e.into_inner());
+        let system = self.system.now();
         u64::try_from(newest.duration_since(system).as_secs()).unwrap_or(0)
     }
 
@@ -95,8 +95,10 @@ impl CafeClock {
 impl Clock for CafeClock {
     fn now(&self) -> Timestamp {
         use std::sync::atomic::Ordering;
-        let system = self.system.now();
         let mut newest = self.newest.lock().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock: two threads reading first and locking second could see each
+        // other's later reading and call a microsecond's difference "behind".
+        let system = self.system.now();
         if system >= *newest {
             *newest = system;
             drop(newest);
@@ -155,6 +157,21 @@ mod tests {
         }
         assert_eq!(clock.held_total(), 1001);
         assert_eq!(clock.behind_seconds(), 3600);
+    }
+
+    #[test]
+    fn threads_reading_at_once_never_see_the_clock_behind() {
+        let clock = CafeClock::new(Arc::new(SystemClock), None);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50_000 {
+                        clock.now();
+                    }
+                });
+            }
+        });
+        assert_eq!(clock.held_total(), 0);
     }
 
     #[test]
