@@ -233,3 +233,104 @@ pub fn payload(op: Op, change: &Change, seq: u64) -> Value {
     };
     json!({"action": action, "record": record, "seq": seq})
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::channels::filter::FromDate;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn created(id: i64, customer: i64, inserted_at: &str) -> Logged {
+        let record = json!({"id": id, "customer_id": customer, "state": "received",
+                            "day_id": 101, "inserted_at": inserted_at});
+        Logged {
+            change: Change {
+                collection: Collection::Order,
+                id,
+                op: Op::Create,
+                record: Some(Arc::new(record)),
+            },
+            old_order: None,
+        }
+    }
+
+    fn key(customer: i64, inserted_at: &str) -> OrderKey {
+        OrderKey {
+            inserted_at: at(inserted_at),
+            customer_id: Some(customer),
+            state: "received".into(),
+            day_id: Some(101),
+        }
+    }
+
+    fn actions(changes: Vec<Value>) -> Vec<(String, i64, u64)> {
+        changes
+            .iter()
+            .map(|c| {
+                (
+                    c["action"].as_str().unwrap().to_owned(),
+                    c["record"]["id"].as_i64().unwrap(),
+                    c["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// A "today" join resuming across the roll-over replays each change against the window
+    /// of its own day and gets the roll-over's deletes, only for the orders its filter showed.
+    #[test]
+    fn a_today_resume_replays_the_roll_over() {
+        let (day1, day2) = (at("2036-12-01T23:00:00Z"), at("2036-12-02T23:00:00Z"));
+        let now = at("2036-12-03T00:00:00Z");
+        let mut log = ChangeLog::new(0, SignedDuration::from_hours(48));
+        log.today_from = day1;
+        log.record(1, vec![created(1, 7, "2036-12-02T08:00:00Z")], false, now);
+        log.record(2, vec![created(2, 8, "2036-12-02T09:00:00Z")], false, now);
+        let left = vec![
+            (1, key(7, "2036-12-02T08:00:00Z")),
+            (2, key(8, "2036-12-02T09:00:00Z")),
+        ];
+        log.record_roll_over(3, now, day1, day2, left);
+        log.record(4, vec![created(3, 7, "2036-12-02T23:30:00Z")], false, now);
+
+        let today = OrderFilter {
+            from: FromDate::Today,
+            customer_id: Some(7),
+        };
+        let resume = |since, filter: &OrderFilter| {
+            let topic = Resume::Orders {
+                filter,
+                since: Some(day2),
+            };
+            actions(log.resume(since, topic).expect("answered from the log"))
+        };
+        let d = |a: &str, id, seq| (a.to_owned(), id, seq);
+        assert_eq!(
+            resume(0, &today),
+            vec![d("create", 1, 1), d("delete", 1, 3), d("create", 3, 4)]
+        );
+        assert_eq!(
+            resume(1, &today),
+            vec![d("delete", 1, 3), d("create", 3, 4)]
+        );
+        assert_eq!(resume(3, &today), vec![d("create", 3, 4)]);
+        let all_of_7 = OrderFilter {
+            from: FromDate::Any,
+            customer_id: Some(7),
+        };
+        let topic = Resume::Orders {
+            filter: &all_of_7,
+            since: None,
+        };
+        assert_eq!(
+            actions(log.resume(0, topic).unwrap()),
+            vec![d("create", 1, 1), d("create", 3, 4)],
+            "a window that does not roll keeps its orders"
+        );
+    }
+}
