@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::channels::fanout::Fanout;
 use crate::channels::registry::Registry;
 use crate::channels::{Access, Cafe, Credential, ADMIN_TOKEN_SOCKETS};
-use crate::clock::Clock;
+use crate::clock::{CafeClock, Clock};
 use crate::config::Config;
 use crate::http::auth::Auth;
 use crate::http::{self, App};
@@ -172,6 +172,16 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         }
     }
 
+    // From here on "now" is never earlier than what the database already holds (the Pi's
+    // clock may be stale until NTP syncs, or be set back).
+    let newest = store
+        .readers
+        .read(store::stamps::newest)
+        .await
+        .map_err(|e| StartError(format!("cannot read the newest stamp: {e}")))?;
+    let cafe_clock = CafeClock::new(clock, newest);
+    let clock: Arc<dyn Clock> = cafe_clock.clone();
+
     let auth = Auth::open_with_clock(&store, &config, Arc::clone(&clock))
         .await
         .map_err(|e| StartError(format!("cannot set up accounts: {e}")))?;
@@ -229,6 +239,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         registry,
         counters,
         writes: Some(writes),
+        clock: Some(cafe_clock),
     });
     metrics::register(&endpoint, &sources);
 
