@@ -9,6 +9,7 @@
 //! shell) ends a session at once, socket tokens issued for it included.
 
 pub mod limiter;
+pub mod password_checks;
 mod socket;
 pub mod token;
 
@@ -33,6 +34,7 @@ use crate::store::{Store, StoreError};
 
 use super::{error, json_response, Body};
 use limiter::{Key, Limiter};
+use password_checks::PasswordChecks;
 use token::{session_cookie, sql_time, token_hash, CookieAttrs, SocketClaim};
 
 /// A logged-in user, as the API sees them.
@@ -60,6 +62,9 @@ pub struct Auth {
     secret: Vec<u8>,
     settings: RwLock<Settings>,
     limiter: Limiter,
+    /// Bounds the Argon2 work of logins (`auth.password_checks`, `auth.password_check_queue`;
+    /// read at start): each check holds ~19 MiB while it runs.
+    password_checks: PasswordChecks,
     /// [`Authenticate::viewer`] is synchronous (it runs inside the upgrade), while the reader
     /// pool is async; this one read-only connection answers its single indexed lookup.
     socket_conn: Mutex<rusqlite::Connection>,
@@ -155,6 +160,10 @@ impl Auth {
             secret,
             settings: RwLock::new(settings),
             limiter: Limiter::default(),
+            password_checks: PasswordChecks::new(
+                config.auth.password_checks,
+                config.auth.password_check_queue,
+            ),
             socket_conn: Mutex::new(socket_conn),
             on_revoke: std::sync::OnceLock::new(),
         }))
@@ -242,12 +251,15 @@ impl Auth {
             Key::Addr(peer.ip()),
             Key::Email(credentials.email.trim().to_lowercase()),
         ];
-        if let Some(wait) =
-            self.limiter
-                .blocked(&keys, settings.attempts_per_minute, Instant::now())
+        // Charged before the password check: parallel attempts see each other's charge, so
+        // no more than the limit of them ever reach a hash.
+        if let Err(wait) = self
+            .limiter
+            .charge(&keys, settings.attempts_per_minute, Instant::now())
         {
             return too_many_attempts(wait);
         }
+        let refund = || keys.iter().for_each(|key| self.limiter.refund(key));
         let email = credentials.email.clone();
         let found = self
             .store
@@ -256,7 +268,10 @@ impl Auth {
             .await;
         let found = match found {
             Ok(found) => found,
-            Err(e) => return store_failure("login", &e),
+            Err(e) => {
+                refund();
+                return store_failure("login", &e);
+            }
         };
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), hash),
@@ -265,14 +280,19 @@ impl Auth {
         // The Argon2 work happens whether or not the email exists, so the answer's timing
         // does not tell which emails have accounts.
         let password = credentials.password;
-        let matches =
-            tokio::task::spawn_blocking(move || accounts::verify_password(&hash, &password))
-                .await
-                .unwrap_or(false);
+        let checked = self
+            .password_checks
+            .run(move || accounts::verify_password(&hash, &password))
+            .await;
+        let Ok(matches) = checked else {
+            // Never checked: the attempt does not count against anyone.
+            refund();
+            return too_many_checks();
+        };
         let Some(user) = user.filter(|_| matches) else {
-            self.limiter.fail(&keys, Instant::now());
             return error(StatusCode::UNAUTHORIZED, "invalid email or password");
         };
+        self.limiter.refund(&keys[0]);
         self.limiter.clear(&keys[1]);
         self.start_session(&user, &settings).await
     }
@@ -532,6 +552,18 @@ fn too_many_attempts(wait: Duration) -> Response<Body> {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+/// Every password-check slot is taken: come back in a second (no hash was computed).
+fn too_many_checks() -> Response<Body> {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many logins at once; try again in a moment",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
     response
 }
 

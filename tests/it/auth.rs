@@ -16,6 +16,7 @@ use crate::support::http::{call, Reply};
 use crate::support::{Daemon, Socket};
 
 mod cli;
+mod parallel_logins;
 mod proxies;
 
 const ADMIN_EMAIL: &str = "admin@kaffediem.local";
