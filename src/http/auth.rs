@@ -6,10 +6,13 @@
 //! Invariant: a session or socket token is never logged and never stored in clear — the
 //! database keeps the SHA-256 of session tokens, and socket tokens are checked by signature.
 //! Every check reads the `session` row, so a logout (or `kaffediem user passwd` from the
-//! shell) ends a session at once, socket tokens issued for it included.
+//! shell) ends a session at once, socket tokens issued for it included; the sockets it let
+//! in are closed by the logout, or within [`session_watch::CHECK_EVERY`] when it ended
+//! elsewhere, and each of their joins reads the row again first.
 
 pub mod limiter;
 pub mod password_checks;
+pub mod session_watch;
 mod socket;
 pub mod token;
 
@@ -68,7 +71,8 @@ pub struct Auth {
     /// [`Authenticate::viewer`] is synchronous (it runs inside the upgrade), while the reader
     /// pool is async; this one read-only connection answers its single indexed lookup.
     socket_conn: Mutex<rusqlite::Connection>,
-    /// Told the id of every session a logout revoked (the server closes its sockets).
+    /// Told the id of every session that ended — a logout, or one the session watch or a join
+    /// found gone (the server closes its sockets).
     on_revoke: std::sync::OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
 }
 
@@ -169,10 +173,18 @@ impl Auth {
         }))
     }
 
-    /// Have `f` told the id of every session a logout revokes, once it is gone from the
-    /// database (to close the sockets it authenticated). Set once; later calls are ignored.
+    /// Have `f` told the id of every session that ends — a logout, or an end found by
+    /// [`Auth::watch_sessions`] or [`Auth::recheck`] — once it is gone from the database (to
+    /// close the sockets it authenticated). Set once; later calls are ignored.
     pub fn on_session_revoked(&self, f: impl Fn(i64) + Send + Sync + 'static) {
         let _ = self.on_revoke.set(Box::new(f));
+    }
+
+    /// Tell the [`Auth::on_session_revoked`] hook that `session_id` has ended.
+    fn revoked(&self, session_id: i64) {
+        if let Some(revoked) = self.on_revoke.get() {
+            revoked(session_id);
+        }
     }
 
     /// Apply a reloaded configuration (cookie attributes, rate limits, token lifetime, the
@@ -369,11 +381,7 @@ impl Auth {
                 })
                 .await;
             match deleted {
-                Ok(Some(session_id)) => {
-                    if let Some(revoked) = self.on_revoke.get() {
-                        revoked(session_id);
-                    }
-                }
+                Ok(Some(session_id)) => self.revoked(session_id),
                 Ok(None) => {}
                 Err(e) => return store_failure("logout", &e),
             }

@@ -18,6 +18,7 @@ use crate::support::{Daemon, Socket};
 mod cli;
 mod parallel_logins;
 mod proxies;
+mod session_end;
 
 const ADMIN_EMAIL: &str = "admin@kaffediem.local";
 const ADMIN_PASSWORD: &str = "bootstrap password";

@@ -7,6 +7,7 @@ use rusqlite::OptionalExtension;
 use crate::channels::{Authenticate, Credential, Viewer};
 use crate::phoenix::{ConnectInfo, Refused};
 
+use super::session_watch::session_now;
 use super::token::{self, session_cookie, sql_time, token_hash};
 use super::{lookup_session, Auth};
 
@@ -89,6 +90,40 @@ impl Authenticate for Auth {
             return self.socket_token_viewer(token).map(Some);
         }
         Ok(session_cookie(&info.headers).and_then(|cookie| self.cookie_viewer(cookie)))
+    }
+
+    /// Read the socket's session again: an ended one closes the socket (and this join is
+    /// anonymous), a changed user (demoted, say) joins with their rights as they are now.
+    fn recheck(&self, viewer: &Viewer) -> Option<Viewer> {
+        let Credential::Session(session_id) = viewer.credential else {
+            return Some(viewer.clone());
+        };
+        let now = sql_time(self.clock.now());
+        let found = {
+            let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
+            session_now(&conn, session_id, &now)
+        };
+        match found {
+            Ok(Some((user_id, admin))) => Some(Viewer {
+                user_id: Some(user_id),
+                admin,
+                credential: viewer.credential,
+            }),
+            Ok(None) => {
+                tracing::info!(
+                    session_id,
+                    "a join found its session ended; closing its sockets"
+                );
+                self.revoked(session_id);
+                None
+            }
+            Err(e) => {
+                // Cannot tell: this join gets no rights, and the socket stays for the session
+                // watch to judge.
+                tracing::warn!(error = %e, "cannot recheck a socket's session");
+                Some(Viewer::default())
+            }
+        }
     }
 }
 
