@@ -35,6 +35,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
+use super::api::ApiError;
+use super::cors::Cors;
 use super::{error, json_response, Body};
 use limiter::{Key, Limiter};
 use password_checks::PasswordChecks;
@@ -227,10 +229,14 @@ impl Auth {
     /// Answer `/api/session` (POST login, GET current, DELETE logout) and
     /// `/api/session/token`; `Err(req)` hands back any other request untouched (including
     /// `OPTIONS`, which the CORS layer answers).
+    /// `cors` judges, as for every API write, whether a login or logout comes from a page
+    /// that may write (a foreign page could otherwise log a visitor into its own account, or
+    /// the admin out).
     pub async fn route(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        cors: &Cors,
     ) -> Result<Response<Body>, Request<Incoming>> {
         let path = req.uri().path();
         if !matches!(path, "/api/session" | "/api/session/token") || req.method() == Method::OPTIONS
@@ -238,7 +244,12 @@ impl Auth {
             return Err(req);
         }
         let token_route = path == "/api/session/token";
+        let writes = matches!(*req.method(), Method::POST | Method::DELETE) && !token_route;
         let mut response = match (req.method(), token_route) {
+            _ if writes && !cors.may_write(req.headers()) => {
+                let (method, path) = (req.method().clone(), path.to_owned());
+                ApiError::CrossSite.into_response(&method, &path)
+            }
             (&Method::POST, false) => self.login(req, peer).await,
             (&Method::GET, false) => self.current(req.headers()).await,
             (&Method::DELETE, false) => self.logout(req.headers()).await,

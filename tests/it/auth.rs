@@ -16,6 +16,7 @@ use crate::support::http::{call, Reply};
 use crate::support::{Daemon, Socket};
 
 mod cli;
+mod csrf;
 mod parallel_logins;
 mod proxies;
 mod session_end;
