@@ -73,6 +73,9 @@ pub struct Auth {
     /// [`Authenticate::viewer`] is synchronous (it runs inside the upgrade), while the reader
     /// pool is async; this one read-only connection answers its single indexed lookup.
     socket_conn: Mutex<rusqlite::Connection>,
+    /// The sessions open sockets were let in by, and as whom: the session watch closes the
+    /// sockets of an admin demoted meanwhile.
+    vouched: session_watch::Vouched,
     /// Told the id of every session that ended — a logout, or one the session watch or a join
     /// found gone (the server closes its sockets).
     on_revoke: std::sync::OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
@@ -171,6 +174,7 @@ impl Auth {
                 config.auth.password_check_queue,
             ),
             socket_conn: Mutex::new(socket_conn),
+            vouched: session_watch::Vouched::default(),
             on_revoke: std::sync::OnceLock::new(),
         }))
     }

@@ -2,10 +2,12 @@
 //! process, a row deleted or an expiry edited in the `sqlite3` shell, a user deleted, or simply
 //! the expiry passing. Every [`CHECK_EVERY`] the sessions behind open sockets are read back;
 //! the sockets of one that has ended are closed (1001), so their clients reconnect and are
-//! judged afresh. A join also rechecks its socket's session at once ([`Auth::recheck`]).
+//! judged afresh. So are the sockets of an admin demoted meanwhile: their admin topics must
+//! not go on. A join also rechecks its socket's session at once ([`Auth::recheck`]).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Weak};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rusqlite::OptionalExtension;
@@ -40,6 +42,32 @@ pub(super) fn session_now(
         .optional()?)
 }
 
+/// The sessions sockets were let in by, and whether any of them as an admin: a demotion
+/// closes those sockets. Entries of sessions without sockets are pruned by the watch, so this
+/// holds at most one entry per open socket.
+#[derive(Debug, Default)]
+pub(super) struct Vouched {
+    /// Session id → (some socket of it has admin rights, the sweep epoch it was last seen in).
+    sessions: Mutex<HashMap<i64, (bool, u64)>>,
+    /// Bumped before every sweep reads the endpoint's sockets, so an entry recorded since the
+    /// previous sweep is not pruned for missing from that read.
+    epoch: AtomicU64,
+}
+
+impl Vouched {
+    /// A socket was let in by `session_id`, as an admin or not.
+    pub(super) fn record(&self, session_id: i64, admin: bool) {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = sessions.entry(session_id).or_insert((false, epoch));
+        *entry = (entry.0 || admin, epoch);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (bool, u64)>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Auth {
     /// Check, every [`CHECK_EVERY`], the sessions behind the sockets `socket_ids` names (the
     /// endpoint's [`crate::phoenix::Endpoint::socket_ids`]), and revoke those that have ended
@@ -55,46 +83,72 @@ impl Auth {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                let Some(auth) = Weak::upgrade(&auth) else {
+                    return;
+                };
+                let epoch = auth.vouched.epoch.fetch_add(1, Ordering::AcqRel);
                 let Some(ids) = socket_ids() else { return };
-                let sessions: Vec<i64> = ids
+                let sessions: HashSet<i64> = ids
                     .iter()
                     .filter_map(|id| match Credential::from_socket_id(id) {
                         Credential::Session(session) => Some(session),
                         _ => None,
                     })
                     .collect();
+                // Sessions whose sockets are all gone need no watching. One recorded since the
+                // last sweep is kept: its socket may have been named just after the read above.
+                auth.vouched
+                    .lock()
+                    .retain(|session, (_, seen)| sessions.contains(session) || *seen >= epoch);
                 if sessions.is_empty() {
                     continue;
                 }
-                let Some(auth) = Weak::upgrade(&auth) else {
-                    return;
-                };
-                auth.revoke_ended(sessions).await;
+                auth.revoke_ended(sessions.into_iter().collect()).await;
             }
         })
     }
 
-    /// Revoke those of `sessions` that have ended.
+    /// Revoke those of `sessions` that have ended, or whose admin sockets lost the right.
     async fn revoke_ended(&self, sessions: Vec<i64>) {
         let now = sql_time(self.clock.now());
-        let ended = self
+        let found = self
             .store
             .readers
-            .read(move |conn| -> Result<Vec<i64>, StoreError> {
-                let mut ended = Vec::new();
-                for session in sessions {
-                    if session_now(conn, session, &now)?.is_none() {
-                        ended.push(session);
-                    }
-                }
-                Ok(ended)
-            })
+            .read(
+                move |conn| -> Result<Vec<(i64, Option<bool>)>, StoreError> {
+                    sessions
+                        .into_iter()
+                        .map(|session| {
+                            let admin = session_now(conn, session, &now)?.map(|(_, admin)| admin);
+                            Ok((session, admin))
+                        })
+                        .collect()
+                },
+            )
             .await;
-        match ended {
-            Ok(ended) => {
-                for session_id in ended {
-                    tracing::info!(session_id, "session ended; closing its sockets");
-                    self.revoked(session_id);
+        match found {
+            Ok(found) => {
+                for (session_id, admin) in found {
+                    let demoted = {
+                        let mut vouched = self.vouched.lock();
+                        let was_admin = vouched.get(&session_id).is_some_and(|v| v.0);
+                        let demoted = admin == Some(false) && was_admin;
+                        if admin.is_none() || demoted {
+                            // Its sockets reconnect and are recorded afresh.
+                            vouched.remove(&session_id);
+                        }
+                        demoted
+                    };
+                    if admin.is_none() {
+                        tracing::info!(session_id, "session ended; closing its sockets");
+                        self.revoked(session_id);
+                    } else if demoted {
+                        tracing::info!(
+                            session_id,
+                            "user is no longer an admin; closing the sockets of their session"
+                        );
+                        self.revoked(session_id);
+                    }
                 }
             }
             // Retried on the next tick; joins are rechecked meanwhile.

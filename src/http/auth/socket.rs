@@ -31,11 +31,14 @@ impl Auth {
                 .optional()
             });
         match admin {
-            Ok(Some(admin)) => Ok(Viewer {
-                user_id: Some(claim.user_id),
-                admin,
-                credential: Credential::Session(claim.session_id),
-            }),
+            Ok(Some(admin)) => {
+                self.vouched.record(claim.session_id, admin);
+                Ok(Viewer {
+                    user_id: Some(claim.user_id),
+                    admin,
+                    credential: Credential::Session(claim.session_id),
+                })
+            }
             Ok(None) => Err(Refused("the socket token's session has ended".into())),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a socket token");
@@ -52,10 +55,13 @@ impl Auth {
         let now = sql_time(self.clock.now());
         let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
         match lookup_session(&conn, &hash, &now) {
-            Ok(hit) => hit.map(|hit| Viewer {
-                user_id: Some(hit.identity.user_id),
-                admin: hit.identity.is_admin,
-                credential: Credential::Session(hit.session_id),
+            Ok(hit) => hit.map(|hit| {
+                self.vouched.record(hit.session_id, hit.identity.is_admin);
+                Viewer {
+                    user_id: Some(hit.identity.user_id),
+                    admin: hit.identity.is_admin,
+                    credential: Credential::Session(hit.session_id),
+                }
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a session cookie on a socket");

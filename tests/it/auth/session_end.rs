@@ -47,6 +47,36 @@ async fn assert_still_open(bystander: &mut Socket) {
     bystander.join_ok("collection:status", json!({})).await;
 }
 
+/// Join `topic` and insist it is refused as unauthorized — or that the socket is closed
+/// before the join is answered, which refuses it all the same.
+async fn assert_join_refused(socket: &mut Socket, topic: &str) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let r = socket.make_ref();
+    let join = json!([r, r, topic, "phx_join", {}]);
+    let sent = futures_util::SinkExt::send(&mut socket.ws, Message::Text(join.to_string().into()));
+    if sent.await.is_err() {
+        return;
+    }
+    loop {
+        let frame = tokio::time::timeout(crate::support::WAIT, socket.ws.next())
+            .await
+            .expect("an answer to the join");
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                let frame: serde_json::Value = serde_json::from_str(&text).expect("json");
+                if frame[1] == json!(r) && frame[3] == "phx_reply" {
+                    assert_eq!(frame[4]["status"], "error", "{frame}");
+                    assert_eq!(reason(&frame[4]), "unauthorized", "{frame}");
+                    return;
+                }
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
 #[tokio::test]
 async fn passwd_from_the_cli_closes_the_users_sockets() {
     let d = daemon().await;
@@ -156,35 +186,13 @@ async fn a_privileged_join_rechecks_the_session() {
     d.shell()
         .execute("DELETE FROM session", [])
         .expect("delete sessions");
-    let r = socket.make_ref();
-    socket
-        .send(json!([r, r, "notifications:admin", "phx_join", {}]))
-        .await;
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        let frame = tokio::time::timeout(crate::support::WAIT, socket.ws.next())
-            .await
-            .expect("an answer to the join");
-        match frame {
-            Some(Ok(Message::Text(text))) => {
-                let frame: serde_json::Value = serde_json::from_str(&text).expect("json");
-                if frame[1] == json!(r) && frame[3] == "phx_reply" {
-                    assert_eq!(frame[4]["status"], "error", "{frame}");
-                    assert_eq!(reason(&frame[4]), "unauthorized", "{frame}");
-                    break;
-                }
-            }
-            // Closed before the join was read: refused all the same.
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => {}
-        }
-    }
+    assert_join_refused(&mut socket, "notifications:admin").await;
     d.stop().await;
 }
 
 /// Demoted in the shell after connecting as an admin: the socket's session still holds, but
-/// its next admin join is judged by who the user is now.
+/// its next admin join is judged by who the user is now (refused; or the socket is closed by
+/// the watch first).
 #[tokio::test]
 async fn an_admin_demoted_in_the_shell_cannot_join_admin_topics_any_more() {
     let d = daemon().await;
@@ -197,10 +205,29 @@ async fn an_admin_demoted_in_the_shell_cannot_join_admin_topics_any_more() {
             [ADMIN_EMAIL],
         )
         .expect("demote");
-    let reply = socket.join("notifications:admin", json!({})).await;
-    assert_eq!(reply["status"], "error", "{reply}");
-    assert_eq!(reason(&reply), "unauthorized");
-    // Still logged in: the user's own topics join.
-    socket.join_ok("notifications:user:1", json!({})).await;
+    assert_join_refused(&mut socket, "notifications:admin").await;
+    d.stop().await;
+}
+
+/// Demoted in the shell while joined to `notifications:admin`: the socket is closed, and the
+/// same socket token reconnects without admin rights.
+#[tokio::test]
+async fn an_admin_demoted_in_the_shell_loses_the_admin_topics_already_joined() {
+    let d = daemon().await;
+    let (mut socket, _, token) = admin_socket(&d).await;
+    let mut other = bystander(&d).await;
+    d.shell()
+        .execute(
+            "UPDATE user SET is_admin = 0 WHERE email = ?1",
+            [ADMIN_EMAIL],
+        )
+        .expect("demote");
+    assert_eq!(socket.close_code().await, 1001);
+    let mut again = d.socket(&format!("token={token}")).await;
+    let reply = again.join("notifications:admin", json!({})).await;
+    assert_eq!(reason(&reply), "unauthorized", "{reply}");
+    // Still logged in, as who they are now: their own topic joins.
+    again.join_ok("notifications:user:1", json!({})).await;
+    assert_still_open(&mut other).await;
     d.stop().await;
 }
