@@ -228,6 +228,12 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             }
         }
     });
+    // Sessions also end where the daemon does not see it (`kaffediem user passwd`, the sqlite3
+    // shell, expiry): the watch finds them and closes their sockets the same way.
+    let session_watch = auth.watch_sessions({
+        let endpoint = Arc::downgrade(&endpoint);
+        move || endpoint.upgrade().map(|endpoint| endpoint.socket_ids())
+    });
     let writes = Arc::new(metrics::WriteMetrics::default());
     {
         let writes = Arc::clone(&writes);
@@ -288,6 +294,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         if let Some(trimmer) = trimmer {
             trimmer.abort();
         }
+        session_watch.abort();
         let closing = async {
             match tokio::time::timeout(DRAIN_TIMEOUT, endpoint.close_all(CLOSE_GOING_AWAY)).await {
                 Ok(()) => tracing::debug!("every socket closed"),

@@ -58,6 +58,15 @@ impl Credential {
             Credential::AdminToken => Some(ADMIN_TOKEN_SOCKETS.to_owned()),
         }
     }
+
+    /// The credential a socket id ([`Credential::socket_id`]) names.
+    pub fn from_socket_id(id: &str) -> Credential {
+        match id.strip_prefix("session:").map(str::parse) {
+            Some(Ok(session)) => Credential::Session(session),
+            _ if id == ADMIN_TOKEN_SOCKETS => Credential::AdminToken,
+            _ => Credential::None,
+        }
+    }
 }
 
 /// The socket id shared by every socket that authenticated with `access.admin_token`.
@@ -78,6 +87,13 @@ pub trait Authenticate: Send + Sync + 'static {
     /// `Ok(None)`: no credentials given, an anonymous viewer. `Err`: credentials given but
     /// invalid or expired → the upgrade is refused with 403.
     fn viewer(&self, info: &ConnectInfo) -> Result<Option<Viewer>, Refused>;
+
+    /// Who a socket's credential vouches for now, at a join: the session may have ended or
+    /// the user's rights changed since the connect. `None`: it has ended (the socket joins
+    /// as anonymous, and is closed). Default: what it vouched for at the connect.
+    fn recheck(&self, viewer: &Viewer) -> Option<Viewer> {
+        Some(viewer.clone())
+    }
 }
 
 /// The socket handler of the café.
@@ -310,6 +326,15 @@ impl SocketHandler for Cafe {
         outbox: Outbox,
     ) -> Option<BoxFuture<JoinResult>> {
         let payload = payload.as_json().cloned().unwrap_or(Value::Null);
+        // A session is judged as it is now, not as it was at the connect.
+        let now;
+        let viewer = match (&self.auth, viewer.credential) {
+            (Some(auth), Credential::Session(_)) => {
+                now = Arc::new(auth.recheck(viewer).unwrap_or_default());
+                &now
+            }
+            _ => viewer,
+        };
         if let Some(name) = topic.strip_prefix("collection:") {
             let join = self.join_collection(viewer, name, &payload, outbox);
             Some(with_epoch(join, Arc::clone(&self.epoch)))
