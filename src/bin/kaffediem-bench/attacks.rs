@@ -214,12 +214,12 @@ pub async fn logins(
             );
             tasks.spawn(async move { one_shot(server, request.as_bytes(), until).await });
         }
+        out.add("logins sent", n as u64);
         while let Some(done) = tasks.join_next().await {
             if let Ok((label, _)) = done {
                 out.add(label, 1);
             }
         }
-        out.add("logins sent", n as u64);
         wave += 1;
     }
 }

@@ -29,8 +29,6 @@ pub struct HostileRun {
     pub rss_cap_kib: u64,
     pub quiet: PhaseRun,
     pub attacks: Vec<PhaseRun>,
-    /// Attacks not run because the daemon had exited.
-    pub skipped: Vec<String>,
 }
 
 /// The probes' view of one phase (the quiet run or one attack), and the attacker's.
@@ -63,6 +61,9 @@ pub struct PhaseRun {
     /// Seconds from the attack's end until a fresh `/healthz` was answered again.
     pub recovery_s: Option<f64>,
     pub daemon_alive: bool,
+    /// The daemon did not answer within a minute after the attack (or had exited) and was
+    /// restarted on the same database for the next attack.
+    pub daemon_restarted: bool,
     pub rss_within_budget: Option<bool>,
     pub ack_within_budget: Option<bool>,
 }
@@ -109,13 +110,6 @@ impl HostileRun {
                     a.ack.p99_ms, self.quiet.ack.p99_ms, a.orders_failed
                 ),
                 met: a.ack_within_budget == Some(true),
-            });
-        }
-        for s in &self.skipped {
-            verdicts.push(Verdict {
-                target: format!("hostile {s}"),
-                figure: "not run: the daemon had exited".into(),
-                met: false,
             });
         }
         verdicts
@@ -176,29 +170,25 @@ impl HostileRun {
                 .map(|(k, v)| format!("{k}: {v}"))
                 .collect();
             println!("  {} ({}): {}", p.attack, p.what, seen.join("; "));
-            if p.stopped_at_rss_cap || p.screen_closed || !p.daemon_alive {
-                println!(
-                    "      {}{}{}",
-                    if p.stopped_at_rss_cap {
-                        "stopped early at the RSS cap; "
-                    } else {
-                        ""
-                    },
-                    if p.screen_closed {
-                        "the healthy screen was closed; "
-                    } else {
-                        ""
-                    },
-                    if p.daemon_alive {
-                        ""
-                    } else {
-                        "THE DAEMON EXITED"
-                    },
-                );
+            let notes: Vec<&str> = [
+                (p.stopped_at_rss_cap, "stopped early at the RSS cap"),
+                (p.screen_closed, "the daemon closed the healthy screen"),
+                (!p.daemon_alive, "THE DAEMON EXITED"),
+                (
+                    p.recovery_s.is_none(),
+                    "no /healthz answer within a minute after it",
+                ),
+                (
+                    p.daemon_restarted,
+                    "the daemon was restarted for the next attack",
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(on, note)| on.then_some(note))
+            .collect();
+            if !notes.is_empty() {
+                println!("      {}", notes.join("; "));
             }
-        }
-        for s in &self.skipped {
-            println!("  {s}: not run (the daemon had exited)");
         }
     }
 }

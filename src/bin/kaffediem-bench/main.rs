@@ -12,6 +12,7 @@
 mod attacks;
 mod floors;
 mod hostile;
+mod hostile_probes;
 mod hostile_report;
 mod orders;
 mod pocketbase;
