@@ -153,7 +153,8 @@ impl HostileArgs {
 struct Seeded {
     /// An enabled item the probe customer orders.
     item: i64,
-    /// A multiple-choice key offered on an item, and one of its values.
+    /// (item, key, value): a multiple-choice key offered on that item, and one of its values,
+    /// for the amplifying order.
     big: (i64, i64, i64),
 }
 
@@ -161,18 +162,28 @@ struct Seeded {
 /// database if an attack leaves the daemon unable to answer.
 struct Rig {
     server: Server,
+    /// One socket on `collection:order` from 127.0.0.1: the café's screen that must keep
+    /// getting every order.
     screen: Subscribers,
+    /// The `/healthz`, order and RSS probes (aborted when the rig stops).
     probing: JoinSet<()>,
 }
 
 /// Who and what the rig needs to (re)start.
 struct Setup<'a> {
+    /// The daemon with its default limits, on the seeded database.
     spec: DaemonSpec<'a>,
+    /// The item the probe customer orders.
     item: i64,
+    /// The probe customer's session (it survives a restart: sessions live in the database).
     cookie: String,
+    /// Counts the probe orders' arrivals at the screen, across restarts.
     tracker: Arc<Tracker>,
+    /// The probe orders' uuid prefix.
     nonce: String,
+    /// Samples per phase, shared by every rig.
     probes: Arc<Probes>,
+    /// The RSS past which an attack is stopped early.
     cap_kib: u64,
 }
 
@@ -443,6 +454,7 @@ async fn phase(
     PhaseRun {
         seconds,
         rss_peak_kib: probes.rss_max.load(Ordering::Relaxed),
+        rss_start_kib: now_kib,
         rss_samples: probes.rss_samples.load(Ordering::Relaxed),
         healthz: Stats::of_ns(samples.healthz),
         healthz_failed: samples.healthz_failed,

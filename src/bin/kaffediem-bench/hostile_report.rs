@@ -41,6 +41,9 @@ pub struct PhaseRun {
     /// Largest `VmRSS` sampled during the phase (sampled at a fixed interval: `VmHWM` only
     /// ever grows, so it cannot tell one phase's peak from an earlier one's).
     pub rss_peak_kib: u64,
+    /// `VmRSS` when the phase began (the daemon keeps much of what earlier phases made it
+    /// allocate): peak − start is what this phase added.
+    pub rss_start_kib: u64,
     pub rss_samples: u64,
     /// `GET /healthz` from 127.0.0.1 every 50 ms; a failed probe counts at the time it took.
     pub healthz: Stats,
@@ -127,9 +130,10 @@ impl HostileRun {
             mib(self.rss_budget_kib),
         );
         println!(
-            "{:>15} | {:>9} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6} | {:>6} | {:>8} | {:>6} {:>6}",
+            "{:>15} | {:>9} {:>7} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6} | {:>6} | {:>8} | {:>6} {:>6}",
             "attack",
             "RSS MiB",
+            "+MiB",
             "hz p50",
             "hz p99",
             "failed",
@@ -148,9 +152,10 @@ impl HostileRun {
         };
         for p in std::iter::once(&self.quiet).chain(&self.attacks) {
             println!(
-                "{:>15} | {:>9.1} | {:>8.2} {:>8.2} {:>6} | {:>8.2} {:>8.2} {:>6} | {:>6} | {:>8} | {:>6} {:>6}",
+                "{:>15} | {:>9.1} {:>7.1} | {:>8.2} {:>8.2} {:>6} | {:>8.2} {:>8.2} {:>6} | {:>6} | {:>8} | {:>6} {:>6}",
                 p.attack,
                 mib(p.rss_peak_kib),
+                mib(p.rss_peak_kib.saturating_sub(p.rss_start_kib)),
                 p.healthz.p50_ms,
                 p.healthz.p99_ms,
                 p.healthz_failed,

@@ -5,9 +5,14 @@
 //! RSS, and measures the floors in the same run: a bare tokio-tungstenite broadcast to the
 //! same N sockets, raw SQLite durable inserts on the same disk, and the menu build.
 //!
+//! With `--hostile` it also runs the hostile phase (issue 10): one attack at a time from
+//! 127.0.0.2 against the daemon with its default limits, measured from 127.0.0.1 beside a
+//! quiet run.
+//!
 //! Loopback only; every phase is bounded in count and time and stops by itself.
 //! Modules: `process` (children, RSS), `subscribers` (the WebSocket clients and arrival
-//! tracking), `orders` (placement), `floors`, `report` (table, JSON, verdicts).
+//! tracking), `orders` (placement), `floors`, `report` (table, JSON, verdicts), `hostile`
+//! (the hostile phase), `hostile_probes`, `attacks`, `hostile_report`.
 
 mod attacks;
 mod floors;
