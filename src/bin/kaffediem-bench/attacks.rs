@@ -327,8 +327,15 @@ pub async fn amplification(
 }
 
 /// e. `n` connections that send part of a request and never finish it: a login body, an
-/// order body, a header block. Each waits for what the daemon does about it.
-pub async fn stuck_requests(server: SocketAddr, until: Instant, n: usize, out: Arc<Outcomes>) {
+/// order body (with the attacking customer's session `cookie`, so the daemon has to read
+/// it), a header block. Each waits for what the daemon does about it.
+pub async fn stuck_requests(
+    server: SocketAddr,
+    until: Instant,
+    n: usize,
+    cookie: &str,
+    out: Arc<Outcomes>,
+) {
     let kinds: [(&str, String); 3] = [
         (
             "login body",
@@ -341,7 +348,8 @@ pub async fn stuck_requests(server: SocketAddr, until: Instant, n: usize, out: A
             "order body",
             format!(
                 "POST /api/collections/order/records HTTP/1.1\r\nHost: {server}\r\n\
-                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"items\":"
+                 Cookie: {cookie}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 1000\r\n\r\n{{\"items\":"
             ),
         ),
         (

@@ -363,12 +363,11 @@ fn launch(
                 out,
             ))
         }
-        Attack::StuckRequests => Box::pin(attacks::stuck_requests(
-            addr,
-            until,
-            args.hostile_stuck,
-            out,
-        )),
+        Attack::StuckRequests => {
+            let cookie = attacker_cookie.to_owned();
+            let n = args.hostile_stuck;
+            Box::pin(async move { attacks::stuck_requests(addr, until, n, &cookie, out).await })
+        }
         Attack::SlowReaders => Box::pin(attacks::slow_readers(
             addr,
             until,
