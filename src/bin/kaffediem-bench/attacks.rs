@@ -194,16 +194,17 @@ pub async fn ping_flood(server: SocketAddr, until: Instant, out: Arc<Outcomes>) 
     out.add("pings written", pings);
 }
 
-/// b. Waves of `n` parallel logins with a wrong password for `email`, until the deadline.
+/// b. Waves of `n` parallel logins with a wrong password for `email`, until the deadline
+/// (or `waves` of them, if not 0).
 pub async fn logins(
     server: SocketAddr,
     until: Instant,
-    n: usize,
+    (n, waves): (usize, usize),
     email: String,
     out: Arc<Outcomes>,
 ) {
     let mut wave = 0;
-    while Instant::now() < until {
+    while Instant::now() < until && (waves == 0 || wave < waves) {
         let mut tasks = JoinSet::new();
         for i in 0..n {
             let body = format!(r#"{{"email":"{email}","password":"wrong guess {wave}-{i}"}}"#);
@@ -224,11 +225,19 @@ pub async fn logins(
     }
 }
 
-/// c. Waves of `n` sockets that each join `collection:order` with `{}` and hang up at once.
-pub async fn join_and_hang_up(server: SocketAddr, until: Instant, n: usize, out: Arc<Outcomes>) {
+/// c. Waves of `n` sockets that each join `collection:order` with `{}` and hang up at once,
+/// until the deadline (or `waves` of them, if not 0).
+pub async fn join_and_hang_up(
+    server: SocketAddr,
+    until: Instant,
+    (n, waves): (usize, usize),
+    out: Arc<Outcomes>,
+) {
     let join = client_frame(0x1, br#"["1","1","collection:order","phx_join",{}]"#);
     let close = client_frame(0x8, &1000u16.to_be_bytes());
-    while Instant::now() < until {
+    let mut wave = 0;
+    while Instant::now() < until && (waves == 0 || wave < waves) {
+        wave += 1;
         let mut tasks = JoinSet::new();
         for _ in 0..n {
             let (join, close) = (join.clone(), close.clone());
