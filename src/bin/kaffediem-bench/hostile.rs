@@ -195,7 +195,11 @@ struct Setup<'a> {
 
 impl Rig {
     async fn start(setup: &Setup<'_>) -> Result<Rig, String> {
-        let server = process::start_daemon(&setup.spec)?;
+        Rig::around(process::start_daemon(&setup.spec)?, setup).await
+    }
+
+    /// The screen and the probes around a started daemon.
+    async fn around(server: Server, setup: &Setup<'_>) -> Result<Rig, String> {
         let addr = server.addr;
         let screen = subscribers::open_with(1, Arc::clone(&setup.tracker), move |_| async move {
             let stream = orders::connect(addr).await?;
@@ -269,9 +273,6 @@ pub async fn run(
     let customer = login(server.addr, None, CUSTOMER).await?;
     // Logged in before the login flood, which gets the attacker's address refused for a while.
     let attacker = login(server.addr, Some(ATTACKER), ATTACKING_CUSTOMER).await?;
-    if let Err(e) = server.stop() {
-        eprintln!("   the daemon {e}");
-    }
 
     let nonce = format!("hostile-{}-{}-", std::process::id(), idle);
     let attacks_run = args.attacks();
@@ -284,7 +285,7 @@ pub async fn run(
         probes: Arc::new(Probes::new(1 + attacks_run.len())),
         cap_kib: args.hostile_rss_cap_mib * 1024,
     };
-    let mut rig = Rig::start(&setup).await?;
+    let mut rig = Rig::around(server, &setup).await?;
     let secs = Duration::from_secs_f64(args.hostile_seconds.max(0.1));
     let mut report = HostileRun {
         seconds_per_phase: secs.as_secs_f64(),
