@@ -34,6 +34,10 @@ pub struct Report {
     pub bad_rows: Vec<String>,
     /// Bad rows found beyond those named in `bad_rows`.
     pub more_bad_rows: usize,
+    /// The newest `inserted_at`/`updated_at` of any record, and this machine's clock when
+    /// checked: a newest stamp in the future means the clock is behind the data (no time
+    /// sync yet, or set back), and the daemon stamps with that newest time until it catches up.
+    pub clock: (Option<jiff::Timestamp>, jiff::Timestamp),
 }
 
 impl Report {
@@ -118,6 +122,17 @@ impl Report {
         }
         if self.more_bad_rows > 0 {
             let _ = writeln!(out, "bad row       ... and {} more", self.more_bad_rows);
+        }
+        if let (Some(newest), now) = self.clock {
+            let ahead = newest.duration_since(now).as_secs();
+            if ahead > 0 {
+                let _ = writeln!(
+                    out,
+                    "clock         behind the data: the newest stamp ({newest}) is {ahead} s \
+                     ahead of this machine's clock ({now}); new records get that newest time \
+                     until the clock catches up (is time sync on?)"
+                );
+            }
         }
         let trouble = self.trouble();
         if trouble.is_empty() {
@@ -214,6 +229,8 @@ pub fn check(path: &Path, supported: i64) -> Result<Report, CheckError> {
     } else {
         (Vec::new(), 0)
     };
+    // Not a Kaffediem database (no tables): nothing stamped.
+    let newest = crate::store::stamps::newest(&conn).ok().flatten();
     Ok(Report {
         path: path.to_path_buf(),
         bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
@@ -225,6 +242,7 @@ pub fn check(path: &Path, supported: i64) -> Result<Report, CheckError> {
         tables,
         bad_rows,
         more_bad_rows,
+        clock: (newest, jiff::Timestamp::now()),
     })
 }
 

@@ -367,14 +367,15 @@ fn store_seq(conn: &Connection, seq: u64) -> Result<(), StoreError> {
 /// `collections_version`, whichever is higher: every change set changes at least one
 /// collection row and each row change bumps `collections_version` (see `schema.sql`), so
 /// neither is below any `seq` ever handed out. The recovered value is written back, so
-/// readers see a number. When no counter is a number either, refuse to start: guessing
-/// could replay wrong changes to every screen.
-pub fn recover_seq(conn: &Connection) -> Result<u64, StoreError> {
+/// readers see a number. `known` is a `seq` known from elsewhere (the high-water mark
+/// beside the database, see `epoch`), also a floor. When no counter is a number either,
+/// refuse to start: guessing could replay wrong changes to every screen.
+pub fn recover_seq(conn: &Connection, known: Option<u64>) -> Result<u64, StoreError> {
     let found = match stored_seq(conn)? {
         Ok(seq) => return Ok(seq),
         Err(found) => found,
     };
-    let mut floor = None;
+    let mut floor = known;
     for key in ["published_version", "collections_version"] {
         let sql = "SELECT value FROM kaffediem_meta WHERE key = ?1";
         let value = conn
