@@ -18,5 +18,6 @@ mod phoenix;
 mod phoenix_fuzz_regressions;
 mod phoenix_longpoll;
 mod phoenix_transport;
+mod snapshots;
 mod store;
 mod support;
