@@ -62,6 +62,11 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Largest multipart body (item images).
     pub max_upload_bytes: usize,
+    /// Days of orders an unpaged order list without `from_date` holds
+    /// (`limits.order_snapshot_days`, as an order join).
+    pub order_snapshot_days: u32,
+    /// Records in one unpaged list at most, the newest kept (`limits.snapshot_max_records`).
+    pub snapshot_max_records: usize,
 }
 
 impl Settings {
@@ -72,6 +77,8 @@ impl Settings {
             admin_token: config.access.admin_token.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
+            order_snapshot_days: config.limits.order_snapshot_days,
+            snapshot_max_records: config.limits.snapshot_max_records,
         }
     }
 }

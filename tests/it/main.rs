@@ -13,6 +13,7 @@ mod disk;
 mod durability;
 mod group_commit;
 mod hostile;
+mod lists;
 mod ops;
 mod phoenix;
 mod phoenix_fuzz_regressions;
