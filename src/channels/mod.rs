@@ -9,6 +9,7 @@
 pub mod fanout;
 pub mod filter;
 pub mod log;
+pub mod privacy;
 pub mod registry;
 
 use std::sync::{Arc, RwLock};
@@ -25,6 +26,7 @@ use crate::store::{self, Collection, OrderQuery, RecordCtx, Stop, Store, StoreEr
 
 use filter::{local_date, FromDate, OrderFilter};
 use log::{ChangeLog, Resume};
+use privacy::Reader;
 use registry::{Registry, Subscription, TopicKey};
 
 /// Who is on the other end of a socket.
@@ -48,6 +50,13 @@ pub enum Credential {
     Session(i64),
     /// The interim `access.admin_token`: `admin_token`.
     AdminToken,
+}
+
+impl Viewer {
+    /// Who this viewer is to an order's `customer_id` (SPEC 6).
+    pub fn reader(&self) -> Reader {
+        Reader::of(self.user_id, self.admin)
+    }
 }
 
 impl Credential {
@@ -160,7 +169,7 @@ impl Cafe {
         let window = Window::Newest(access.snapshot_max_records);
         if name == "menu" {
             let (sub, resumed) =
-                self.subscribe_resuming(TopicKey::Menu, outbox, since, |log, s| {
+                self.subscribe_resuming(TopicKey::Menu, outbox, Reader::Public, since, |log, s| {
                     log.resume(s, Resume::Menu)
                 });
             return Box::pin(async move {
@@ -178,9 +187,10 @@ impl Cafe {
         };
         if collection != Collection::Order {
             let key = TopicKey::Collection(collection);
-            let (sub, resumed) = self.subscribe_resuming(key, outbox, since, |log, s| {
-                log.resume(s, Resume::Collection(collection))
-            });
+            let (sub, resumed) =
+                self.subscribe_resuming(key, outbox, Reader::Public, since, |log, s| {
+                    log.resume(s, Resume::Collection(collection))
+                });
             return Box::pin(async move {
                 if let Some(resumed) = resumed {
                     return resumed_join(resumed, sub);
@@ -198,6 +208,11 @@ impl Cafe {
             Ok(filter) => filter,
             Err(errors) => return invalid_options(errors),
         };
+        // Whose orders a customer filter shows is private: only one's own (admins: any).
+        let reader = viewer.reader();
+        if filter.customer_id.is_some_and(|c| !reader.may_filter_by(c)) {
+            return refuse("unauthorized");
+        }
         let today = local_date(self.clock.now(), &self.tz);
         if filter.from == FromDate::Any {
             filter.from = FromDate::Day(default_first_day(today, access.order_snapshot_days));
@@ -209,14 +224,18 @@ impl Cafe {
             state: None,
         };
         let key = TopicKey::Orders(filter);
-        let (sub, resumed) = self.subscribe_resuming(key, outbox, since, |log, s| {
-            log.resume(
+        let (sub, resumed) = self.subscribe_resuming(key, outbox, reader, since, |log, s| {
+            let mut changes = log.resume(
                 s,
                 Resume::Orders {
                     filter: &filter,
                     since: from,
                 },
-            )
+            )?;
+            for change in &mut changes {
+                privacy::redact_change(change, reader);
+            }
+            Some(changes)
         });
         Box::pin(async move {
             if let Some(resumed) = resumed {
@@ -224,14 +243,18 @@ impl Cafe {
             }
             let read = store
                 .snapshot_until(stop, move |conn, stop| {
-                    store::records::list_bounded(
+                    let mut listed = store::records::list_bounded(
                         conn,
                         Collection::Order,
                         &query,
                         window,
                         &ctx,
                         stop,
-                    )
+                    )?;
+                    for record in &mut listed.records {
+                        privacy::redact_order(record, reader);
+                    }
+                    Ok::<_, StoreError>(listed)
                 })
                 .await;
             joined(read.map(listed), sub)
@@ -244,10 +267,11 @@ impl Cafe {
         &self,
         key: TopicKey,
         outbox: Outbox,
+        reader: Reader,
         since: Option<u64>,
         resume: impl FnOnce(&ChangeLog, u64) -> Option<Vec<Value>>,
     ) -> (Subscription, Option<(u64, Vec<Value>)>) {
-        self.registry.subscribe_with(key, outbox, |topics| {
+        self.registry.subscribe_with(key, outbox, reader, |topics| {
             let since = since?;
             resume(&topics.log, since).map(|changes| (topics.log.last_seq, changes))
         })

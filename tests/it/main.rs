@@ -19,6 +19,7 @@ mod phoenix;
 mod phoenix_fuzz_regressions;
 mod phoenix_longpoll;
 mod phoenix_transport;
+mod privacy;
 mod snapshots;
 mod store;
 mod support;

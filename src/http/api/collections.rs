@@ -14,6 +14,7 @@ use super::body::{self, Form};
 use super::{caller, query_pairs, ApiError, Caller};
 use crate::channels::default_first_day;
 use crate::channels::filter::{local_date, FromDate, OrderFilter};
+use crate::channels::privacy::{self, Reader};
 use crate::http::{empty, json_response, App, Body};
 use crate::store::orders::{self, Customer};
 use crate::store::records::Window;
@@ -77,8 +78,8 @@ pub async fn route(
     };
 
     match (method, id) {
-        (Method::GET, None) => list(app, &req, collection).await,
-        (Method::GET, Some(id)) => get(app, &req, collection, id).await,
+        (Method::GET, None) => list(app, &req, collection, reader(who)).await,
+        (Method::GET, Some(id)) => get(app, &req, collection, id, reader(who)).await,
         (Method::DELETE, Some(id)) => delete(app, collection, id).await,
         (Method::POST, None) => {
             let (form, ctx) = read_body(app, req, collection).await?;
@@ -124,10 +125,20 @@ const DEFAULT_PER_PAGE: usize = 100;
 /// `perPage` that page in snapshot order; without, at most `limits.snapshot_max_records`
 /// records, the newest (and for orders without `from_date`, the last
 /// `limits.order_snapshot_days` days). `X-Total-Count` says how many match in all.
+/// Who the caller is to an order's `customer_id` (SPEC 6).
+fn reader(who: Caller) -> Reader {
+    match who {
+        Caller::Anonymous => Reader::Public,
+        Caller::User { id, admin } => Reader::of(Some(id), admin),
+        Caller::AdminToken => Reader::Admin,
+    }
+}
+
 async fn list(
     app: &App,
     req: &Request<Incoming>,
     collection: Collection,
+    reader: Reader,
 ) -> Result<Response<Body>, ApiError> {
     let ctx = app.record_ctx(req.headers());
     let settings = app.settings();
@@ -137,6 +148,10 @@ async fn list(
         Collection::Order => order_query(app, &pairs, page.is_none())?,
         _ => OrderQuery::default(),
     };
+    // Whose orders a customer filter shows is private: only one's own (admins: any).
+    if query.customer_id.is_some_and(|c| !reader.may_filter_by(c)) {
+        return Err(ApiError::Forbidden);
+    }
     let window = page.unwrap_or(Window::Newest(settings.snapshot_max_records));
     // A client that hangs up stops its list (hyper drops this future, and with it `_gone`).
     let gone = Arc::new(AtomicBool::new(false));
@@ -146,7 +161,13 @@ async fn list(
         .store
         .snapshots
         .read_until(stop, move |conn, stop| {
-            records::list_bounded(conn, collection, &query, window, &ctx, stop)
+            let mut listed = records::list_bounded(conn, collection, &query, window, &ctx, stop)?;
+            if collection == Collection::Order {
+                for record in &mut listed.records {
+                    privacy::redact_order(record, reader);
+                }
+            }
+            Ok::<_, ApiError>(listed)
         })
         .await?;
     let mut response = json_response(StatusCode::OK, &Value::Array(listed.records));
@@ -253,6 +274,7 @@ async fn get(
     req: &Request<Incoming>,
     collection: Collection,
     id: i64,
+    reader: Reader,
 ) -> Result<Response<Body>, ApiError> {
     let ctx = app.record_ctx(req.headers());
     let record = app
@@ -261,7 +283,12 @@ async fn get(
         .read(move |conn| records::get(conn, collection, id, &ctx))
         .await?;
     match record {
-        Some(record) => Ok(json_response(StatusCode::OK, &record)),
+        Some(mut record) => {
+            if collection == Collection::Order {
+                privacy::redact_order(&mut record, reader);
+            }
+            Ok(json_response(StatusCode::OK, &record))
+        }
         None => Err(ApiError::NotFound("record not found")),
     }
 }
