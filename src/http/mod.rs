@@ -24,7 +24,7 @@ use crate::channels::Cafe;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::phoenix::Endpoint;
-use crate::store::{RecordCtx, Store, StoreError};
+use crate::store::{RecordCtx, Store};
 
 use auth::Auth;
 use cors::Cors;
@@ -197,18 +197,16 @@ pub async fn handle(
     Ok(response)
 }
 
+/// How long `/healthz` waits for the database before it answers 503.
+const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 200 `ok` when the daemon passes the check the watchdog pings on, else 503.
 async fn healthz(app: &App) -> Response<Body> {
-    let alive = app
-        .store
-        .readers
-        .read(|conn| -> Result<i64, StoreError> {
-            Ok(conn.query_row("SELECT 1", [], |r| r.get(0))?)
-        })
-        .await;
-    match alive {
-        Ok(_) => text(StatusCode::OK, "ok"),
-        Err(e) => {
-            tracing::warn!(error = %e, "health check failed");
+    let store = &app.store;
+    match crate::ops::health::check(&store.readers, &store.writer, HEALTH_WAIT).await {
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(why) => {
+            tracing::warn!("health check failed: {why}");
             text(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
     }

@@ -55,64 +55,108 @@ async fn join_and_hang_up(url: String, n: usize) -> bool {
     true
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sockets_that_join_and_hang_up_cost_no_snapshots_and_stall_nobody() {
-    let site = Site::new();
-    site.demo_db();
-    {
-        let shell = site.shell();
-        let items = order_items();
-        let tx = shell.unchecked_transaction().expect("begin");
-        for n in 0..ORDERS {
-            tx.execute(
-                r#"INSERT INTO "order" (uuid, customer_id, day_id, items, total_nok)
-                   VALUES (?1, ?2, ?3, ?4, 177)"#,
-                rusqlite::params![format!("flood-{n}"), n as i64 % 40, 101 + n as i64, items],
-            )
-            .expect("insert order");
-        }
-        tx.commit().expect("commit");
-    }
-    let notify_path = site.path("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("read timeout");
-    // The per-address socket and join limits are another defence (and all these sockets come
-    // from 127.0.0.1): lifted here, so that this proves what the snapshots themselves cost.
-    std::fs::write(
-        site.path("kaffediem.toml"),
-        format!(
-            "[access]\nadmin_token = \"{ADMIN_TOKEN}\"\n[limits]\n\
-             max_sockets_per_address = 10000\nmax_connections_per_address = 10000\n\
-             joins_per_minute_per_socket = 10000\njoins_per_minute_per_address = 10000\n"
-        ),
-    )
-    .expect("write config");
-    let mut cmd = site.command(&["serve"]);
-    cmd.env("KAFFEDIEM_CONFIG", site.path("kaffediem.toml"))
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("WATCHDOG_USEC", "2000000");
-    let mut daemon = Daemon::start(cmd);
-    let addr = daemon.addr;
+/// A café with [`ORDERS`] orders in its file, served by the real binary with the systemd
+/// watchdog on (`watchdog_usec`), and a thread counting its pings until `done`.
+struct Busy {
+    /// The directory, database and config (removed when the test ends).
+    site: Site,
+    daemon: Daemon,
+    done: Arc<AtomicBool>,
+    /// Watchdog pings heard so far.
+    pings: Arc<std::sync::atomic::AtomicUsize>,
+    listener: std::thread::JoinHandle<()>,
+}
 
-    // Watchdog pings are counted for as long as the attack and the probes last.
-    let done = Arc::new(AtomicBool::new(false));
-    let pings = std::thread::spawn({
-        let done = Arc::clone(&done);
-        move || {
-            let mut pings = 0;
-            let mut buf = [0u8; 512];
-            while !done.load(Ordering::SeqCst) {
-                if let Ok(n) = notify.recv(&mut buf) {
-                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    pings += usize::from(msg.lines().any(|l| l == "WATCHDOG=1"));
+impl Busy {
+    fn start(watchdog_usec: &str) -> Busy {
+        let site = Site::new();
+        site.demo_db();
+        {
+            let shell = site.shell();
+            let items = order_items();
+            let tx = shell.unchecked_transaction().expect("begin");
+            for n in 0..ORDERS {
+                tx.execute(
+                    r#"INSERT INTO "order" (uuid, customer_id, day_id, items, total_nok)
+                       VALUES (?1, ?2, ?3, ?4, 177)"#,
+                    rusqlite::params![format!("flood-{n}"), n as i64 % 40, 101 + n as i64, items],
+                )
+                .expect("insert order");
+            }
+            tx.commit().expect("commit");
+        }
+        let notify_path = site.path("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("read timeout");
+        // The per-address socket and join limits are another defence (and all these sockets
+        // come from 127.0.0.1): lifted here, so that this proves what the snapshots cost.
+        std::fs::write(
+            site.path("kaffediem.toml"),
+            format!(
+                "[access]\nadmin_token = \"{ADMIN_TOKEN}\"\n[limits]\n\
+                 max_sockets_per_address = 10000\nmax_connections_per_address = 10000\n\
+                 joins_per_minute_per_socket = 10000\njoins_per_minute_per_address = 10000\n"
+            ),
+        )
+        .expect("write config");
+        let mut cmd = site.command(&["serve"]);
+        cmd.env("KAFFEDIEM_CONFIG", site.path("kaffediem.toml"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", watchdog_usec);
+        let daemon = Daemon::start(cmd);
+        let done = Arc::new(AtomicBool::new(false));
+        let pings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let listener = std::thread::spawn({
+            let (done, pings) = (Arc::clone(&done), Arc::clone(&pings));
+            move || {
+                let mut buf = [0u8; 512];
+                while !done.load(Ordering::SeqCst) {
+                    if let Ok(n) = notify.recv(&mut buf) {
+                        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        if msg.lines().any(|l| l == "WATCHDOG=1") {
+                            pings.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                 }
             }
-            pings
+        });
+        Busy {
+            site,
+            daemon,
+            done,
+            pings,
+            listener,
         }
-    });
+    }
 
+    /// Stop counting; the pings heard, after checking that none was missed for want of
+    /// health, and stop the daemon.
+    fn finish(mut self) -> usize {
+        self.done.store(true, Ordering::SeqCst);
+        self.listener.join().expect("ping counter");
+        let pings = self.pings.load(Ordering::SeqCst);
+        let log = self.daemon.log();
+        assert!(!log.contains("no watchdog ping"), "{log}");
+        self.daemon.terminate();
+        assert!(self.daemon.wait().success());
+        pings
+    }
+}
+
+/// `/healthz` answers 200 at all within the test's wait.
+async fn healthy(addr: SocketAddr, when: &str) {
+    let health = tokio::time::timeout(WAIT, call(addr, "GET", "/healthz").send()).await;
+    let health = health.unwrap_or_else(|_| panic!("/healthz unanswered {when}"));
+    assert_eq!(health.status, 200, "{when}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_join_and_hang_up_cost_no_snapshots_and_stall_nobody() {
+    let busy = Busy::start("2000000");
+    let daemon = &busy.daemon;
+    let addr = daemon.addr;
     let items = call(addr, "GET", "/api/collections/item/records")
         .send()
         .await
@@ -131,9 +175,7 @@ async fn sockets_that_join_and_hang_up_cost_no_snapshots_and_stall_nobody() {
 
     // Meanwhile the café goes on: each probe is answered at all within the test's wait.
     for round in 0..10 {
-        let health = tokio::time::timeout(WAIT, call(addr, "GET", "/healthz").send()).await;
-        let health = health.unwrap_or_else(|_| panic!("/healthz unanswered in round {round}"));
-        assert_eq!(health.status, 200, "round {round}");
+        healthy(addr, &format!("in round {round}")).await;
         let body = json!({"items": [{"item": item, "customizations": []}]});
         let placed = call(addr, "POST", "/api/collections/order/records")
             .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
@@ -168,11 +210,75 @@ async fn sockets_that_join_and_hang_up_cost_no_snapshots_and_stall_nobody() {
         after[2] - before[2]
     );
 
-    done.store(true, Ordering::SeqCst);
-    let pings = pings.join().expect("ping counter");
-    assert!(pings >= 1, "no watchdog ping during the attack");
-    let log = daemon.log();
-    assert!(!log.contains("no watchdog ping"), "{log}");
-    daemon.terminate();
-    assert!(daemon.wait().success());
+    assert!(busy.finish() >= 1, "no watchdog ping during the attack");
+}
+
+/// Screens that stay and wait for big snapshots (a morning's reconnect storm) make each
+/// other wait, but the watchdog's check and `/healthz` never queue behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_keeps_pinging_while_screens_wait_for_big_snapshots() {
+    const SCREENS: usize = 250;
+    // Pings every 0.5 s, each after a health check given 0.5 s to answer.
+    let busy = Busy::start("1000000");
+    let addr = busy.daemon.addr;
+    let url = busy.daemon.ws_url();
+    let before = snapshot_reads(addr).await;
+    // All connected first, then all joining at once: the snapshots queue up.
+    let mut screens = Vec::new();
+    for _ in 0..SCREENS {
+        screens.push(Socket::connect(&url).await);
+    }
+    for screen in &mut screens {
+        screen
+            .send(json!(["1", "1", "collection:order", "phx_join", {}]))
+            .await;
+    }
+    // While their snapshots are read, one after another, the café's checks go on.
+    let pinged = busy.pings.load(Ordering::SeqCst);
+    for round in 0..5 {
+        healthy(
+            addr,
+            &format!("while {SCREENS} screens join, round {round}"),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + WAIT * 3;
+    while busy.pings.load(Ordering::SeqCst) < pinged + 2 {
+        assert!(Instant::now() < deadline, "the watchdog stopped pinging");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let during = snapshot_reads(addr).await;
+    assert!(
+        during[0] > before[0],
+        "the screens' snapshots were being read meanwhile"
+    );
+    // The screens give up; the snapshots still waiting are skipped.
+    drop(screens);
+    busy.finish();
+}
+
+/// The watchdog pings on the daemon's own data answering, not on `SELECT 1` (which answers
+/// without reading the file): when the database no longer holds what the daemon needs to
+/// commit an order (here its bookkeeping table, dropped from the shell), the pings stop and
+/// `/healthz` says 503, so systemd restarts the daemon and the operator sees why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_stops_when_the_database_cannot_serve() {
+    let busy = Busy::start("1000000");
+    let addr = busy.daemon.addr;
+    let deadline = Instant::now() + WAIT;
+    while busy.pings.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < deadline, "no watchdog ping at all");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    healthy(addr, "before the shell broke the file").await;
+    busy.site
+        .shell()
+        .execute_batch("DROP TABLE kaffediem_meta")
+        .expect("drop the bookkeeping table");
+    busy.daemon.wait_for_log(&["no watchdog ping"]);
+    let health = call(addr, "GET", "/healthz").send().await;
+    assert_eq!(health.status, 503);
+    busy.done.store(true, Ordering::SeqCst);
+    let mut daemon = busy.daemon;
+    daemon.kill();
 }
