@@ -183,7 +183,7 @@ pub async fn handle(
         (&Method::GET, "/metrics") => crate::ops::metrics::response(&app),
         (_, "/healthz") => method_not_allowed("GET"),
         (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
-            match app.auth.route(req, client).await {
+            match app.auth.route(req, client, &app.cors).await {
                 Ok(response) => response,
                 Err(_) => error(StatusCode::NOT_FOUND, "not found"),
             }
