@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::phoenix::Endpoint;
 use crate::store::orders::OrderLimits;
-use crate::store::{RecordCtx, Store, StoreError};
+use crate::store::{RecordCtx, Store};
 
 use auth::Auth;
 use cors::Cors;
@@ -65,6 +65,11 @@ pub struct Settings {
     pub max_upload_bytes: usize,
     /// How much one order may hold (`limits.max_order_lines`, `limits.max_order_bytes`).
     pub order_limits: OrderLimits,
+    /// Days of orders an unpaged order list without `from_date` holds
+    /// (`limits.order_snapshot_days`, as an order join).
+    pub order_snapshot_days: u32,
+    /// Records in one unpaged list at most, the newest kept (`limits.snapshot_max_records`).
+    pub snapshot_max_records: usize,
 }
 
 impl Settings {
@@ -79,6 +84,8 @@ impl Settings {
                 max_lines: config.limits.max_order_lines,
                 max_bytes: config.limits.max_order_bytes,
             },
+            order_snapshot_days: config.limits.order_snapshot_days,
+            snapshot_max_records: config.limits.snapshot_max_records,
         }
     }
 }
@@ -197,18 +204,16 @@ pub async fn handle(
     Ok(response)
 }
 
+/// How long `/healthz` waits for the database before it answers 503.
+const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 200 `ok` when the daemon passes the check the watchdog pings on, else 503.
 async fn healthz(app: &App) -> Response<Body> {
-    let alive = app
-        .store
-        .readers
-        .read(|conn| -> Result<i64, StoreError> {
-            Ok(conn.query_row("SELECT 1", [], |r| r.get(0))?)
-        })
-        .await;
-    match alive {
-        Ok(_) => text(StatusCode::OK, "ok"),
-        Err(e) => {
-            tracing::warn!(error = %e, "health check failed");
+    let store = &app.store;
+    match crate::ops::health::check(&store.readers, &store.writer, HEALTH_WAIT).await {
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(why) => {
+            tracing::warn!("health check failed: {why}");
             text(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
     }
