@@ -121,7 +121,7 @@ pub(crate) async fn run<H: SocketHandler>(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
-    let mut ws = WsWire::new(io, ws_config).await;
+    let mut ws = WsWire::new(io, ws_config, config.outbound_queue).await;
     let mut socket = Socket::new(slot, session, vsn, peer);
     let end = socket.serve(&mut ws).await;
     // Boxed (like joins): an idle socket's task then only holds the state of its read loop.
@@ -182,12 +182,19 @@ impl<H: SocketHandler> Socket<H> {
                     idle.as_mut().reset(due);
                 }
                 Event::Inbound(Inbound::Gone) => return End::Gone,
+                // A slow consumer is logged (and counted) when the socket is released.
+                Event::Inbound(Inbound::Failed(1013, _)) => return End::Close(1013),
                 Event::Inbound(Inbound::Failed(code, error)) => {
                     tracing::warn!(peer = %self.peer, %error, code, "unreadable client input, closing socket");
                     return End::Close(code);
                 }
                 Event::Inbound(Inbound::Message(msg)) => {
-                    last_received = Instant::now();
+                    // Only Phoenix messages (the client's heartbeats every 30 s) are activity:
+                    // WebSocket pings are answered but keep no socket open, or a client that
+                    // pings and never reads would hold its socket (and what it is owed) forever.
+                    if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+                        last_received = Instant::now();
+                    }
                     if let Some(end) = self.on_message(msg).await {
                         return end;
                     }
@@ -575,7 +582,7 @@ impl<H: SocketHandler> Socket<H> {
                 .metrics
                 .slow_closed
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %self.peer, "slow consumer: outbound queue full, closing socket with 1013");
+            tracing::warn!(peer = %self.peer, "slow consumer: outbound queue full (messages or pongs), closing socket with 1013");
         }
     }
 

@@ -11,6 +11,7 @@ mod body_fuzz;
 mod channels;
 mod disk;
 mod durability;
+mod edge;
 mod group_commit;
 mod hostile;
 mod ops;
