@@ -5,11 +5,12 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::{header, HeaderMap, Method, Request, Response, StatusCode};
 use jiff::tz::TimeZone;
 use serde_json::json;
@@ -17,6 +18,7 @@ use serde_json::json;
 pub mod api;
 pub mod auth;
 pub mod cors;
+pub mod deadline;
 pub mod forwarded;
 pub mod images;
 
@@ -28,6 +30,7 @@ use crate::store::{RecordCtx, Store, StoreError};
 
 use auth::Auth;
 use cors::Cors;
+pub use deadline::Incoming;
 use forwarded::TrustedProxies;
 
 pub type Body = Full<Bytes>;
@@ -62,6 +65,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Largest multipart body (item images).
     pub max_upload_bytes: usize,
+    /// How long any request's body may take to arrive (`limits.body_seconds`); then 408.
+    pub body_time: Duration,
 }
 
 impl Settings {
@@ -72,6 +77,7 @@ impl Settings {
             admin_token: config.access.admin_token.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
+            body_time: Duration::from_secs(config.limits.body_seconds),
         }
     }
 }
@@ -158,9 +164,30 @@ impl App {
 /// Answer one request from the TCP peer `peer`. Never fails: every error is an HTTP answer.
 pub async fn handle(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    // Every route reads its body under the same deadline; whatever the route answered to a
+    // body cut off by it, the client gets 408.
+    let expired = Arc::new(AtomicBool::new(false));
+    let body_time = app.settings().body_time;
+    let req = req.map(|body| Incoming::new(body, body_time, Arc::clone(&expired)));
+    let mut response = route(&app, req, peer).await;
+    if expired.load(Ordering::Acquire) {
+        response = error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        );
+        // The rest of the body may still come; the connection cannot be reused.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(response)
+}
+
+async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     // Behind a reverse proxy every peer is the proxy; rate limits and log lines are about
     // the client it forwards.
     let client = app.client_addr(req.headers(), peer);
@@ -170,10 +197,10 @@ pub async fn handle(
     let mut response = match (req.method(), path.as_str()) {
         (_, "/socket/websocket") => app.endpoint.upgrade(req, client),
         // LongPoll answers carry Phoenix's own CORS headers (`*`, echoed allow-headers).
-        (_, "/socket/longpoll") => return Ok(app.endpoint.long_poll(req, client).await),
+        (_, "/socket/longpoll") => return app.endpoint.long_poll(req, client).await,
         (&Method::OPTIONS, _) => cors::preflight(),
-        (&Method::GET, "/healthz") => healthz(&app).await,
-        (&Method::GET, "/metrics") => crate::ops::metrics::response(&app),
+        (&Method::GET, "/healthz") => healthz(app).await,
+        (&Method::GET, "/metrics") => crate::ops::metrics::response(app),
         (_, "/healthz") => method_not_allowed("GET"),
         (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
             match app.auth.route(req, client).await {
@@ -181,13 +208,13 @@ pub async fn handle(
                 Err(_) => error(StatusCode::NOT_FOUND, "not found"),
             }
         }
-        (_, p) if p.starts_with("/api/") => api::route(&app, req).await,
+        (_, p) if p.starts_with("/api/") => api::route(app, req).await,
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         cors::decorate(&mut response, origin, has_origin);
     }
-    Ok(response)
+    response
 }
 
 async fn healthz(app: &App) -> Response<Body> {

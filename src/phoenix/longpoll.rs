@@ -36,6 +36,19 @@ use super::socket::{Inbound, Socket, Wire};
 use super::transport::{parse_query, Endpoint, Refusal};
 use super::SocketHandler;
 
+/// What a LongPoll request's body may be: any HTTP body of bytes (the server's, with its own
+/// deadline; a test's).
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+{
+}
+
 /// A POST body may hold this many maximum-size frames' worth of bytes.
 const BODY_LIMIT_FRAMES: usize = 16;
 
@@ -388,9 +401,9 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// Answer a request for the LongPoll transport (`/socket/longpoll`): `GET` opens a session
     /// or polls it, `POST` sends it frames, `OPTIONS` is the CORS preflight, anything else 400.
-    pub async fn long_poll(
+    pub async fn long_poll<B: RequestBody>(
         self: &Arc<Self>,
-        req: hyper::Request<hyper::body::Incoming>,
+        req: hyper::Request<B>,
         peer: SocketAddr,
     ) -> HttpResponse {
         let method = req.method().clone();
@@ -485,10 +498,10 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// A POST on a live session: hand its frames to the socket and answer once the socket has
     /// handled them all (200), the session ended meanwhile (410), or the window passed (408).
-    async fn publish(
+    async fn publish<B: RequestBody>(
         &self,
         session: &Session,
-        req: hyper::Request<hyper::body::Incoming>,
+        req: hyper::Request<B>,
     ) -> HttpResponse {
         let window = self.long_poll_config().window;
         let max_frame = self.config().max_message_bytes;

@@ -117,9 +117,9 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// Answer a request for the WebSocket transport: 400 (not a GET upgrade), 403 (vsn,
     /// origin, refused connect), 503 (socket limit) or 101, spawning the socket's task.
-    pub fn upgrade(
+    pub fn upgrade<B>(
         self: &Arc<Self>,
-        req: hyper::Request<hyper::body::Incoming>,
+        req: hyper::Request<B>,
         peer: SocketAddr,
     ) -> hyper::Response<Full<Bytes>> {
         if req.method() != Method::GET {

@@ -2,6 +2,7 @@
 //! hold (memory, connections, sockets, joins), how long a request may take to arrive, who may
 //! open a socket and read `/metrics`, and the small HTTP rules (HEAD, 405).
 
+mod body_deadline;
 mod ping_flood;
 
 use std::net::SocketAddr;

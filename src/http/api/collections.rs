@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
+use crate::http::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
