@@ -67,6 +67,8 @@ pub struct Settings {
     pub max_upload_bytes: usize,
     /// How long any request's body may take to arrive (`limits.body_seconds`); then 408.
     pub body_time: Duration,
+    /// Open TCP connections one client address may hold (`limits.max_connections_per_address`).
+    pub max_connections_per_address: usize,
 }
 
 impl Settings {
@@ -78,6 +80,7 @@ impl Settings {
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
             body_time: Duration::from_secs(config.limits.body_seconds),
+            max_connections_per_address: config.limits.max_connections_per_address,
         }
     }
 }
@@ -124,6 +127,22 @@ impl App {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .client_addr(headers, peer)
+    }
+
+    /// How many TCP connections the peer `ip` may hold open; `None` for a trusted proxy, whose
+    /// connections carry many clients.
+    pub fn connection_limit(&self, ip: std::net::IpAddr) -> Option<usize> {
+        let proxies = self.proxies.read().unwrap_or_else(|e| e.into_inner());
+        if proxies.is_proxy(ip) {
+            return None;
+        }
+        drop(proxies);
+        Some(
+            self.settings
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .max_connections_per_address,
+        )
     }
 
     pub fn settings(&self) -> Settings {

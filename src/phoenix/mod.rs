@@ -12,6 +12,7 @@
 pub mod frame;
 pub mod longpoll;
 pub mod outbox;
+pub mod per_address;
 pub mod socket;
 pub mod transport;
 mod websocket;

@@ -3,6 +3,7 @@
 //! open a socket and read `/metrics`, and the small HTTP rules (HEAD, 405).
 
 mod body_deadline;
+mod connections;
 mod ping_flood;
 
 use std::net::SocketAddr;
