@@ -94,6 +94,7 @@ pub fn endpoint_config(config: &Config) -> EndpointConfig {
         max_topics_per_socket: l.max_topics_per_socket,
         outbound_queue: l.outbound_queue,
         max_sockets: l.max_sockets,
+        max_sockets_per_address: l.max_sockets_per_address,
         check_origin: config.http.check_origin,
         allowed_origins: config.http.allowed_origins.clone(),
     }

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::frame::Vsn;
 use super::longpoll::LongPolls;
 use super::outbox::SocketShared;
+use super::per_address::{AddressSlot, PerAddress};
 use super::{ConnectInfo, SocketHandler};
 
 /// Settings of the endpoint; replaceable while running ([`Endpoint::set_config`]).
@@ -35,6 +36,9 @@ pub struct EndpointConfig {
     pub outbound_queue: usize,
     /// Upgrades past this many open sockets get HTTP 503.
     pub max_sockets: usize,
+    /// Sockets (WebSockets and long-poll sessions) one client address may hold; past it the
+    /// upgrade gets HTTP 503 and a long-poll open `{"status":500}` (the client backs off).
+    pub max_sockets_per_address: usize,
     /// Refuse upgrades whose `Origin` is neither the request's own host nor allowed.
     pub check_origin: bool,
     /// Allowed origins, e.g. `https://kaffediem.example` (scheme, host and port compared).
@@ -49,6 +53,8 @@ impl Default for EndpointConfig {
             max_topics_per_socket: 100,
             outbound_queue: 1024,
             max_sockets: 10_000,
+            // Phoenix has no per-address bound; the daemon sets one from its configuration.
+            max_sockets_per_address: 10_000,
             check_origin: true,
             allowed_origins: Vec::new(),
         }
@@ -84,6 +90,8 @@ pub struct Endpoint<H: SocketHandler> {
     shutting_down: AtomicBool,
     /// LongPoll sessions by token (each also an open socket above) and their timings.
     pub(crate) long_polls: LongPolls,
+    /// Open sockets per client address (`max_sockets_per_address`).
+    per_address: Arc<PerAddress>,
 }
 
 impl<H: SocketHandler> Endpoint<H> {
@@ -96,6 +104,7 @@ impl<H: SocketHandler> Endpoint<H> {
             socket_gone: Notify::new(),
             shutting_down: AtomicBool::new(false),
             long_polls: LongPolls::new(),
+            per_address: PerAddress::new(),
         })
     }
 
@@ -199,7 +208,9 @@ impl<H: SocketHandler> Endpoint<H> {
             headers: headers.clone(),
             peer,
         };
-        let slot = self.reserve_slot(&config).ok_or(Refusal::Unavailable)?;
+        let slot = self
+            .reserve_slot(&config, peer)
+            .ok_or(Refusal::Unavailable)?;
         let session = match self.handler.connect(&info) {
             Ok(session) => {
                 if let Some(id) = self.handler.id(&session) {
@@ -221,11 +232,23 @@ impl<H: SocketHandler> Endpoint<H> {
         !config.check_origin || origin_allowed(headers, &config.allowed_origins)
     }
 
-    /// Register a new socket if the limit allows; the guard unregisters it when dropped.
-    fn reserve_slot(self: &Arc<Self>, config: &EndpointConfig) -> Option<SocketSlot<H>> {
+    /// Register a new socket if the limits allow (its address's, then the endpoint's); the
+    /// guard unregisters it when dropped.
+    fn reserve_slot(
+        self: &Arc<Self>,
+        config: &EndpointConfig,
+        peer: SocketAddr,
+    ) -> Option<SocketSlot<H>> {
         if self.shutting_down.load(Ordering::Acquire) {
             return None;
         }
+        let Some(address) = self
+            .per_address
+            .try_acquire(peer.ip(), config.max_sockets_per_address)
+        else {
+            tracing::debug!(%peer, "refused socket: too many from this address");
+            return None;
+        };
         let open = self.metrics.open_sockets.fetch_add(1, Ordering::AcqRel);
         if open >= config.max_sockets as u64 {
             self.metrics.open_sockets.fetch_sub(1, Ordering::AcqRel);
@@ -239,6 +262,7 @@ impl<H: SocketHandler> Endpoint<H> {
         Some(SocketSlot {
             endpoint: Arc::clone(self),
             shared,
+            _address: address,
         })
     }
 
@@ -303,6 +327,8 @@ pub(crate) enum Refusal {
 pub(crate) struct SocketSlot<H: SocketHandler> {
     pub(crate) endpoint: Arc<Endpoint<H>>,
     pub(crate) shared: Arc<SocketShared>,
+    /// The socket's place in its client address's count, given back with the slot.
+    _address: AddressSlot,
 }
 
 impl<H: SocketHandler> Drop for SocketSlot<H> {
