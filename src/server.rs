@@ -95,6 +95,8 @@ pub fn endpoint_config(config: &Config) -> EndpointConfig {
         outbound_queue: l.outbound_queue,
         max_sockets: l.max_sockets,
         max_sockets_per_address: l.max_sockets_per_address,
+        joins_per_minute_per_socket: l.joins_per_minute_per_socket,
+        joins_per_minute_per_address: l.joins_per_minute_per_address,
         check_origin: config.http.check_origin,
         allowed_origins: config.http.allowed_origins.clone(),
     }

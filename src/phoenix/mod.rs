@@ -13,6 +13,7 @@ pub mod frame;
 pub mod longpoll;
 pub mod outbox;
 pub mod per_address;
+mod rate;
 pub mod socket;
 pub mod transport;
 mod websocket;

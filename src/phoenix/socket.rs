@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::frame::{self, InMessage, Payload, Vsn};
 use super::outbox::{OutKind, Outbound, Outbox, SocketShared};
+use super::rate::Bucket;
 use super::transport::{EndpointConfig, SocketSlot};
 use super::websocket::WsWire;
 use super::{BoxFuture, Channel, JoinResult, Reply, SocketHandler};
@@ -105,6 +106,8 @@ pub(crate) struct Socket<H: SocketHandler> {
     unflushed: bool,
     /// The client sent a close frame; tungstenite answers it, we only read to the end.
     peer_closed: bool,
+    /// This socket's join bucket (`joins_per_minute_per_socket`); its address has one too.
+    joins: Bucket,
 }
 
 /// Serve one upgraded connection until it closes. Dropping the slot at the end unregisters
@@ -141,6 +144,10 @@ impl<H: SocketHandler> Socket<H> {
         vsn: Vsn,
         peer: SocketAddr,
     ) -> Self {
+        let joins = Bucket::full(
+            slot.endpoint.config().joins_per_minute_per_socket,
+            Instant::now(),
+        );
         Socket {
             slot,
             session,
@@ -151,6 +158,7 @@ impl<H: SocketHandler> Socket<H> {
             next_join_id: 1,
             unflushed: false,
             peer_closed: false,
+            joins,
         }
     }
 
@@ -412,6 +420,12 @@ impl<H: SocketHandler> Socket<H> {
             payload,
             ..
         } = m;
+        if !self.may_join() {
+            tracing::debug!(peer = %self.peer, %topic, "join refused: too many joins");
+            let reason = json!({"reason": "too many joins"});
+            self.reply_json(&join_ref, &reference, &topic, "error", reason);
+            return None;
+        }
         // Duplicate join: the old instance ends now; its phx_close follows the new reply.
         let replaced = self.position(&topic).map(|idx| self.unjoin(idx));
         let limit = self.slot.endpoint.config().max_topics_per_socket;
@@ -480,6 +494,19 @@ impl<H: SocketHandler> Socket<H> {
             Err(response) => self.reply_json(&join_ref, &reference, &topic, "error", response),
         }
         self.after_join(replaced)
+    }
+
+    /// Charge a join to this socket's bucket and its address's. Every attempt costs, refused
+    /// ones included: a join may read a whole snapshot before the channel says no.
+    fn may_join(&mut self) -> bool {
+        let config = self.slot.endpoint.config();
+        let now = Instant::now();
+        self.joins.take(config.joins_per_minute_per_socket, now)
+            && self
+                .slot
+                .endpoint
+                .join_buckets
+                .take(self.peer.ip(), config.joins_per_minute_per_address)
     }
 
     fn after_join(&mut self, replaced: Option<(String, Value)>) -> Option<End> {

@@ -21,6 +21,7 @@ use super::frame::Vsn;
 use super::longpoll::LongPolls;
 use super::outbox::SocketShared;
 use super::per_address::{AddressSlot, PerAddress};
+use super::rate::AddressBuckets;
 use super::{ConnectInfo, SocketHandler};
 
 /// Settings of the endpoint; replaceable while running ([`Endpoint::set_config`]).
@@ -39,6 +40,11 @@ pub struct EndpointConfig {
     /// Sockets (WebSockets and long-poll sessions) one client address may hold; past it the
     /// upgrade gets HTTP 503 and a long-poll open `{"status":500}` (the client backs off).
     pub max_sockets_per_address: usize,
+    /// Joins one socket may make per minute (a burst of this many, refilled over a minute);
+    /// past it the join is refused with `{"reason":"too many joins"}`.
+    pub joins_per_minute_per_socket: u32,
+    /// Joins all sockets of one client address may make per minute, same rule.
+    pub joins_per_minute_per_address: u32,
     /// Refuse upgrades whose `Origin` is neither the request's own host nor allowed.
     pub check_origin: bool,
     /// Allowed origins, e.g. `https://kaffediem.example` (scheme, host and port compared).
@@ -55,6 +61,8 @@ impl Default for EndpointConfig {
             max_sockets: 10_000,
             // Phoenix has no per-address bound; the daemon sets one from its configuration.
             max_sockets_per_address: 10_000,
+            joins_per_minute_per_socket: u32::MAX,
+            joins_per_minute_per_address: u32::MAX,
             check_origin: true,
             allowed_origins: Vec::new(),
         }
@@ -92,6 +100,8 @@ pub struct Endpoint<H: SocketHandler> {
     pub(crate) long_polls: LongPolls,
     /// Open sockets per client address (`max_sockets_per_address`).
     per_address: Arc<PerAddress>,
+    /// Join buckets per client address (`joins_per_minute_per_address`).
+    pub(crate) join_buckets: AddressBuckets,
 }
 
 impl<H: SocketHandler> Endpoint<H> {
@@ -105,6 +115,7 @@ impl<H: SocketHandler> Endpoint<H> {
             shutting_down: AtomicBool::new(false),
             long_polls: LongPolls::new(),
             per_address: PerAddress::new(),
+            join_buckets: AddressBuckets::default(),
         })
     }
 

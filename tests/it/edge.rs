@@ -4,6 +4,7 @@
 
 mod body_deadline;
 mod connections;
+mod joins;
 mod ping_flood;
 mod sockets_per_address;
 
