@@ -23,6 +23,7 @@ use super::outbox::SocketShared;
 use super::per_address::{AddressSlot, PerAddress};
 use super::rate::AddressBuckets;
 use super::{ConnectInfo, SocketHandler};
+use crate::http::cors::origin_allowed_by;
 
 /// Settings of the endpoint; replaceable while running ([`Endpoint::set_config`]).
 #[derive(Debug, Clone)]
@@ -45,7 +46,8 @@ pub struct EndpointConfig {
     pub joins_per_minute_per_socket: u32,
     /// Joins all sockets of one client address may make per minute, same rule.
     pub joins_per_minute_per_address: u32,
-    /// Refuse upgrades whose `Origin` is neither the request's own host nor allowed.
+    /// Refuse upgrades whose `Origin` is neither the daemon's own origin nor allowed (the rule
+    /// of HTTP writes, `http::cors::origin_allowed`).
     pub check_origin: bool,
     /// Allowed origins, e.g. `https://kaffediem.example` (scheme, host and port compared).
     pub allowed_origins: Vec<String>,
@@ -240,7 +242,9 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// Whether the request's `Origin` passes the endpoint's policy.
     pub(crate) fn origin_ok(&self, headers: &HeaderMap, config: &EndpointConfig) -> bool {
-        !config.check_origin || origin_allowed(headers, &config.allowed_origins)
+        // One origin rule for sockets and HTTP writes, so that what a foreign page cannot do
+        // over HTTP it cannot do over a socket either.
+        !config.check_origin || origin_allowed_by(headers, &config.allowed_origins)
     }
 
     /// Register a new socket if the limits allow (its address's, then the endpoint's); the
@@ -433,59 +437,6 @@ pub fn redact_query(query: &str) -> String {
         .join("&")
 }
 
-/// `scheme://host[:port]` split into comparable parts, default ports filled in.
-fn origin_parts(origin: &str) -> Option<(String, String, u16)> {
-    let (scheme, rest) = origin.trim().split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let authority = rest.split('/').next()?.rsplit('@').next()?;
-    let (host, port) = split_host_port(authority);
-    let default = match scheme.as_str() {
-        "https" | "wss" => 443,
-        _ => 80,
-    };
-    let port = match port {
-        Some(p) => p.parse().ok()?,
-        None => default,
-    };
-    (!host.is_empty()).then(|| (scheme, host.to_ascii_lowercase(), port))
-}
-
-/// Split `host[:port]`, keeping IPv6 literals (`[::1]:80`) whole.
-fn split_host_port(authority: &str) -> (&str, Option<&str>) {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => (&authority[..=end], authority[end + 1..].strip_prefix(':')),
-            None => (authority, None),
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (authority, None),
-    }
-}
-
-/// No `Origin` → allowed (non-browser clients); the request's own host → allowed (host only,
-/// like Phoenix's default); an entry of `allowed` with the same scheme, host and port → allowed.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let Some((scheme, host, port)) = origin.to_str().ok().and_then(origin_parts) else {
-        return false;
-    };
-    let own_host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| split_host_port(h.trim()).0.to_ascii_lowercase());
-    if own_host.as_deref() == Some(host.as_str()) {
-        return true;
-    }
-    allowed
-        .iter()
-        .filter_map(|a| origin_parts(a))
-        .any(|a| a == (scheme.clone(), host.clone(), port))
-}
-
 const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
 
 /// The `authToken` carried as a subprotocol, and whether `phoenix` was offered. The 1.8 client
@@ -553,24 +504,6 @@ mod tests {
             "token=[redacted]&vsn=2.0.0"
         );
         assert_eq!(redact_query("authToken=x"), "authToken=[redacted]");
-    }
-
-    #[test]
-    fn origin_policy() {
-        let own = headers(&[
-            ("host", "cafe.example:4000"),
-            ("origin", "https://cafe.example"),
-        ]);
-        assert!(origin_allowed(&own, &[]));
-        let evil = headers(&[("host", "cafe.example"), ("origin", "http://evil.example")]);
-        assert!(!origin_allowed(&evil, &[]));
-        assert!(origin_allowed(&evil, &["http://evil.example:80".into()]));
-        assert!(!origin_allowed(&evil, &["https://evil.example".into()]));
-        assert!(origin_allowed(&headers(&[("host", "x")]), &[]));
-        assert!(!origin_allowed(
-            &headers(&[("host", "x"), ("origin", "null")]),
-            &[]
-        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod body_deadline;
 mod connections;
 mod joins;
+mod origin;
 mod ping_flood;
 mod sockets_per_address;
 
