@@ -69,6 +69,8 @@ pub struct Settings {
     pub body_time: Duration,
     /// Open TCP connections one client address may hold (`limits.max_connections_per_address`).
     pub max_connections_per_address: usize,
+    /// Who may read `/metrics` besides loopback and the admin token (`http.metrics_allowed`).
+    pub metrics_allowed: Vec<forwarded::IpRange>,
 }
 
 impl Settings {
@@ -81,6 +83,13 @@ impl Settings {
             max_upload_bytes: config.limits.max_upload_bytes,
             body_time: Duration::from_secs(config.limits.body_seconds),
             max_connections_per_address: config.limits.max_connections_per_address,
+            // Validated at load; an entry that does not parse allows less, never more.
+            metrics_allowed: config
+                .http
+                .metrics_allowed
+                .iter()
+                .filter_map(|a| forwarded::IpRange::parse(a).ok())
+                .collect(),
         }
     }
 }
@@ -206,10 +215,16 @@ pub async fn handle(
     Ok(response)
 }
 
-async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     // Behind a reverse proxy every peer is the proxy; rate limits and log lines are about
     // the client it forwards.
     let client = app.client_addr(req.headers(), peer);
+    // HEAD is GET without the body, on every route that answers GET: routed as a GET here
+    // once; hyper knows the request was a HEAD and sends the head only (Content-Length of
+    // the body it would have sent). Not on the socket paths: a GET there opens a socket.
+    if req.method() == Method::HEAD && !req.uri().path().starts_with("/socket/") {
+        *req.method_mut() = Method::GET;
+    }
     let path = req.uri().path().to_owned();
     let origin = app.cors.origin(req.headers());
     let has_origin = req.headers().contains_key(header::ORIGIN);
@@ -219,8 +234,8 @@ async fn route(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         (_, "/socket/longpoll") => return app.endpoint.long_poll(req, client).await,
         (&Method::OPTIONS, _) => cors::preflight(),
         (&Method::GET, "/healthz") => healthz(app).await,
-        (&Method::GET, "/metrics") => crate::ops::metrics::response(app),
-        (_, "/healthz") => method_not_allowed("GET"),
+        (&Method::GET, "/metrics") => crate::ops::metrics::guarded(app, req.headers(), client),
+        (_, "/healthz") | (_, "/metrics") => method_not_allowed("GET, HEAD"),
         (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
             match app.auth.route(req, client).await {
                 Ok(response) => response,

@@ -4,7 +4,9 @@
 
 mod body_deadline;
 mod connections;
+mod http_details;
 mod joins;
+mod metrics_access;
 mod origin;
 mod ping_flood;
 mod sockets_per_address;
