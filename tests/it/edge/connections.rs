@@ -94,3 +94,16 @@ async fn connections_past_the_per_address_limit_are_closed_and_others_are_served
     }
     daemon.stop().await;
 }
+
+/// A kept-alive connection that sends nothing more is dropped after the header timeout, so
+/// idle connections do not sit on the per-address count forever.
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_dropped_after_the_header_timeout() {
+    let daemon = Daemon::start(true, |c| c.limits.header_timeout_seconds = 1).await;
+    let mut stream = connect_from([127, 0, 0, 2], daemon.addr).await;
+    assert_eq!(healthz_on(&mut stream).await, "HTTP/1.1 200 OK");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "an idle kept-alive connection stayed open");
+    daemon.stop().await;
+}
