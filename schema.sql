@@ -1,8 +1,9 @@
--- Kaffediem database schema, version 1.
+-- Kaffediem database schema, version 2.
 --
 -- The single source of truth for a fresh database: the daemon embeds this file and runs it in
--- one transaction on an empty file, then sets `PRAGMA user_version = 1` (the file itself does
--- not, so that the version is set only when everything here succeeded).
+-- one transaction on an empty file, then sets `PRAGMA user_version = 2` (the file itself does
+-- not, so that the version is set only when everything here succeeded). A version 1 file is
+-- upgraded by `src/store/schema.rs` (v2: AUTOINCREMENT ids, the `epoch`).
 --
 -- Each collection is one table named after it, with columns named as the JSON fields (SPEC 4),
 -- so a café admin can read and fix data with the `sqlite3` shell. Every write from the shell is
@@ -16,9 +17,12 @@
 -- - `updated_at` is bumped by a trigger when an UPDATE leaves it unchanged, so a shell UPDATE
 --   needs no extra care; a writer that sets it explicitly keeps its value.
 -- - Prices are whole NOK.
+-- - Ids are AUTOINCREMENT: an id is never handed out twice, not even after the newest row is
+--   deleted, so a screen can never mistake a new record for one it saw deleted. After a
+--   restore the daemon raises `sqlite_sequence` above every id it ever handed out.
 
 CREATE TABLE category (
-    id                   INTEGER PRIMARY KEY,
+    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
     name                 TEXT    NOT NULL DEFAULT '',
     sort_order           INTEGER NOT NULL DEFAULT 0,
     enable               INTEGER NOT NULL DEFAULT 1 CHECK (enable IN (0, 1)),
@@ -29,7 +33,7 @@ CREATE TABLE category (
 );
 
 CREATE TABLE item (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     name        TEXT    NOT NULL DEFAULT '',
     price_nok   INTEGER NOT NULL DEFAULT 0,
     category_id INTEGER NOT NULL REFERENCES category (id),
@@ -43,7 +47,7 @@ CREATE TABLE item (
 CREATE INDEX item_category ON item (category_id);
 
 CREATE TABLE customization_key (
-    id              INTEGER PRIMARY KEY,
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
     name            TEXT    NOT NULL DEFAULT '',
     enable          INTEGER NOT NULL DEFAULT 1 CHECK (enable IN (0, 1)),
     label_color     TEXT,
@@ -56,7 +60,7 @@ CREATE TABLE customization_key (
 );
 
 CREATE TABLE customization_value (
-    id                  INTEGER PRIMARY KEY,
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     name                TEXT    NOT NULL DEFAULT '',
     price_increment_nok INTEGER NOT NULL DEFAULT 0,
     constant_price      INTEGER NOT NULL DEFAULT 1 CHECK (constant_price IN (0, 1)),
@@ -69,7 +73,7 @@ CREATE TABLE customization_value (
 CREATE INDEX customization_value_key ON customization_value (belongs_to);
 
 CREATE TABLE message (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     title       TEXT NOT NULL DEFAULT '',
     subtitle    TEXT,
     inserted_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
@@ -77,7 +81,7 @@ CREATE TABLE message (
 );
 
 CREATE TABLE status (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     open         INTEGER NOT NULL DEFAULT 0 CHECK (open IN (0, 1)),
     show_message INTEGER NOT NULL DEFAULT 0 CHECK (show_message IN (0, 1)),
     -- The message shown when show_message is 1; cleared when that message is deleted.
@@ -87,7 +91,7 @@ CREATE TABLE status (
 );
 
 CREATE TABLE "order" (
-    id                  INTEGER PRIMARY KEY,
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     -- Idempotency key: a retried POST with the same uuid returns the existing order.
     uuid                TEXT    NOT NULL UNIQUE DEFAULT (lower(hex(randomblob(16)))),
     customer_id         INTEGER,
@@ -139,15 +143,18 @@ WHEN NEW.updated_at IS OLD.updated_at BEGIN
     UPDATE "order" SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = NEW.id;
 END;
 
--- Daemon-internal state: `seq` (the last committed change-set number), `collections_version`
--- (see the counting triggers below), `published_version`, later `socket_secret`.
+-- Daemon-internal state: `seq` (the last committed change-set number), `epoch` (this database
+-- history's identity, carried in join replies beside `seq`: a new one on every restore),
+-- `restored_pending` (set in the copies `kaffediem backup` writes: the first start on one
+-- begins a new epoch), `collections_version` (see the counting triggers below),
+-- `published_version`, later `socket_secret`.
 CREATE TABLE kaffediem_meta (
     key   TEXT PRIMARY KEY,
     value
 );
 
 CREATE TABLE user (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     email         TEXT    NOT NULL UNIQUE COLLATE NOCASE,
     name          TEXT    NOT NULL DEFAULT '',
     username      TEXT,
@@ -159,7 +166,7 @@ CREATE TABLE user (
 );
 
 CREATE TABLE session (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     -- SHA-256 of the cookie token; the token itself is never stored.
     token_hash  TEXT    NOT NULL UNIQUE,
     user_id     INTEGER NOT NULL REFERENCES user (id) ON DELETE CASCADE,
@@ -251,6 +258,7 @@ END;
 -- published. A reader seeing the two differ knows another process committed rows the daemon
 -- has not published yet (see `Store::snapshot`).
 INSERT INTO kaffediem_meta (key, value)
-VALUES ('seq', 0), ('collections_version', 0), ('published_version', 0);
+VALUES ('seq', 0), ('collections_version', 0), ('published_version', 0),
+       ('epoch', lower(hex(randomblob(8))));
 -- The café starts closed; the front desk opens it.
 INSERT INTO status (id, open, show_message) VALUES (1, 0, 0);

@@ -221,7 +221,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
-    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    /// `error`, `warn`, `info`, `debug`, `trace`, `off`, or per-module directives
+    /// (`kaffediem=debug,info`); anything else is refused (see `is_log_level`).
     pub level: String,
 }
 
@@ -391,10 +392,14 @@ impl Config {
                 "session_days and socket_token_seconds must be greater than 0",
             );
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if !is_log_level(&self.log.level) {
             return bad(
                 "log.level",
-                &format!("`{}` is not a log level or filter", self.log.level),
+                &format!(
+                    "`{}` is not a log level: use one of error, warn, info, debug, trace, off \
+                     (or per-module directives such as `kaffediem=debug,info`)",
+                    self.log.level
+                ),
             );
         }
         Ok(())
@@ -404,6 +409,29 @@ impl Config {
     pub fn time_zone(&self) -> jiff::tz::TimeZone {
         jiff::tz::TimeZone::get(&self.cafe.time_zone).unwrap_or(jiff::tz::TimeZone::UTC)
     }
+}
+
+/// The levels `log.level` accepts (in any case), alone or after `target=`.
+const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Whether `level` is a level name, or comma-separated directives each of which is a level
+/// name or `target=level`. A tracing filter takes any word as a target name, so `warning`
+/// would silently mean "only the target called warning" — all logging off — and is refused.
+fn is_log_level(level: &str) -> bool {
+    let is_level = |l: &str| LOG_LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l.trim()));
+    let is_target = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+    };
+    !level.trim().is_empty()
+        && level
+            .split(',')
+            .all(|directive| match directive.split_once('=') {
+                None => is_level(directive),
+                Some((target, l)) => is_target(target.trim()) && is_level(l),
+            })
+        && tracing_subscriber::EnvFilter::try_new(level).is_ok()
 }
 
 /// What a changed configuration file means for a running daemon (SPEC 8): the keys that
@@ -621,6 +649,23 @@ mod tests {
         .unwrap_err();
         assert!(!err.0.contains('\n'), "{err}");
         assert!(err.0.starts_with("k.toml, line 4 ([http]): "), "{err}");
+    }
+
+    #[test]
+    fn log_level_typos_are_refused_and_directives_accepted() {
+        for bad in ["warning", "bogus!!", "", "info,", "kaffediem=loud", "=info"] {
+            assert!(!is_log_level(bad), "{bad:?} was accepted");
+        }
+        for good in [
+            "info",
+            "WARN",
+            " debug ",
+            "kaffediem=debug,info",
+            "off",
+            "tower_http::x=trace",
+        ] {
+            assert!(is_log_level(good), "{good:?} was refused");
+        }
     }
 
     #[test]

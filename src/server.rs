@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::channels::fanout::Fanout;
 use crate::channels::registry::Registry;
 use crate::channels::{Access, Cafe, Credential, ADMIN_TOKEN_SOCKETS};
-use crate::clock::Clock;
+use crate::clock::{CafeClock, Clock};
 use crate::config::Config;
 use crate::http::auth::Auth;
 use crate::http::{self, App};
@@ -153,7 +153,11 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         demo,
     } = options;
     Auth::check_config(&config).map_err(StartError)?;
-    // The port first: "address in use" is the commonest start-up failure, and it should be
+    // One daemon per database: a second one stops here, naming the first, before it binds
+    // (the directory is checked first so that a missing one gets its own clear error).
+    check::database_writable(&config.database.path).map_err(StartError)?;
+    let lock = store::lock::DaemonLock::acquire(&config.database.path).map_err(StartError)?;
+    // The port next: "address in use" is the commonest start-up failure, and it should be
     // reported before the database is opened (and perhaps migrated) for nothing.
     let listener = bind(&config).await?;
     let addr = listener
@@ -161,12 +165,12 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
     let records = record_ctx(&config, addr);
     let path = config.database.path.clone();
-    check::database_writable(&path).map_err(StartError)?;
     let store_options = StoreOptions {
         path: path.clone(),
         readers: 4,
         records: records.clone(),
     };
+    let epoch = settle_epoch(&path)?;
     let (store, feed) =
         Store::open(store_options, Arc::clone(&clock)).map_err(|e| open_error(&path, e))?;
     if demo {
@@ -176,6 +180,16 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             Err(e) => return Err(StartError(format!("cannot load the demo café: {e}"))),
         }
     }
+
+    // From here on "now" is never earlier than what the database already holds (the Pi's
+    // clock may be stale until NTP syncs, or be set back).
+    let newest = store
+        .readers
+        .read(store::stamps::newest)
+        .await
+        .map_err(|e| StartError(format!("cannot read the newest stamp: {e}")))?;
+    let cafe_clock = CafeClock::new(clock, newest);
+    let clock: Arc<dyn Clock> = cafe_clock.clone();
 
     let auth = Auth::open_with_clock(&store, &config, Arc::clone(&clock))
         .await
@@ -204,7 +218,8 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             tz,
             records,
         )
-        .with_auth(auth.clone()),
+        .with_auth(auth.clone())
+        .with_epoch(&epoch.id),
     );
     let endpoint = Endpoint::new(Arc::clone(&cafe), endpoint_config(&config));
     // A logout closes the sockets its session authenticated: they reconnect, anonymous or
@@ -222,6 +237,12 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             }
         }
     });
+    // Sessions also end where the daemon does not see it (`kaffediem user passwd`, the sqlite3
+    // shell, expiry): the watch finds them and closes their sockets the same way.
+    let session_watch = auth.watch_sessions({
+        let endpoint = Arc::downgrade(&endpoint);
+        move || endpoint.upgrade().map(|endpoint| endpoint.socket_ids())
+    });
     let writes = Arc::new(metrics::WriteMetrics::default());
     {
         let writes = Arc::clone(&writes);
@@ -233,6 +254,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         registry,
         counters,
         writes: Some(writes),
+        clock: Some(cafe_clock),
     });
     metrics::register(&endpoint, &sources);
 
@@ -265,6 +287,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             sent.wrapping_add(m.open_sockets.load(std::sync::atomic::Ordering::Relaxed))
         }
     });
+    let high_water = spawn_high_water(store.readers.clone(), path.clone(), epoch.id.clone());
     let header_timeout = Duration::from_secs(config.limits.header_timeout_seconds);
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -280,6 +303,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         if let Some(trimmer) = trimmer {
             trimmer.abort();
         }
+        session_watch.abort();
         let closing = async {
             match tokio::time::timeout(DRAIN_TIMEOUT, endpoint.close_all(CLOSE_GOING_AWAY)).await {
                 Ok(()) => tracing::debug!("every socket closed"),
@@ -287,10 +311,14 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             }
         };
         tokio::join!(closing, connections.drain());
+        high_water.abort();
         if let Err(e) = store.shutdown().await {
             tracing::error!(error = %e, "database shutdown failed");
         }
+        final_high_water(&path, &epoch.id);
         drop(sources);
+        // Released only once the database is closed and checkpointed.
+        drop(lock);
         tracing::info!("stopped");
     });
     Ok(Running {
@@ -317,6 +345,78 @@ async fn bind(config: &Config) -> Result<TcpListener, StartError> {
         };
         StartError(format!("cannot listen on {bind}: {e}{hint}"))
     })
+}
+
+/// Open and migrate the database, and decide this start's epoch (a restored copy begins a new
+/// one; see `store::epoch`). Before the store opens, so nothing is read under the old epoch.
+fn settle_epoch(path: &std::path::Path) -> Result<store::epoch::Epoch, StartError> {
+    match store::epoch::set_aside_foreign_wal(path) {
+        Ok(None) => {}
+        Ok(Some(aside)) => tracing::warn!(
+            "{} was restored from a backup over a database that had not stopped cleanly: \
+             the old write-ahead log belongs to the replaced history and was moved to {} \
+             (not applied)",
+            path.display(),
+            aside.display()
+        ),
+        Err(e) => {
+            return Err(StartError(format!(
+                "cannot move the stale write-ahead log beside {} aside: {e}",
+                path.display()
+            )))
+        }
+    }
+    let mut conn = store::schema::open_connection(path).map_err(|e| open_error(path, e))?;
+    store::schema::migrate(&mut conn, path).map_err(|e| open_error(path, e))?;
+    let epoch = store::epoch::settle(&mut conn, path).map_err(|e| open_error(path, e))?;
+    match epoch.began {
+        Some(why) => tracing::warn!(
+            epoch = %epoch.id,
+            "a new database epoch begins: {why}; screens resuming from before it get a full snapshot"
+        ),
+        None => tracing::info!(epoch = %epoch.id, "database epoch"),
+    }
+    Ok(epoch)
+}
+
+/// Keep the high-water mark beside the database up to date while serving (only when `seq`
+/// moved), so a restore by plain `cp` is noticed at the next start.
+fn spawn_high_water(readers: store::Readers, path: PathBuf, epoch: String) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut marked = None;
+        let mut tick = tokio::time::interval(store::epoch::MARK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (path, epoch) = (path.clone(), epoch.clone());
+            let written = readers
+                .read(move |conn| {
+                    let seq = store::current_seq(conn)?;
+                    if marked == Some(seq) {
+                        return Ok::<_, StoreError>(seq);
+                    }
+                    store::epoch::write_mark(conn, &path, &epoch).map(|()| seq)
+                })
+                .await;
+            match written {
+                Ok(seq) => marked = Some(seq),
+                Err(e) => tracing::warn!(error = %e, "cannot update the high-water mark"),
+            }
+        }
+    })
+}
+
+/// The last high-water mark, after the writer has stopped: everything committed is in it.
+fn final_high_water(path: &std::path::Path, epoch: &str) {
+    let written = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(StoreError::from)
+    .and_then(|conn| store::epoch::write_mark(&conn, path, epoch));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot write the high-water mark");
+    }
 }
 
 /// "Cannot open the database", with the fix for each way it fails.

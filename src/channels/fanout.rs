@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -20,13 +20,13 @@ use crate::phoenix::{Broadcast, Payload};
 use crate::store::menu::Menu;
 use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, Store};
 
-use super::filter::{local_date, FromDate, OrderKey};
+use super::filter::{local_date, local_midnight, FromDate, OrderKey};
 use super::log::{self, ChangeLog, Logged};
 use super::registry::{Batch, Registry, TopicKey, Topics};
 
-/// A `seq` above every real one: broadcasts that are not commits (the midnight roll-over)
-/// must never be mistaken for something a snapshot already contains.
-const NOT_A_COMMIT: u64 = u64::MAX;
+/// How long a requested roll-over commit may take before it is asked for again (the writer
+/// may have failed it: disk full, say).
+const ROLL_OVER_RETRY: Duration = Duration::from_secs(10);
 
 pub struct Fanout {
     registry: Arc<Registry>,
@@ -38,6 +38,11 @@ pub struct Fanout {
     today: Date,
     /// The last commit applied; change sets at or below it are already reflected.
     last_seq: u64,
+    /// Commits the midnight roll-over ([`store::Writer::open_day`]), so it gets a `seq`.
+    writer: store::Writer,
+    /// The day whose roll-over commit was asked for and not yet applied, and when: it is
+    /// asked for once, not every tick, and again only if it never came.
+    opening: Option<(Date, Instant)>,
 }
 
 impl Fanout {
@@ -63,8 +68,10 @@ impl Fanout {
                 (o.id, key)
             })
             .collect();
-        registry.lock().log = ChangeLog::new(seq, retention);
         let today = local_date(clock.now(), &tz);
+        let mut log = ChangeLog::new(seq, retention);
+        log.today_from = local_midnight(today, &tz);
+        registry.lock().log = log;
         Ok(Fanout {
             registry,
             clock,
@@ -72,13 +79,16 @@ impl Fanout {
             orders,
             today,
             last_seq: seq,
+            writer: store.writer.clone(),
+            opening: None,
         })
     }
 
-    /// Apply change sets until the feed closes (the store shut down), and roll the
-    /// `"today"` window over at local midnight. The clock is polled every second rather than
-    /// slept on until midnight: a Raspberry Pi has no real-time clock and its time may jump
-    /// when NTP syncs after boot.
+    /// Apply change sets until the feed closes (the store shut down), and have the
+    /// `"today"` window rolled over at local midnight. The clock is polled every second
+    /// rather than slept on until midnight: a Raspberry Pi has no real-time clock and its
+    /// time may jump when NTP syncs after boot. (The café's clock never goes back, so
+    /// neither does the day.)
     pub async fn run(mut self, mut feed: ChangeFeed) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -88,7 +98,7 @@ impl Fanout {
                     Some(set) => self.apply(&set),
                     None => return,
                 },
-                _ = tick.tick() => self.roll_over_if_new_day(),
+                _ = tick.tick() => self.ask_for_roll_over(),
             }
         }
     }
@@ -102,10 +112,12 @@ impl Fanout {
             return;
         }
         self.last_seq = set.seq;
-        self.roll_over_if_new_day();
         let registry = Arc::clone(&self.registry);
         let mut topics = registry.lock();
         let mut batch = Batch::default();
+        let rolled = set
+            .new_day
+            .and_then(|day| self.roll_over(&topics, &mut batch, set.seq, day));
         let mut logged = Vec::with_capacity(set.changes.len());
         for change in &set.changes {
             let old_order = if change.collection == Collection::Order {
@@ -133,9 +145,13 @@ impl Fanout {
             );
         }
         let resynced = topics.deliver(set.seq, &batch);
-        topics
-            .log
-            .record(set.seq, logged, set.menu.is_some(), self.clock.now());
+        let now = self.clock.now();
+        if let Some((from, left)) = rolled {
+            let to = local_midnight(self.today, &self.tz);
+            topics.log.record_roll_over(set.seq, now, from, to, left);
+        } else {
+            topics.log.record(set.seq, logged, set.menu.is_some(), now);
+        }
         drop(topics);
         if resynced > 0 {
             self.registry
@@ -226,40 +242,63 @@ impl Fanout {
         old
     }
 
-    /// At local midnight, `"today"` subscribers receive `delete` for every order of the day
-    /// before that their filter showed.
-    fn roll_over_if_new_day(&mut self) {
-        let today = local_date(self.clock.now(), &self.tz);
-        if today == self.today {
+    /// Once the café's day has changed, ask the writer for the roll-over commit; its change
+    /// set (`new_day`) comes back through the feed and [`Fanout::roll_over`] does the rest.
+    fn ask_for_roll_over(&mut self) {
+        let day = local_date(self.clock.now(), &self.tz);
+        if day <= self.today {
             return;
         }
-        let previous = std::mem::replace(&mut self.today, today);
-        let mut topics = self.registry.lock();
-        topics.log.rollover_seq = self.last_seq;
-        if today < previous {
-            // The clock went backwards (NTP after a boot without RTC); windows only grow,
-            // and new joins read fresh snapshots.
-            return;
+        if let Some((asked, at)) = self.opening {
+            if asked == day && at.elapsed() < ROLL_OVER_RETRY {
+                return;
+            }
         }
-        // A busy day's deletes are one batch: a screen they would swamp resyncs instead
-        // (its rejoin gets a snapshot, as the log cannot replay a roll-over).
-        let mut batch = Batch::default();
+        self.opening = Some((day, Instant::now()));
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = writer.open_day(day).await {
+                tracing::warn!(error = %e, %day, "cannot commit the midnight roll-over; retrying");
+            }
+        });
+    }
+
+    /// The roll-over commit for `day` (seq `seq`): `"today"` subscribers receive `delete`
+    /// for every order of the days before that their filter showed, with this commit's `seq`.
+    /// Returns where the window started before, and the orders that left it (for the change
+    /// log); `None` when `day` is not after the current one (a repeated request).
+    fn roll_over(
+        &mut self,
+        topics: &Topics,
+        batch: &mut Batch,
+        seq: u64,
+        day: Date,
+    ) -> Option<(jiff::Timestamp, Vec<(i64, OrderKey)>)> {
+        if day <= self.today {
+            return None;
+        }
+        let previous = std::mem::replace(&mut self.today, day);
+        self.opening = None;
+        let from = local_midnight(previous, &self.tz);
+        let to = local_midnight(day, &self.tz);
+        let mut left: Vec<(i64, OrderKey)> = self
+            .orders
+            .iter()
+            .filter(|(_, k)| k.inserted_at >= from && k.inserted_at < to)
+            .map(|(id, k)| (*id, k.clone()))
+            .collect();
+        left.sort_unstable_by_key(|(id, _)| *id);
+        // A busy day's deletes are one batch: a screen they would swamp resyncs instead, and
+        // its rejoin with `since` replays them from the log.
         for filter in topics.order_filters() {
             if filter.from != FromDate::Today {
                 continue;
             }
-            let was_since = filter.since(previous, &self.tz);
-            let now_since = filter.since(today, &self.tz);
-            let mut gone: Vec<i64> = self
-                .orders
-                .iter()
-                .filter(|(_, k)| filter.matches(k, was_since) && !filter.matches(k, now_since))
-                .map(|(id, _)| *id)
-                .collect();
-            gone.sort_unstable();
-            for id in gone {
-                let payload =
-                    json!({"action": "delete", "record": {"id": id}, "seq": self.last_seq});
+            for (id, key) in &left {
+                if !filter.matches(key, Some(from)) {
+                    continue;
+                }
+                let payload = json!({"action": "delete", "record": {"id": id}, "seq": seq});
                 let msg = broadcast(
                     &self.registry,
                     "collection:order",
@@ -269,7 +308,7 @@ impl Fanout {
                 batch.push(TopicKey::Orders(filter), msg);
             }
         }
-        topics.deliver(NOT_A_COMMIT, &batch);
+        Some((from, left))
     }
 }
 

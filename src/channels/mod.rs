@@ -58,6 +58,15 @@ impl Credential {
             Credential::AdminToken => Some(ADMIN_TOKEN_SOCKETS.to_owned()),
         }
     }
+
+    /// The credential a socket id ([`Credential::socket_id`]) names.
+    pub fn from_socket_id(id: &str) -> Credential {
+        match id.strip_prefix("session:").map(str::parse) {
+            Some(Ok(session)) => Credential::Session(session),
+            _ if id == ADMIN_TOKEN_SOCKETS => Credential::AdminToken,
+            _ => Credential::None,
+        }
+    }
 }
 
 /// The socket id shared by every socket that authenticated with `access.admin_token`.
@@ -78,6 +87,13 @@ pub trait Authenticate: Send + Sync + 'static {
     /// `Ok(None)`: no credentials given, an anonymous viewer. `Err`: credentials given but
     /// invalid or expired → the upgrade is refused with 403.
     fn viewer(&self, info: &ConnectInfo) -> Result<Option<Viewer>, Refused>;
+
+    /// Who a socket's credential vouches for now, at a join: the session may have ended or
+    /// the user's rights changed since the connect. `None`: it has ended (the socket joins
+    /// as anonymous, and is closed). Default: what it vouched for at the connect.
+    fn recheck(&self, viewer: &Viewer) -> Option<Viewer> {
+        Some(viewer.clone())
+    }
 }
 
 /// The socket handler of the café.
@@ -89,6 +105,9 @@ pub struct Cafe {
     clock: Arc<dyn Clock>,
     tz: TimeZone,
     records: RecordCtx,
+    /// The database's epoch (`store::epoch`): every collection join reply carries it beside
+    /// `seq`, and a `since` from another epoch gets the full snapshot.
+    epoch: Arc<str>,
 }
 
 impl Cafe {
@@ -108,7 +127,14 @@ impl Cafe {
             clock,
             tz,
             records,
+            epoch: Arc::from(""),
         }
+    }
+
+    /// Carry `epoch` in join replies (the daemon's database epoch, decided at start).
+    pub fn with_epoch(mut self, epoch: &str) -> Self {
+        self.epoch = Arc::from(epoch);
+        self
     }
 
     /// Use `auth` to identify sockets (sessions, socket tokens).
@@ -144,6 +170,8 @@ impl Cafe {
             Ok(since) => since,
             Err(errors) => return invalid_options(errors),
         };
+        // A `seq` from another database history means nothing here: full snapshot.
+        let since = since.filter(|_| same_epoch(payload, &self.epoch));
         if name == "menu" {
             let (sub, resumed) =
                 self.subscribe_resuming(TopicKey::Menu, outbox, since, |log, s| {
@@ -298,8 +326,18 @@ impl SocketHandler for Cafe {
         outbox: Outbox,
     ) -> Option<BoxFuture<JoinResult>> {
         let payload = payload.as_json().cloned().unwrap_or(Value::Null);
+        // A session is judged as it is now, not as it was at the connect.
+        let now;
+        let viewer = match (&self.auth, viewer.credential) {
+            (Some(auth), Credential::Session(_)) => {
+                now = Arc::new(auth.recheck(viewer).unwrap_or_default());
+                &now
+            }
+            _ => viewer,
+        };
         if let Some(name) = topic.strip_prefix("collection:") {
-            Some(self.join_collection(viewer, name, &payload, outbox))
+            let join = self.join_collection(viewer, name, &payload, outbox);
+            Some(with_epoch(join, Arc::clone(&self.epoch)))
         } else {
             topic
                 .strip_prefix("notifications:")
@@ -332,6 +370,29 @@ fn resume_point(payload: &Value) -> Result<Option<u64>, Value> {
         Some(Value::String(s)) if s.trim().parse::<u64>().is_ok() => Ok(s.trim().parse().ok()),
         Some(_) => Err(json!({"since": ["must be a non-negative integer"]})),
     }
+}
+
+/// Whether a resuming join's `since` belongs to this database history: its `epoch` option is
+/// ours, or absent (a client from before epochs; its `since` is then judged by `seq` alone).
+fn same_epoch(payload: &Value, epoch: &str) -> bool {
+    match payload.get("options").and_then(|o| o.get("epoch")) {
+        None | Some(Value::Null) => true,
+        Some(Value::String(theirs)) => theirs == epoch,
+        Some(_) => false,
+    }
+}
+
+/// Put `"epoch"` beside `"seq"` in a successful collection join reply.
+fn with_epoch(join: BoxFuture<JoinResult>, epoch: Arc<str>) -> BoxFuture<JoinResult> {
+    Box::pin(async move {
+        let mut result = join.await;
+        if let JoinResult::Ok { response, .. } = &mut result {
+            if let Some(reply) = response.as_object_mut() {
+                reply.insert("epoch".into(), Value::from(&*epoch));
+            }
+        }
+        result
+    })
 }
 
 fn invalid_options(errors: Value) -> BoxFuture<JoinResult> {

@@ -6,9 +6,13 @@
 //! Invariant: a session or socket token is never logged and never stored in clear — the
 //! database keeps the SHA-256 of session tokens, and socket tokens are checked by signature.
 //! Every check reads the `session` row, so a logout (or `kaffediem user passwd` from the
-//! shell) ends a session at once, socket tokens issued for it included.
+//! shell) ends a session at once, socket tokens issued for it included; the sockets it let
+//! in are closed by the logout, or within [`session_watch::CHECK_EVERY`] when it ended
+//! elsewhere, and each of their joins reads the row again first.
 
 pub mod limiter;
+pub mod password_checks;
+pub mod session_watch;
 mod socket;
 pub mod token;
 
@@ -31,8 +35,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
+use super::api::ApiError;
+use super::cors::Cors;
 use super::{error, json_response, Body};
 use limiter::{Key, Limiter};
+use password_checks::PasswordChecks;
 use token::{session_cookie, sql_time, token_hash, CookieAttrs, SocketClaim};
 
 /// A logged-in user, as the API sees them.
@@ -60,10 +67,17 @@ pub struct Auth {
     secret: Vec<u8>,
     settings: RwLock<Settings>,
     limiter: Limiter,
+    /// Bounds the Argon2 work of logins (`auth.password_checks`, `auth.password_check_queue`;
+    /// read at start): each check holds ~19 MiB while it runs.
+    password_checks: PasswordChecks,
     /// [`Authenticate::viewer`] is synchronous (it runs inside the upgrade), while the reader
     /// pool is async; this one read-only connection answers its single indexed lookup.
     socket_conn: Mutex<rusqlite::Connection>,
-    /// Told the id of every session a logout revoked (the server closes its sockets).
+    /// The sessions open sockets were let in by, and as whom: the session watch closes the
+    /// sockets of an admin demoted meanwhile.
+    vouched: session_watch::Vouched,
+    /// Told the id of every session that ended — a logout, or one the session watch or a join
+    /// found gone (the server closes its sockets).
     on_revoke: std::sync::OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
 }
 
@@ -155,15 +169,28 @@ impl Auth {
             secret,
             settings: RwLock::new(settings),
             limiter: Limiter::default(),
+            password_checks: PasswordChecks::new(
+                config.auth.password_checks,
+                config.auth.password_check_queue,
+            ),
             socket_conn: Mutex::new(socket_conn),
+            vouched: session_watch::Vouched::default(),
             on_revoke: std::sync::OnceLock::new(),
         }))
     }
 
-    /// Have `f` told the id of every session a logout revokes, once it is gone from the
-    /// database (to close the sockets it authenticated). Set once; later calls are ignored.
+    /// Have `f` told the id of every session that ends — a logout, or an end found by
+    /// [`Auth::watch_sessions`] or [`Auth::recheck`] — once it is gone from the database (to
+    /// close the sockets it authenticated). Set once; later calls are ignored.
     pub fn on_session_revoked(&self, f: impl Fn(i64) + Send + Sync + 'static) {
         let _ = self.on_revoke.set(Box::new(f));
+    }
+
+    /// Tell the [`Auth::on_session_revoked`] hook that `session_id` has ended.
+    fn revoked(&self, session_id: i64) {
+        if let Some(revoked) = self.on_revoke.get() {
+            revoked(session_id);
+        }
     }
 
     /// Apply a reloaded configuration (cookie attributes, rate limits, token lifetime, the
@@ -206,10 +233,14 @@ impl Auth {
     /// Answer `/api/session` (POST login, GET current, DELETE logout) and
     /// `/api/session/token`; `Err(req)` hands back any other request untouched (including
     /// `OPTIONS`, which the CORS layer answers).
+    /// `cors` judges, as for every API write, whether a login or logout comes from a page
+    /// that may write (a foreign page could otherwise log a visitor into its own account, or
+    /// the admin out).
     pub async fn route(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        cors: &Cors,
     ) -> Result<Response<Body>, Request<Incoming>> {
         let path = req.uri().path();
         if !matches!(path, "/api/session" | "/api/session/token") || req.method() == Method::OPTIONS
@@ -217,7 +248,12 @@ impl Auth {
             return Err(req);
         }
         let token_route = path == "/api/session/token";
+        let writes = matches!(*req.method(), Method::POST | Method::DELETE) && !token_route;
         let mut response = match (req.method(), token_route) {
+            _ if writes && !cors.may_write(req.headers()) => {
+                let (method, path) = (req.method().clone(), path.to_owned());
+                ApiError::CrossSite.into_response(&method, &path)
+            }
             (&Method::POST, false) => self.login(req, peer).await,
             (&Method::GET, false) => self.current(req.headers()).await,
             (&Method::DELETE, false) => self.logout(req.headers()).await,
@@ -242,12 +278,15 @@ impl Auth {
             Key::Addr(peer.ip()),
             Key::Email(credentials.email.trim().to_lowercase()),
         ];
-        if let Some(wait) =
-            self.limiter
-                .blocked(&keys, settings.attempts_per_minute, Instant::now())
+        // Charged before the password check: parallel attempts see each other's charge, so
+        // no more than the limit of them ever reach a hash.
+        if let Err(wait) = self
+            .limiter
+            .charge(&keys, settings.attempts_per_minute, Instant::now())
         {
             return too_many_attempts(wait);
         }
+        let refund = || keys.iter().for_each(|key| self.limiter.refund(key));
         let email = credentials.email.clone();
         let found = self
             .store
@@ -256,7 +295,10 @@ impl Auth {
             .await;
         let found = match found {
             Ok(found) => found,
-            Err(e) => return store_failure("login", &e),
+            Err(e) => {
+                refund();
+                return store_failure("login", &e);
+            }
         };
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), hash),
@@ -265,14 +307,19 @@ impl Auth {
         // The Argon2 work happens whether or not the email exists, so the answer's timing
         // does not tell which emails have accounts.
         let password = credentials.password;
-        let matches =
-            tokio::task::spawn_blocking(move || accounts::verify_password(&hash, &password))
-                .await
-                .unwrap_or(false);
+        let checked = self
+            .password_checks
+            .run(move || accounts::verify_password(&hash, &password))
+            .await;
+        let Ok(matches) = checked else {
+            // Never checked: the attempt does not count against anyone.
+            refund();
+            return too_many_checks();
+        };
         let Some(user) = user.filter(|_| matches) else {
-            self.limiter.fail(&keys, Instant::now());
             return error(StatusCode::UNAUTHORIZED, "invalid email or password");
         };
+        self.limiter.refund(&keys[0]);
         self.limiter.clear(&keys[1]);
         self.start_session(&user, &settings).await
     }
@@ -349,11 +396,7 @@ impl Auth {
                 })
                 .await;
             match deleted {
-                Ok(Some(session_id)) => {
-                    if let Some(revoked) = self.on_revoke.get() {
-                        revoked(session_id);
-                    }
-                }
+                Ok(Some(session_id)) => self.revoked(session_id),
                 Ok(None) => {}
                 Err(e) => return store_failure("logout", &e),
             }
@@ -532,6 +575,18 @@ fn too_many_attempts(wait: Duration) -> Response<Body> {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+/// Every password-check slot is taken: come back in a second (no hash was computed).
+fn too_many_checks() -> Response<Body> {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many logins at once; try again in a moment",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
     response
 }
 

@@ -237,7 +237,7 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> 
         (&Method::GET, "/metrics") => crate::ops::metrics::guarded(app, req.headers(), client),
         (_, "/healthz") | (_, "/metrics") => method_not_allowed("GET, HEAD"),
         (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
-            match app.auth.route(req, client).await {
+            match app.auth.route(req, client, &app.cors).await {
                 Ok(response) => response,
                 Err(_) => error(StatusCode::NOT_FOUND, "not found"),
             }

@@ -32,6 +32,13 @@ pub enum BackupError {
     NoDatabase(PathBuf),
     /// The destination exists and `--force` was not given.
     Exists(PathBuf),
+    /// The destination is the live database or one of the files kept beside it (`-wal`,
+    /// `-shm`, `-journal`, the daemon's `.lock` and `.highwater`), however it was spelled:
+    /// writing there loses orders.
+    LiveDatabase { dest: PathBuf, source: PathBuf },
+    /// The destination exists and is not a regular file (a directory, device node, pipe or
+    /// symlink): `--force` replaces only a regular file.
+    NotRegular(PathBuf),
     /// SQLite failed while reading the source or writing the copy.
     Sqlite {
         path: PathBuf,
@@ -63,6 +70,17 @@ impl std::fmt::Display for BackupError {
             BackupError::Exists(p) => write!(
                 f,
                 "{} already exists: choose another file name, or pass --force to replace it",
+                p.display()
+            ),
+            BackupError::LiveDatabase { dest, source } => write!(
+                f,
+                "{} is the live database {} (or a file kept beside it: -wal, -shm, .lock): write the backup to another file",
+                dest.display(),
+                source.display()
+            ),
+            BackupError::NotRegular(p) => write!(
+                f,
+                "{} is not a regular file (a directory, device, pipe or symlink): --force replaces only a regular file; choose another name",
                 p.display()
             ),
             BackupError::Sqlite { path, error } => write!(f, "{}: {error}", path.display()),
@@ -115,9 +133,7 @@ pub fn backup(source: &Path, dest: &Path, force: bool) -> Result<Backup, BackupE
             ),
         });
     }
-    if dest.exists() && !force {
-        return Err(BackupError::Exists(dest.to_path_buf()));
-    }
+    refuse_unsafe_destination(source, dest, force)?;
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -133,7 +149,7 @@ pub fn backup(source: &Path, dest: &Path, force: bool) -> Result<Backup, BackupE
     }
     let partial = partial_path(dest);
     let result = copy_and_verify(source, &partial, dest).and_then(|schema_version| {
-        publish(&partial, dest, force)?;
+        publish(source, &partial, dest, dir, force)?;
         let bytes = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
         Ok(Backup {
             file: dest.to_path_buf(),
@@ -210,6 +226,22 @@ fn copy_and_verify(source: &Path, partial: &Path, dest: &Path) -> Result<i64, Ba
     let _: String = dst
         .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
         .map_err(sqlite(dest))?;
+    // Mark the copy: the first daemon start on it (a restore) begins a new epoch, so screens
+    // never resume across the restore with `seq` values of the history it replaced.
+    let has_meta: bool = dst
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'kaffediem_meta')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sqlite(dest))?;
+    if has_meta {
+        dst.execute(
+            "INSERT OR REPLACE INTO kaffediem_meta (key, value) VALUES ('restored_pending', 1)",
+            [],
+        )
+        .map_err(sqlite(dest))?;
+    }
     // Pages are copied as they are: a damaged source gives a damaged copy, found here.
     let problems = integrity_problems(&dst).map_err(|e| BackupError::Damaged(e.to_string()))?;
     if !problems.is_empty() {
@@ -247,8 +279,86 @@ pub fn integrity_problems(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     Ok(problems)
 }
 
-/// Give the checked copy its final name, durably.
-fn publish(partial: &Path, dest: &Path, force: bool) -> Result<(), BackupError> {
+/// Refuse `dest` when it is the live database or a file SQLite keeps beside it (compared as
+/// files — device and inode, and the directory's for names not created yet — never as
+/// spellings), when it exists and `force` is not given, and when `force` would replace
+/// something that is not a regular file.
+fn refuse_unsafe_destination(source: &Path, dest: &Path, force: bool) -> Result<(), BackupError> {
+    let live = || BackupError::LiveDatabase {
+        dest: dest.to_path_buf(),
+        source: source.to_path_buf(),
+    };
+    // The database and its companions, both as spelled and with symlinks resolved (SQLite
+    // puts the -wal beside the resolved file).
+    let mut live_files = vec![source.to_path_buf()];
+    if let Ok(real) = std::fs::canonicalize(source) {
+        live_files.push(real);
+    }
+    let mut companions = Vec::new();
+    for file in &live_files {
+        // The daemon lock and the high-water mark too: a backup renamed over the lock file
+        // would let a second daemon lock the new file beside the running one.
+        for suffix in ["-wal", "-shm", "-journal", ".lock", ".highwater"] {
+            let mut name = file.as_os_str().to_owned();
+            name.push(suffix);
+            companions.push(PathBuf::from(name));
+        }
+    }
+    // An existing destination that is one of those files (through `..`, a symlink, a hard
+    // link, a bind mount: the same device and inode).
+    if let Some(dest_id) = file_identity(dest) {
+        if live_files
+            .iter()
+            .chain(&companions)
+            .any(|f| file_identity(f) == Some(dest_id))
+        {
+            return Err(live());
+        }
+    }
+    // A destination not there yet, named like a companion in the database's directory (the
+    // -wal comes and goes with the daemon): the same directory, compared as a file.
+    if let (Some(dest_dir), Some(dest_name)) = (parent_identity(dest), dest.file_name()) {
+        for file in live_files.iter().chain(&companions) {
+            if file.file_name() == Some(dest_name) && parent_identity(file) == Some(dest_dir) {
+                return Err(live());
+            }
+        }
+    }
+    match std::fs::symlink_metadata(dest) {
+        Ok(_) if !force => Err(BackupError::Exists(dest.to_path_buf())),
+        Ok(meta) if !meta.file_type().is_file() => Err(BackupError::NotRegular(dest.to_path_buf())),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(BackupError::Io {
+            path: dest.to_path_buf(),
+            error,
+        }),
+    }
+}
+
+/// (device, inode) of the file at `path` (symlinks followed), if there is one.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// (device, inode) of the directory `path` is in.
+fn parent_identity(path: &Path) -> Option<(u64, u64)> {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => file_identity(d),
+        _ => file_identity(Path::new(".")),
+    }
+}
+
+/// Give the checked copy its final name, durably: the copy is synced, renamed over `dest`
+/// (a reader sees the old file or the whole new one, never half), and the directory synced.
+fn publish(
+    source: &Path,
+    partial: &Path,
+    dest: &Path,
+    dir: &Path,
+    force: bool,
+) -> Result<(), BackupError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |error| BackupError::Io {
@@ -260,16 +370,12 @@ fn publish(partial: &Path, dest: &Path, force: bool) -> Result<(), BackupError> 
         .and_then(|f| f.sync_all())
         .map_err(io(partial))?;
     // Checked again: the copy took a while, and someone may have created `dest` meanwhile.
-    if dest.exists() && !force {
-        return Err(BackupError::Exists(dest.to_path_buf()));
-    }
+    refuse_unsafe_destination(source, dest, force)?;
     std::fs::rename(partial, dest).map_err(io(dest))?;
-    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // The rename is durable once the directory is synced; best effort (not every
-        // filesystem lets a directory be opened for that).
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
+    // The rename is durable once the directory is synced; best effort (not every
+    // filesystem lets a directory be opened for that).
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
     }
     Ok(())
 }

@@ -27,6 +27,10 @@ pub struct Report {
     pub foreign_keys: Vec<String>,
     /// Rows per table, by table name.
     pub tables: Vec<(String, i64)>,
+    /// The newest `inserted_at`/`updated_at` of any record, and this machine's clock when
+    /// checked: a newest stamp in the future means the clock is behind the data (no time
+    /// sync yet, or set back), and the daemon stamps with that newest time until it catches up.
+    pub clock: (Option<jiff::Timestamp>, jiff::Timestamp),
 }
 
 impl Report {
@@ -99,6 +103,17 @@ impl Report {
             .map(|(t, n)| format!("{t} {n}"))
             .collect();
         let _ = writeln!(out, "rows          {}", rows.join(", "));
+        if let (Some(newest), now) = self.clock {
+            let ahead = newest.duration_since(now).as_secs();
+            if ahead > 0 {
+                let _ = writeln!(
+                    out,
+                    "clock         behind the data: the newest stamp ({newest}) is {ahead} s \
+                     ahead of this machine's clock ({now}); new records get that newest time \
+                     until the clock catches up (is time sync on?)"
+                );
+            }
+        }
         let trouble = self.trouble();
         if trouble.is_empty() {
             let _ = writeln!(out, "result        ok");
@@ -188,6 +203,8 @@ pub fn check(path: &Path, supported: i64) -> Result<Report, CheckError> {
     let integrity = integrity_problems(&conn).map_err(unreadable)?;
     let foreign_keys = foreign_key_problems(&conn).map_err(unreadable)?;
     let tables = row_counts(&conn).map_err(unreadable)?;
+    // Not a Kaffediem database (no tables): nothing stamped.
+    let newest = crate::store::stamps::newest(&conn).ok().flatten();
     Ok(Report {
         path: path.to_path_buf(),
         bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
@@ -197,6 +214,7 @@ pub fn check(path: &Path, supported: i64) -> Result<Report, CheckError> {
         integrity,
         foreign_keys,
         tables,
+        clock: (newest, jiff::Timestamp::now()),
     })
 }
 

@@ -115,6 +115,9 @@ pub struct Sources {
     pub broadcasts: Option<Arc<AtomicU64>>,
     /// Joins told to resync by the fan-out; `None` likewise.
     pub resyncs: Option<Arc<AtomicU64>>,
+    /// The café's clock, for how far the system clock is behind the stored data; `None`
+    /// likewise.
+    pub clock: Option<Arc<crate::clock::CafeClock>>,
 }
 
 /// The sources of every daemon running in this process, by endpoint. A daemon registers its
@@ -208,6 +211,10 @@ pub fn response(app: &App) -> Response<Body> {
         figures.broadcasts = sources.broadcasts.as_deref().map(load);
         figures.resyncs = sources.resyncs.as_deref().map(load);
         figures.writes = sources.writes.as_ref().map(|w| w.histogram());
+        figures.clock = sources
+            .clock
+            .as_ref()
+            .map(|c| (c.behind_seconds(), c.held_total()));
     }
     let mut response = Response::new(Full::new(Bytes::from(render(&figures))));
     *response.status_mut() = StatusCode::OK;
@@ -243,6 +250,9 @@ pub struct Figures {
     /// `None`: nobody times them (the family is left out).
     pub writes: Option<Histogram>,
     pub orders_created: u64,
+    /// Seconds the system clock is behind the newest stored stamp, and how many readings
+    /// were held at that stamp; `None`: no café clock (the families are left out).
+    pub clock: Option<(u64, u64)>,
 }
 
 /// The Prometheus text exposition of `f`.
@@ -326,6 +336,21 @@ pub fn render(f: &Figures) -> String {
         "Orders created, by any path.",
         f.orders_created,
     );
+    if let Some((behind, held)) = f.clock {
+        out.single(
+            "kaffediem_clock_behind_seconds",
+            "gauge",
+            "How far the system clock is behind the newest time stamped in the database \
+             (0 when it is not); while behind, records are stamped with that newest time.",
+            behind,
+        );
+        out.single(
+            "kaffediem_clock_held_total",
+            "counter",
+            "Clock readings held at the newest stamped time because the system clock was behind it.",
+            held,
+        );
+    }
     out.0
 }
 

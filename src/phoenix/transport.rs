@@ -300,6 +300,16 @@ impl<H: SocketHandler> Endpoint<H> {
         closed
     }
 
+    /// The application ids ([`SocketHandler::id`]) of the open sockets, each once: for an
+    /// application that checks, now and then, whether what vouched for them still holds.
+    pub fn socket_ids(&self) -> std::collections::HashSet<String> {
+        let sockets = self.lock_sockets();
+        sockets
+            .values()
+            .filter_map(|shared| shared.app_id.get().cloned())
+            .collect()
+    }
+
     /// Close every open socket with `code` (1001 on shutdown) and wait until all are gone.
     /// From then on the endpoint refuses upgrades with 503, so reconnecting clients cannot
     /// keep the wait going.

@@ -26,11 +26,14 @@
 
 mod capture;
 pub mod demo;
+pub mod epoch;
+pub mod lock;
 pub mod menu;
 pub mod orders;
 pub mod readers;
 pub mod records;
 pub mod schema;
+pub mod stamps;
 pub mod write;
 pub mod writer;
 
@@ -75,6 +78,10 @@ pub struct ChangeSet {
     /// touched `category`, `item`, `customization_key` or `customization_value`. Kept as JSON
     /// text, ready to broadcast; dereferences to the parsed tree.
     pub menu: Option<Arc<menu::Menu>>,
+    /// The café day this commit opens: the midnight roll-over is a commit of its own
+    /// ([`Writer::open_day`]), so the `delete`s it sends to `"today"` screens carry a `seq` of
+    /// their own and a resuming join finds them in the change log.
+    pub new_day: Option<jiff::civil::Date>,
 }
 
 /// The receiving end of the change feed: one [`ChangeSet`] per commit, in `seq` order.

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 use super::StoreError;
 
@@ -15,12 +15,29 @@ use super::StoreError;
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The `user_version` this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// One upgrade step, run inside the upgrade transaction (foreign keys off, see [`migrate`]).
+type Upgrade = fn(&Transaction<'_>) -> Result<(), StoreError>;
 
 /// Upgrade steps: entry `i` takes a database from version `i + 1` to `i + 2`. All pending
 /// steps run in one transaction at open, so a failed upgrade leaves the file as it was.
 /// Append here (and bump [`SCHEMA_VERSION`], and edit `schema.sql` to the new shape).
-const UPGRADES: &[&str] = &[];
+const UPGRADES: &[Upgrade] = &[never_reused_ids];
+
+/// Every table whose ids leave the database (records, users, sessions): AUTOINCREMENT since
+/// schema version 2, so an id is never handed out twice.
+pub const ID_TABLES: &[&str] = &[
+    "category",
+    "item",
+    "customization_key",
+    "customization_value",
+    "message",
+    "status",
+    "order",
+    "user",
+    "session",
+];
 
 /// How long a connection waits for another process's lock (the `sqlite3` shell, a backup)
 /// before a write answers "unavailable".
@@ -66,6 +83,18 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     // Cheap check first: refuse a newer file without taking the write lock.
     check_not_newer(user_version(conn)?)?;
+    if user_version(conn)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    // An upgrade rebuilds tables; with foreign keys on, dropping the old table would cascade
+    // its deletes (sessions, images). The pragma only takes effect outside a transaction.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let migrated = migrate_locked(conn, path);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    migrated
+}
+
+fn migrate_locked(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| unavailable(path, e))?;
@@ -89,8 +118,24 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         }
         tx.execute_batch(SCHEMA_SQL)?;
     } else {
+        // Rows already pointing nowhere (a category deleted from the sqlite3 shell) stay as
+        // they were — `kaffediem check` names them — but the upgrade must break none.
+        let broken = |tx: &Transaction<'_>| -> Result<i64, StoreError> {
+            Ok(
+                tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        };
+        let broken_before = broken(&tx)?;
         for step in &UPGRADES[(found - 1) as usize..] {
-            tx.execute_batch(step)?;
+            step(&tx)?;
+        }
+        if broken(&tx)? > broken_before {
+            return Err(StoreError::Unavailable(format!(
+                "{}: the schema upgrade would break references; the file is unchanged (run `kaffediem check`)",
+                path.display()
+            )));
         }
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -101,6 +146,55 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         to = SCHEMA_VERSION,
         "database schema ready"
     );
+    Ok(())
+}
+
+/// Version 1 → 2: ids become AUTOINCREMENT (never reused, and raisable above a high-water mark
+/// after a restore), and the database gets its `epoch`. SQLite cannot add AUTOINCREMENT to a
+/// table, so each is rebuilt as its documented 12-step recipe says: a new table from the old
+/// definition, the rows copied, the old one dropped, the new one renamed, and its indexes and
+/// triggers created again from their stored SQL.
+fn never_reused_ids(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    for table in ID_TABLES {
+        let definition: String = tx.query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get(0),
+        )?;
+        let not_ours = || {
+            StoreError::Unavailable(format!(
+                "table {table} does not look like Kaffediem's (its id column is not `INTEGER PRIMARY KEY`)"
+            ))
+        };
+        const KEY: &str = "INTEGER PRIMARY KEY";
+        let columns = definition.find('(').ok_or_else(not_ours)?;
+        let key = definition.find(KEY).ok_or_else(not_ours)? + KEY.len();
+        let rebuilt = format!(
+            "CREATE TABLE \"kaffediem_v2_{table}\" {} AUTOINCREMENT{}",
+            &definition[columns..key],
+            &definition[key..]
+        );
+        let mut dependents = tx.prepare(
+            "SELECT sql FROM sqlite_schema \
+             WHERE tbl_name = ?1 AND type IN ('index', 'trigger') AND sql IS NOT NULL",
+        )?;
+        let dependents: Vec<String> = dependents
+            .query_map([table], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute_batch(&format!(
+            "{rebuilt};
+             INSERT INTO \"kaffediem_v2_{table}\" SELECT * FROM \"{table}\";
+             DROP TABLE \"{table}\";
+             ALTER TABLE \"kaffediem_v2_{table}\" RENAME TO \"{table}\";"
+        ))?;
+        for sql in dependents {
+            tx.execute_batch(&sql)?;
+        }
+    }
+    tx.execute(
+        "INSERT OR IGNORE INTO kaffediem_meta (key, value) VALUES ('epoch', lower(hex(randomblob(8))))",
+        [],
+    )?;
     Ok(())
 }
 

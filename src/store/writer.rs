@@ -121,6 +121,9 @@ type Job = Box<dyn FnOnce(Result<&Transaction<'_>, StoreError>) -> Outcome + Sen
 
 struct Outcome {
     commit: bool,
+    /// The café day this commit opens ([`Writer::open_day`]): published even though no row
+    /// changed, so the midnight roll-over has a `seq` of its own.
+    new_day: Option<jiff::civil::Date>,
     /// Called after COMMIT (`None`: committed) or with why the commit failed.
     reply: Reply,
 }
@@ -164,6 +167,7 @@ impl Writer {
                     counted,
                     feed,
                     undo: Vec::new(),
+                    foreign_pending: false,
                 };
                 engine.run(inbox, &beating);
             })
@@ -207,6 +211,7 @@ impl Writer {
         let job: Job = Box::new(move |tx| match tx.map(f) {
             Ok(Ok(value)) => Outcome {
                 commit: true,
+                new_day: None,
                 reply: Box::new(move |failed| {
                     let _ = answer.send(match failed {
                         None => Ok(value),
@@ -216,12 +221,14 @@ impl Writer {
             },
             Ok(Err(e)) => Outcome {
                 commit: false,
+                new_day: None,
                 reply: Box::new(move |_| {
                     let _ = answer.send(Err(e));
                 }),
             },
             Err(e) => Outcome {
                 commit: false,
+                new_day: None,
                 reply: Box::new(move |_| {
                     let _ = answer.send(Err(E::from(e)));
                 }),
@@ -246,6 +253,38 @@ impl Writer {
                 "the write failed unexpectedly (a bug, logged); nothing was stored".into(),
             ))),
         }
+    }
+
+    /// Commit the start of café day `day` (the midnight roll-over): a commit that changes no
+    /// row but takes the next `seq` and is published as a [`ChangeSet`] with `new_day`, so
+    /// the `delete`s it causes on `"today"` screens carry a `seq` no earlier event had and
+    /// land in the change log like any other change.
+    pub async fn open_day(&self, day: jiff::civil::Date) -> Result<(), StoreError> {
+        let (answer, answered) = oneshot::channel::<Result<(), StoreError>>();
+        let job: Job = Box::new(move |tx| match tx {
+            Ok(_) => Outcome {
+                commit: true,
+                new_day: Some(day),
+                reply: Box::new(move |failed| {
+                    let _ = answer.send(failed.map_or(Ok(()), Err));
+                }),
+            },
+            Err(e) => Outcome {
+                commit: false,
+                new_day: None,
+                reply: Box::new(move |_| {
+                    let _ = answer.send(Err(e));
+                }),
+            },
+        });
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        self.inner
+            .queue
+            .send(Msg::Job(job))
+            .map_err(|_| StoreError::Closed)?;
+        answered.await.unwrap_or(Err(StoreError::Closed))
     }
 
     /// Finish the queued jobs, checkpoint the WAL with TRUNCATE, stop and join the thread.
@@ -293,6 +332,10 @@ struct Engine {
     feed: UnboundedSender<Arc<ChangeSet>>,
     /// Shadow entries as they were before the current batch (see `undo_shadow`).
     undo: Vec<Undo>,
+    /// Another process committed between the last foreign check and this batch's BEGIN: our
+    /// commits must not mark its rows published (a snapshot would then hold rows whose
+    /// change set is still to come, and its screen would get them twice).
+    foreign_pending: bool,
 }
 
 /// One shadow entry as it was before the current batch changed it.
@@ -386,6 +429,8 @@ impl Engine {
             }
         };
         let counted_before = collections_version(&tx);
+        self.foreign_pending =
+            matches!(&counted_before, Ok(Some(c)) if self.counted.is_some_and(|k| k != *c));
         // Jobs whose savepoint was released: their change set (if they changed a collection
         // row) and their answer, both held until the COMMIT is durable.
         let mut committed: Vec<(Option<ChangeSet>, Reply)> = Vec::with_capacity(jobs.len());
@@ -455,11 +500,14 @@ impl Engine {
         }
         let touched = self.hook.take();
         let changes = capture::collapse(&touched, |c, id| self.shadow.contains(c, id));
-        let prepared = match changes.is_empty() {
-            true => Ok(None),
-            false => self
+        let prepared = match (changes.is_empty(), outcome.new_day) {
+            (true, None) => Ok(None),
+            (_, new_day) => self
                 .prepare(tx, &changes)
-                .map(Some)
+                .map(|mut p| {
+                    p.set.new_day = new_day;
+                    Some(p)
+                })
                 .map_err(|e| self.classify(e)),
         };
         let released = prepared.and_then(|p| {
@@ -524,12 +572,16 @@ impl Engine {
         )?;
         // Everything the collections hold now is what this change set publishes: readers
         // compare this with `collections_version` to spot unpublished foreign commits.
-        conn.execute(
+        // Unless a foreign commit is still to be published: then readers must keep seeing it
+        // as unpublished, so that they have the writer publish it first.
+        if !self.foreign_pending {
+            conn.execute(
             "INSERT INTO kaffediem_meta (key, value) \
              SELECT 'published_version', value FROM kaffediem_meta WHERE key = 'collections_version' \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [],
-        )?;
+                [],
+            )?;
+        }
         let mut out = Vec::with_capacity(changes.len());
         let mut hashes = Vec::with_capacity(changes.len());
         let colors = match changes.iter().any(|c| c.0 == Collection::Order) {
@@ -568,6 +620,7 @@ impl Engine {
             seq: seq as u64,
             changes: out,
             menu,
+            new_day: None,
         };
         Ok(Prepared { set, hashes, names })
     }
@@ -623,6 +676,7 @@ impl Engine {
             rows = changes.len(),
             "publishing a commit made by another process"
         );
+        self.foreign_pending = false;
         let prepared = self.prepare(&tx, &changes).map_err(|e| self.classify(e))?;
         tx.commit().map_err(|e| schema::unavailable(&path, e))?;
         self.hook.take();

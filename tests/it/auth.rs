@@ -16,7 +16,10 @@ use crate::support::http::{call, Reply};
 use crate::support::{Daemon, Socket};
 
 mod cli;
+mod csrf;
+mod parallel_logins;
 mod proxies;
+mod session_end;
 
 const ADMIN_EMAIL: &str = "admin@kaffediem.local";
 const ADMIN_PASSWORD: &str = "bootstrap password";

@@ -59,3 +59,91 @@ fn bench_smoke_delivers_every_order_to_every_subscriber() {
         "{boards}"
     );
 }
+
+/// The hostile phase (`--smoke --hostile-only`: one second per attack, tiny counts) runs every
+/// attack against the real daemon while the probes run: the healthy screen misses nothing,
+/// `/healthz` and order placement keep answering, and every attack is judged in the report.
+/// Counts only: the budget verdicts are figures for BENCHMARKS.md, not assertions.
+#[test]
+fn bench_smoke_hostile_phase_runs_every_attack_and_the_screen_misses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("hostile.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_kaffediem-bench"))
+        .args(["--smoke", "--hostile-only", "--daemon"])
+        .arg(env!("CARGO_BIN_EXE_kaffediem"))
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("the bench tool runs");
+    assert!(
+        out.status.success(),
+        "bench failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    assert_eq!(
+        report["runs"].as_array().map(Vec::len),
+        Some(0),
+        "hostile only"
+    );
+    let hostile = &report["hostile"];
+    assert_eq!(hostile["seeded_orders"], 50);
+    assert!(hostile["rss_idle_kib"].as_u64().unwrap_or(0) > 0);
+    let attacks = hostile["attacks"].as_array().expect("attacks");
+    let names: Vec<&str> = attacks
+        .iter()
+        .filter_map(|a| a["attack"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ping-flood",
+            "logins",
+            "join-hang-up",
+            "amplification",
+            "stuck-requests",
+            "slow-readers"
+        ]
+    );
+    let quiet = &hostile["quiet"];
+    for phase in std::iter::once(quiet).chain(attacks) {
+        // /healthz and the customer's orders answered during the phase, and every order the
+        // daemon acknowledged reached the healthy screen.
+        let answered = |stats: &str, failed: &str| {
+            phase[stats]["n"].as_u64().unwrap_or(0) > phase[failed].as_u64().unwrap_or(u64::MAX)
+        };
+        assert!(answered("healthz", "healthz_failed"), "{phase}");
+        assert!(phase["orders_acked"].as_u64().unwrap_or(0) > 0, "{phase}");
+        assert_eq!(phase["deliveries_missed"], 0, "{phase}");
+        assert_eq!(phase["screen_closed"], false, "{phase}");
+        assert_eq!(phase["daemon_alive"], true, "{phase}");
+        assert!(phase["rss_samples"].as_u64().unwrap_or(0) > 0, "{phase}");
+    }
+    for attack in attacks {
+        // The attack ran (the attacker saw outcomes), the daemon answered /healthz again
+        // afterwards, and it was judged against the budget.
+        let seen = attack["attacker"].as_object().expect("attacker outcomes");
+        assert!(
+            seen.values().any(|n| n.as_u64().unwrap_or(0) > 0),
+            "{attack}"
+        );
+        assert!(attack["recovery_s"].is_number(), "{attack}");
+        assert_eq!(attack["daemon_restarted"], false, "{attack}");
+        assert!(attack["rss_within_budget"].is_boolean(), "{attack}");
+        assert!(attack["ack_within_budget"].is_boolean(), "{attack}");
+    }
+    let verdicts = report["verdicts"].as_array().expect("verdicts");
+    let judged = verdicts
+        .iter()
+        .filter(|v| {
+            v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("hostile "))
+        })
+        .count();
+    assert_eq!(judged, 2 * attacks.len());
+}

@@ -233,11 +233,11 @@ async fn order_leaving_a_customer_filter_is_deleted_for_that_subscriber() {
 async fn from_date_today_drops_the_previous_days_orders_at_local_midnight() {
     let daemon = Daemon::demo().await;
     // 23:59:57 in Oslo (UTC+1 in winter).
-    let before_midnight: jiff::Timestamp = "2026-12-01T22:59:57Z".parse().expect("ts");
+    let before_midnight: jiff::Timestamp = "2036-12-01T22:59:57Z".parse().expect("ts");
     daemon.clock.set(before_midnight);
     let shell = daemon.shell();
-    let late = insert_order(&shell, 7, 150, Some("2026-12-01T22:59:50.000000Z"));
-    let earlier_day = insert_order(&shell, 7, 120, Some("2026-11-30T12:00:00.000000Z"));
+    let late = insert_order(&shell, 7, 150, Some("2036-12-01T22:59:50.000000Z"));
+    let earlier_day = insert_order(&shell, 7, 120, Some("2036-11-30T12:00:00.000000Z"));
 
     let mut kitchen = daemon.socket("").await;
     let mut by_date = daemon.socket("").await;
@@ -267,14 +267,14 @@ async fn from_date_today_drops_the_previous_days_orders_at_local_midnight() {
     let dated = by_date
         .join_ok(
             "collection:order",
-            json!({"options": {"from_date": "2026-11-30"}}),
+            json!({"options": {"from_date": "2036-11-30"}}),
         )
         .await;
     assert_eq!(dated["items"].as_array().map(Vec::len), Some(2));
 
     daemon
         .clock
-        .set("2026-12-01T23:00:02Z".parse().expect("ts"));
+        .set("2036-12-01T23:00:02Z".parse().expect("ts"));
     let gone = kitchen.next_event("collection:order", "change").await;
     assert_eq!(gone["action"], "delete");
     assert_eq!(gone["record"], json!({"id": late}));

@@ -112,7 +112,7 @@ async fn fresh_file_has_schema_version_and_one_closed_status() {
     let version: i64 = shell(&path)
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, kaffediem::store::schema::SCHEMA_VERSION);
     let status = list(&store, Collection::Status).await;
     assert_eq!(status.len(), 1);
     assert_eq!(status[0]["open"], json!(false));
@@ -152,7 +152,11 @@ async fn newer_schema_version_is_refused() {
     store.shutdown().await.unwrap();
     drop(store);
     shell(&path)
-        .execute_batch("PRAGMA user_version = 2")
+        .pragma_update(
+            None,
+            "user_version",
+            kaffediem::store::schema::SCHEMA_VERSION + 1,
+        )
         .unwrap();
     let refused = Store::open(
         StoreOptions {
@@ -164,7 +168,8 @@ async fn newer_schema_version_is_refused() {
     );
     match refused {
         Err(StoreError::TooNew { found, supported }) => {
-            assert_eq!((found, supported), (2, 1));
+            let ours = kaffediem::store::schema::SCHEMA_VERSION;
+            assert_eq!((found, supported), (ours + 1, ours));
         }
         Err(e) => panic!("expected TooNew, got {e}"),
         Ok(_) => panic!("expected TooNew, got an open store"),

@@ -5,11 +5,20 @@
 //! RSS, and measures the floors in the same run: a bare tokio-tungstenite broadcast to the
 //! same N sockets, raw SQLite durable inserts on the same disk, and the menu build.
 //!
+//! With `--hostile` it also runs the hostile phase (issue 10): one attack at a time from
+//! 127.0.0.2 against the daemon with its default limits, measured from 127.0.0.1 beside a
+//! quiet run.
+//!
 //! Loopback only; every phase is bounded in count and time and stops by itself.
 //! Modules: `process` (children, RSS), `subscribers` (the WebSocket clients and arrival
-//! tracking), `orders` (placement), `floors`, `report` (table, JSON, verdicts).
+//! tracking), `orders` (placement), `floors`, `report` (table, JSON, verdicts), `hostile`
+//! (the hostile phase), `hostile_probes`, `attacks`, `hostile_report`.
 
+mod attacks;
 mod floors;
+mod hostile;
+mod hostile_probes;
+mod hostile_report;
 mod orders;
 mod pocketbase;
 mod process;
@@ -119,9 +128,12 @@ struct RunArgs {
     /// Item renames in the menu-board phase (each re-sends the whole menu to every board).
     #[arg(long, default_value_t = 5)]
     menu_edits: usize,
-    /// Small and quick (a few seconds): 20 sockets, a few dozen orders. For the test suite.
+    /// Small and quick (a few seconds): 20 sockets, a few dozen orders; with the hostile
+    /// phase, a second per attack and tiny counts. For the test suite.
     #[arg(long)]
     smoke: bool,
+    #[command(flatten)]
+    hostile: hostile::HostileArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,6 +166,12 @@ fn main() -> ExitCode {
         args.writers = 4;
         args.menu_screens = args.menu_screens.min(5);
         args.menu_edits = args.menu_edits.min(2);
+        args.hostile.smoke();
+    }
+    if args.hostile.hostile_only {
+        args.sockets.clear();
+        args.menu_screens = 0;
+        args.no_floors = true;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -251,6 +269,23 @@ async fn run(args: RunArgs) -> Result<Report, String> {
             });
         }
     }
+    if args.hostile.wanted() {
+        match args.target {
+            Some(_) => eprintln!("== hostile phase skipped: it needs a daemon started by the tool"),
+            None => {
+                let dir = tmp.path().join("hostile");
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                eprintln!("== hostile phase");
+                let between = if args.smoke {
+                    Duration::from_millis(300)
+                } else {
+                    Duration::from_secs(2)
+                };
+                report.hostile =
+                    Some(hostile::run(&args.hostile, &daemon, &dir, &args.token, between).await?);
+            }
+        }
+    }
     report.judge();
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(&args.json, json).map_err(|e| format!("{}: {e}", args.json.display()))?;
@@ -291,6 +326,7 @@ async fn run_sockets(
         dir,
         token: &args.token,
         max_sockets: n + 1000,
+        lift_address_limits: true,
     };
     let server = match args.target {
         Some(addr) => Server::external(addr, args.pid),
@@ -347,6 +383,7 @@ async fn menu_screens(
         dir,
         token: &args.token,
         max_sockets: m + 1000,
+        lift_address_limits: true,
     };
     // With a menu in the database, `serve --demo` loads nothing.
     floors::seed_big_menu(&spec.db_path(), 2).await?;

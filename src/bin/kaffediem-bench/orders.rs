@@ -218,8 +218,29 @@ pub async fn request(
         "" => String::new(),
         token => format!("Authorization: Bearer {token}\r\n"),
     };
+    let reply = exchange(conn, addr, method, path, &auth, body).await?;
+    Ok((reply.status, reply.body))
+}
+
+/// What [`exchange`] read back.
+pub struct Reply {
+    pub status: u16,
+    /// The `name=value` pair of the first `Set-Cookie` header (a login's session).
+    pub set_cookie: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// [`request`] with any extra header lines (each ending in CRLF), e.g. a session `Cookie`.
+pub async fn exchange(
+    conn: &mut BufReader<TcpStream>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Result<Reply, String> {
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
@@ -235,6 +256,7 @@ pub async fn request(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("{method} {path}: bad status line {line:?}"))?;
     let mut length = 0usize;
+    let mut set_cookie = None;
     loop {
         line.clear();
         if conn.read_line(&mut line).await.map_err(io)? == 0 {
@@ -247,12 +269,18 @@ pub async fn request(
         if let Some((name, value)) = header.split_once(':') {
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("set-cookie") && set_cookie.is_none() {
+                set_cookie = value.split(';').next().map(|c| c.trim().to_owned());
             }
         }
     }
     let mut answer = vec![0; length];
     conn.read_exact(&mut answer).await.map_err(io)?;
-    Ok((status, answer))
+    Ok(Reply {
+        status,
+        set_cookie,
+        body: answer,
+    })
 }
 
 /// The id of an enabled item to order (from `GET /api/collections/item/records`).

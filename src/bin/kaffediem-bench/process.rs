@@ -28,6 +28,10 @@ pub struct DaemonSpec<'a> {
     pub dir: &'a Path,
     pub token: &'a str,
     pub max_sockets: usize,
+    /// The load phases open thousands of sockets (and joins) from 16 loopback addresses, so
+    /// they lift the per-address limits past N; the hostile phase keeps every default limit,
+    /// as a café's daemon has them (`false`).
+    pub lift_address_limits: bool,
 }
 
 impl DaemonSpec<'_> {
@@ -39,11 +43,25 @@ impl DaemonSpec<'_> {
 /// Start `kaffediem serve --demo` on a fresh database in `spec.dir`.
 pub fn start_daemon(spec: &DaemonSpec<'_>) -> Result<Server, String> {
     let config = spec.dir.join("kaffediem-bench.toml");
-    // The socket limit must sit above N: the upgrade past it is refused with 503.
-    let text = format!(
-        "[access]\nadmin_token = \"{}\"\n\n[limits]\nmax_sockets = {}\n\n[log]\nlevel = \"warn,kaffediem::server=info\"\n",
-        spec.token, spec.max_sockets
-    );
+    let text = if spec.lift_address_limits {
+        // The socket limit must sit above N: the upgrade past it is refused with 503. So must
+        // the per-address limits (N / 16 sockets and twice as many joins per address).
+        let n = spec.max_sockets;
+        format!(
+            "[access]\nadmin_token = \"{}\"\n\n[limits]\nmax_sockets = {n}\n\
+             max_connections_per_address = {}\nmax_sockets_per_address = {n}\n\
+             joins_per_minute_per_address = {}\n\n[log]\nlevel = \"warn,kaffediem::server=info\"\n",
+            spec.token,
+            n + 1000,
+            4 * n,
+        )
+    } else {
+        // Default limits; the attacks would fill the output with the daemon's warnings.
+        format!(
+            "[access]\nadmin_token = \"{}\"\n\n[log]\nlevel = \"error,kaffediem::server=info\"\n",
+            spec.token
+        )
+    };
     std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
     let mut cmd = Command::new(spec.binary);
     cmd.arg("--config")
@@ -192,7 +210,7 @@ pub struct Rss {
     pub peak_kib: u64,
 }
 
-fn rss_of(pid: u32) -> Option<Rss> {
+pub fn rss_of(pid: u32) -> Option<Rss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status

@@ -95,6 +95,8 @@ pub struct Report {
     pub writer_in_process_writers: usize,
     pub menus: Vec<MenuRun>,
     pub menu_screens: Option<MenuScreensRun>,
+    /// The hostile phase (`--hostile`): each attack beside a quiet run.
+    pub hostile: Option<crate::hostile_report::HostileRun>,
     pub verdicts: Vec<Verdict>,
 }
 
@@ -184,6 +186,13 @@ impl Report {
             m.mem_total_kib / 1024,
             self.placement
         );
+        if !self.runs.is_empty() {
+            self.print_runs();
+        }
+        self.print_once_per_run();
+    }
+
+    fn print_runs(&self) {
         println!(
             "\n{:>6} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>9} {:>9} | {:>9} {:>9} | {:>8} | {:>8}",
             "N", "p50 ms", "p99 ms", "max ms", "idle KiB", "conn KiB", "peak KiB", "KiB/sock",
@@ -265,6 +274,9 @@ impl Report {
                 );
             }
         }
+    }
+
+    fn print_once_per_run(&self) {
         if let (Some(raw), Some(w)) = (
             self.raw_sqlite_inserts_per_s,
             self.writer_in_process_orders_per_s,
@@ -288,6 +300,9 @@ impl Report {
                 b.screens, b.edits, b.menu_bytes, b.rss_idle_kib, b.rss_connected_kib, b.rss_after_kib,
                 b.kib_per_screen_after_menus, b.latency.p50_ms, b.latency.max_ms, b.deliveries_missing
             );
+        }
+        if let Some(h) = &self.hostile {
+            h.print();
         }
         println!();
         for v in &self.verdicts {
@@ -388,6 +403,9 @@ impl Report {
                 figure: format!("{:.3} ms ({} KB)", m.build_ms + m.encode_ms, m.bytes / 1000),
                 met: m.build_ms + m.encode_ms < 1.0,
             });
+        }
+        if let Some(h) = &self.hostile {
+            verdicts.extend(h.verdicts());
         }
         self.verdicts = verdicts;
     }

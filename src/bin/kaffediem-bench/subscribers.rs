@@ -201,7 +201,7 @@ where
     Ok(subs)
 }
 
-type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<TcpStream>;
 
 /// A TCP connection to `server` from one of the loopback source addresses.
 pub async fn tcp(server: SocketAddr, i: usize) -> Result<TcpStream, String> {
@@ -225,6 +225,17 @@ async fn connect(server: SocketAddr, i: usize, topics: &[&str]) -> Result<Ws, St
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
+    join(stream, server, topics, config).await
+}
+
+/// The WebSocket handshake on `stream`, then a join to each of `topics` (each must be
+/// answered `ok`).
+pub async fn join(
+    stream: TcpStream,
+    server: SocketAddr,
+    topics: &[&str],
+    config: WebSocketConfig,
+) -> Result<Ws, String> {
     let url = format!("ws://{server}/socket/websocket?vsn=2.0.0");
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await

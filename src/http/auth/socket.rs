@@ -7,6 +7,7 @@ use rusqlite::OptionalExtension;
 use crate::channels::{Authenticate, Credential, Viewer};
 use crate::phoenix::{ConnectInfo, Refused};
 
+use super::session_watch::session_now;
 use super::token::{self, session_cookie, sql_time, token_hash};
 use super::{lookup_session, Auth};
 
@@ -30,11 +31,14 @@ impl Auth {
                 .optional()
             });
         match admin {
-            Ok(Some(admin)) => Ok(Viewer {
-                user_id: Some(claim.user_id),
-                admin,
-                credential: Credential::Session(claim.session_id),
-            }),
+            Ok(Some(admin)) => {
+                self.vouched.record(claim.session_id, admin);
+                Ok(Viewer {
+                    user_id: Some(claim.user_id),
+                    admin,
+                    credential: Credential::Session(claim.session_id),
+                })
+            }
             Ok(None) => Err(Refused("the socket token's session has ended".into())),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a socket token");
@@ -51,10 +55,13 @@ impl Auth {
         let now = sql_time(self.clock.now());
         let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
         match lookup_session(&conn, &hash, &now) {
-            Ok(hit) => hit.map(|hit| Viewer {
-                user_id: Some(hit.identity.user_id),
-                admin: hit.identity.is_admin,
-                credential: Credential::Session(hit.session_id),
+            Ok(hit) => hit.map(|hit| {
+                self.vouched.record(hit.session_id, hit.identity.is_admin);
+                Viewer {
+                    user_id: Some(hit.identity.user_id),
+                    admin: hit.identity.is_admin,
+                    credential: Credential::Session(hit.session_id),
+                }
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a session cookie on a socket");
@@ -89,6 +96,40 @@ impl Authenticate for Auth {
             return self.socket_token_viewer(token).map(Some);
         }
         Ok(session_cookie(&info.headers).and_then(|cookie| self.cookie_viewer(cookie)))
+    }
+
+    /// Read the socket's session again: an ended one closes the socket (and this join is
+    /// anonymous), a changed user (demoted, say) joins with their rights as they are now.
+    fn recheck(&self, viewer: &Viewer) -> Option<Viewer> {
+        let Credential::Session(session_id) = viewer.credential else {
+            return Some(viewer.clone());
+        };
+        let now = sql_time(self.clock.now());
+        let found = {
+            let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
+            session_now(&conn, session_id, &now)
+        };
+        match found {
+            Ok(Some((user_id, admin))) => Some(Viewer {
+                user_id: Some(user_id),
+                admin,
+                credential: viewer.credential,
+            }),
+            Ok(None) => {
+                tracing::info!(
+                    session_id,
+                    "a join found its session ended; closing its sockets"
+                );
+                self.revoked(session_id);
+                None
+            }
+            Err(e) => {
+                // Cannot tell: this join gets no rights, and the socket stays for the session
+                // watch to judge.
+                tracing::warn!(error = %e, "cannot recheck a socket's session");
+                Some(Viewer::default())
+            }
+        }
     }
 }
 

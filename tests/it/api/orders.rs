@@ -290,7 +290,7 @@ async fn day_ids_restart_at_101_after_local_midnight() {
     // 23:59:50 in Oslo (UTC+1 in winter).
     daemon
         .clock
-        .set("2026-12-01T22:59:50Z".parse().expect("ts"));
+        .set("2036-12-01T22:59:50Z".parse().expect("ts"));
     let place = || {
         admin(
             &daemon,
@@ -303,13 +303,13 @@ async fn day_ids_restart_at_101_after_local_midnight() {
     assert_eq!(place().await.json()["day_id"], 102);
     daemon
         .clock
-        .set("2026-12-01T23:00:05Z".parse().expect("ts"));
+        .set("2036-12-01T23:00:05Z".parse().expect("ts"));
     let after = place().await.json();
     assert_eq!(after["day_id"], 101, "{after}");
     assert!(after["inserted_at"]
         .as_str()
         .unwrap()
-        .starts_with("2026-12-01T23:00:0"));
+        .starts_with("2036-12-01T23:00:0"));
     daemon.stop().await;
 }
 
@@ -319,7 +319,7 @@ async fn order_state_changes_by_patch_and_lists_filter_by_query() {
     let menu = Menu::load(&daemon).await;
     daemon
         .clock
-        .set("2026-03-02T10:00:00Z".parse().expect("ts"));
+        .set("2036-03-02T10:00:00Z".parse().expect("ts"));
     let a = admin(
         &daemon,
         "POST",
@@ -369,7 +369,7 @@ async fn order_state_changes_by_patch_and_lists_filter_by_query() {
     assert_eq!(ids(received), vec![b["id"].as_i64().unwrap()]);
     let (_, today) = get_json(daemon.addr, &format!("{base}?from_date=today")).await;
     assert_eq!(ids(today).len(), 2);
-    let (_, later) = get_json(daemon.addr, &format!("{base}?from_date=2026-03-03")).await;
+    let (_, later) = get_json(daemon.addr, &format!("{base}?from_date=2036-03-03")).await;
     assert_eq!(ids(later), Vec::<i64>::new());
     for bad in [
         "from_date=yesterday",

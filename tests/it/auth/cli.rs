@@ -8,7 +8,7 @@ use super::{add_user, daemon, get_session, login, login_cookie, ADMIN_EMAIL};
 use crate::support::Daemon;
 
 /// Run `kaffediem user ...` on the daemon's database with `stdin` piped in.
-async fn cli(d: &Daemon, args: &[&str], stdin: &str) -> std::process::Output {
+pub(super) async fn cli(d: &Daemon, args: &[&str], stdin: &str) -> std::process::Output {
     let db = d.db.clone();
     let dir = db.parent().unwrap().to_owned();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -38,7 +38,7 @@ async fn cli(d: &Daemon, args: &[&str], stdin: &str) -> std::process::Output {
     .unwrap()
 }
 
-fn succeeded(out: &std::process::Output) -> String {
+pub(super) fn succeeded(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

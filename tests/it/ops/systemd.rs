@@ -137,6 +137,9 @@ fn unit_file_passes_systemd_analyze_verify() {
         "ReadWritePaths=/var/lib/kaffediem",
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n",
+        // No real-time clock on a Pi: start only once the clock is synchronised.
+        "After=time-sync.target\n",
+        "Wants=time-sync.target\n",
     ] {
         assert!(unit.contains(line), "unit lacks {line:?}");
     }
