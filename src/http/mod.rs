@@ -202,15 +202,22 @@ pub async fn handle(
     let req = req.map(|body| Incoming::new(body, body_time, Arc::clone(&expired)));
     let mut response = route(&app, req, peer).await;
     if expired.load(Ordering::Acquire) {
-        response = error(
+        let mut timed_out = error(
             StatusCode::REQUEST_TIMEOUT,
             "the request body did not arrive in time",
         );
+        // The route's CORS headers stay, so a listed frontend sees the 408 itself.
+        for (name, value) in response.headers() {
+            if name.as_str().starts_with("access-control-") || name == header::VARY {
+                timed_out.headers_mut().append(name, value.clone());
+            }
+        }
         // The rest of the body may still come; the connection cannot be reused.
-        response.headers_mut().insert(
+        timed_out.headers_mut().insert(
             header::CONNECTION,
             header::HeaderValue::from_static("close"),
         );
+        response = timed_out;
     }
     Ok(response)
 }
