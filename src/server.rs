@@ -107,6 +107,8 @@ fn access(config: &Config) -> Access {
     Access {
         public_read: config.access.public_read,
         admin_token: config.access.admin_token.clone(),
+        order_snapshot_days: config.limits.order_snapshot_days,
+        snapshot_max_records: config.limits.snapshot_max_records,
     }
 }
 
@@ -251,6 +253,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let sources = Arc::new(Sources {
         broadcasts: Some(Arc::clone(&registry.broadcasts)),
         resyncs: Some(Arc::clone(&registry.resyncs)),
+        snapshots: Some(store.snapshots.counts()),
         registry,
         counters,
         writes: Some(writes),

@@ -22,6 +22,7 @@ use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, Store};
 
 use super::filter::{local_date, local_midnight, FromDate, OrderKey};
 use super::log::{self, ChangeLog, Logged};
+use super::privacy::{self, Reader};
 use super::registry::{Batch, Registry, TopicKey, Topics};
 
 /// How long a requested roll-over commit may take before it is asked for again (the writer
@@ -184,8 +185,11 @@ impl Fanout {
         // The order was new to us when the commit created it, or when we never saw it.
         let old = if change.op == Op::Create { None } else { old };
 
-        // One broadcast per action, built on first need and shared by every filter group.
-        let mut built: [Option<Arc<Broadcast>>; 3] = [None, None, None];
+        // One broadcast per action, built on first need and shared by every filter group;
+        // for an order with a customer, two: with `customer_id` for admins and that
+        // customer, without it for everyone else (SPEC 6).
+        let customer = change.record.as_deref().and_then(privacy::customer_of);
+        let mut built: [Option<(Arc<Broadcast>, Arc<Broadcast>)>; 3] = [None, None, None];
         for filter in topics.order_filters() {
             let since = filter.since(self.today, &self.tz);
             let was = old.as_ref().is_some_and(|k| filter.matches(k, since));
@@ -196,16 +200,36 @@ impl Fanout {
                 (true, false) => (Op::Delete, 2),
                 (false, false) => continue,
             };
-            let msg = built[slot].get_or_insert_with(|| {
+            let (full, redacted) = built[slot].get_or_insert_with(|| {
                 let payload = log::payload(op, change, seq);
-                broadcast(
-                    &self.registry,
-                    "collection:order",
-                    "change",
-                    Payload::Json(payload),
-                )
+                let variant = |payload| {
+                    broadcast(
+                        &self.registry,
+                        "collection:order",
+                        "change",
+                        Payload::Json(payload),
+                    )
+                };
+                // A delete carries only the id: one variant for everyone.
+                if payload
+                    .get("record")
+                    .and_then(privacy::customer_of)
+                    .is_none()
+                {
+                    let msg = variant(payload);
+                    return (Arc::clone(&msg), msg);
+                }
+                let mut public = payload.clone();
+                privacy::redact_change(&mut public, Reader::Public);
+                (variant(payload), variant(public))
             });
-            batch.push(TopicKey::Orders(filter), Arc::clone(msg));
+            let key = TopicKey::Orders(filter);
+            match customer {
+                Some(customer) if !Arc::ptr_eq(full, redacted) => {
+                    batch.push_private(key, Arc::clone(full), Arc::clone(redacted), customer)
+                }
+                _ => batch.push(key, Arc::clone(full)),
+            }
         }
 
         if let Some(key) = &new {

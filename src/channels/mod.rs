@@ -9,6 +9,7 @@
 pub mod fanout;
 pub mod filter;
 pub mod log;
+pub mod privacy;
 pub mod registry;
 
 use std::sync::{Arc, RwLock};
@@ -20,10 +21,12 @@ use crate::clock::Clock;
 use crate::phoenix::{
     BoxFuture, Channel, ConnectInfo, JoinResult, Outbox, Payload, Refused, Reply, SocketHandler,
 };
-use crate::store::{self, Collection, OrderQuery, RecordCtx, Store, StoreError};
+use crate::store::records::{Listed, Window};
+use crate::store::{self, Collection, OrderQuery, RecordCtx, Stop, Store, StoreError};
 
-use filter::{local_date, OrderFilter};
+use filter::{local_date, FromDate, OrderFilter};
 use log::{ChangeLog, Resume};
+use privacy::Reader;
 use registry::{Registry, Subscription, TopicKey};
 
 /// Who is on the other end of a socket.
@@ -47,6 +50,13 @@ pub enum Credential {
     Session(i64),
     /// The interim `access.admin_token`: `admin_token`.
     AdminToken,
+}
+
+impl Viewer {
+    /// Who this viewer is to an order's `customer_id` (SPEC 6).
+    pub fn reader(&self) -> Reader {
+        Reader::of(self.user_id, self.admin)
+    }
 }
 
 impl Credential {
@@ -79,6 +89,11 @@ pub struct Access {
     pub public_read: bool,
     /// Interim admin credential: socket param `token` equal to this (when not empty).
     pub admin_token: String,
+    /// Days of orders an order join without `from_date` gets (`limits.order_snapshot_days`):
+    /// a year of history is no screen's business and would cost every join seconds.
+    pub order_snapshot_days: u32,
+    /// Records in one snapshot at most, the newest kept (`limits.snapshot_max_records`).
+    pub snapshot_max_records: usize,
 }
 
 /// Decides who a connecting socket is. The HTTP layer provides the real one (sessions and
@@ -161,7 +176,8 @@ impl Cafe {
         payload: &Value,
         outbox: Outbox,
     ) -> BoxFuture<JoinResult> {
-        if !self.access().public_read && viewer.user_id.is_none() && !viewer.admin {
+        let access = self.access();
+        if !access.public_read && viewer.user_id.is_none() && !viewer.admin {
             return refuse("unauthorized");
         }
         let store = self.store.clone();
@@ -172,9 +188,16 @@ impl Cafe {
         };
         // A `seq` from another database history means nothing here: full snapshot.
         let since = since.filter(|_| same_epoch(payload, &self.epoch));
+        // The snapshot is for this join only: once its socket has gone (or the join ended),
+        // it is skipped in the lane's queue, or stopped between chunks of rows.
+        let stop = {
+            let outbox = outbox.clone();
+            Stop::when(move || outbox.is_closed())
+        };
+        let window = Window::Newest(access.snapshot_max_records);
         if name == "menu" {
             let (sub, resumed) =
-                self.subscribe_resuming(TopicKey::Menu, outbox, since, |log, s| {
+                self.subscribe_resuming(TopicKey::Menu, outbox, Reader::Public, since, |log, s| {
                     log.resume(s, Resume::Menu)
                 });
             return Box::pin(async move {
@@ -182,9 +205,9 @@ impl Cafe {
                     return resumed_join(resumed, sub);
                 }
                 let read = store
-                    .snapshot(move |conn| store::menu::build(conn, &ctx))
+                    .snapshot_until(stop, move |conn, _| store::menu::build(conn, &ctx))
                     .await;
-                joined(read, sub)
+                joined(read.map(|(seq, menu)| (seq, menu, false)), sub)
             });
         }
         let Some(collection) = Collection::from_name(name) else {
@@ -192,51 +215,77 @@ impl Cafe {
         };
         if collection != Collection::Order {
             let key = TopicKey::Collection(collection);
-            let (sub, resumed) = self.subscribe_resuming(key, outbox, since, |log, s| {
-                log.resume(s, Resume::Collection(collection))
-            });
+            let (sub, resumed) =
+                self.subscribe_resuming(key, outbox, Reader::Public, since, |log, s| {
+                    log.resume(s, Resume::Collection(collection))
+                });
             return Box::pin(async move {
                 if let Some(resumed) = resumed {
                     return resumed_join(resumed, sub);
                 }
                 let read = store
-                    .snapshot(move |conn| {
-                        store::records::list(conn, collection, &ctx).map(Value::from)
+                    .snapshot_until(stop, move |conn, stop| {
+                        let query = OrderQuery::default();
+                        store::records::list_bounded(conn, collection, &query, window, &ctx, stop)
                     })
                     .await;
-                joined(read, sub)
+                joined(read.map(listed), sub)
             });
         }
-        let filter = match OrderFilter::from_join_payload(payload) {
+        let mut filter = match OrderFilter::from_join_payload(payload) {
             Ok(filter) => filter,
             Err(errors) => return invalid_options(errors),
         };
-        let from = filter.since(local_date(self.clock.now(), &self.tz), &self.tz);
+        // Whose orders a customer filter shows is private: only one's own (admins: any).
+        let reader = viewer.reader();
+        if filter.customer_id.is_some_and(|c| !reader.may_filter_by(c)) {
+            return refuse("unauthorized");
+        }
+        let today = local_date(self.clock.now(), &self.tz);
+        if filter.from == FromDate::Any {
+            filter.from = FromDate::Day(default_first_day(today, access.order_snapshot_days));
+        }
+        let from = filter.since(today, &self.tz);
         let query = OrderQuery {
             since: from,
             customer_id: filter.customer_id,
             state: None,
         };
         let key = TopicKey::Orders(filter);
-        let (sub, resumed) = self.subscribe_resuming(key, outbox, since, |log, s| {
-            log.resume(
+        let (sub, resumed) = self.subscribe_resuming(key, outbox, reader, since, |log, s| {
+            let mut changes = log.resume(
                 s,
                 Resume::Orders {
                     filter: &filter,
                     since: from,
                 },
-            )
+            )?;
+            for change in &mut changes {
+                privacy::redact_change(change, reader);
+            }
+            Some(changes)
         });
         Box::pin(async move {
             if let Some(resumed) = resumed {
                 return resumed_join(resumed, sub);
             }
             let read = store
-                .snapshot(move |conn| {
-                    store::records::list_orders(conn, &query, &ctx).map(Value::from)
+                .snapshot_until(stop, move |conn, stop| {
+                    let mut listed = store::records::list_bounded(
+                        conn,
+                        Collection::Order,
+                        &query,
+                        window,
+                        &ctx,
+                        stop,
+                    )?;
+                    for record in &mut listed.records {
+                        privacy::redact_order(record, reader);
+                    }
+                    Ok::<_, StoreError>(listed)
                 })
                 .await;
-            joined(read, sub)
+            joined(read.map(listed), sub)
         })
     }
 
@@ -246,10 +295,11 @@ impl Cafe {
         &self,
         key: TopicKey,
         outbox: Outbox,
+        reader: Reader,
         since: Option<u64>,
         resume: impl FnOnce(&ChangeLog, u64) -> Option<Vec<Value>>,
     ) -> (Subscription, Option<(u64, Vec<Value>)>) {
-        self.registry.subscribe_with(key, outbox, |topics| {
+        self.registry.subscribe_with(key, outbox, reader, |topics| {
             let since = since?;
             resume(&topics.log, since).map(|changes| (topics.log.last_seq, changes))
         })
@@ -409,13 +459,38 @@ fn resumed_join((seq, changes): (u64, Vec<Value>), sub: Subscription) -> JoinRes
     }
 }
 
-fn joined(read: Result<(u64, Value), StoreError>, sub: Subscription) -> JoinResult {
+/// The first local day an order join without `from_date` sees: today and the `days - 1`
+/// before it (`limits.order_snapshot_days`, SPEC 3.1).
+pub fn default_first_day(today: jiff::civil::Date, days: u32) -> jiff::civil::Date {
+    let back = i64::from(days.max(1)) - 1;
+    today
+        .checked_sub(jiff::Span::new().days(back))
+        .unwrap_or(jiff::civil::Date::MIN)
+}
+
+/// A bounded list as a snapshot: its records and whether the window cut it.
+fn listed((seq, listed): (u64, Listed)) -> (u64, Value, bool) {
+    (seq, Value::Array(listed.records), listed.truncated)
+}
+
+fn joined(read: Result<(u64, Value, bool), StoreError>, sub: Subscription) -> JoinResult {
     match read {
-        Ok((seq, items)) => JoinResult::Ok {
-            response: json!({"items": items, "seq": seq}),
-            seq,
-            channel: Box::new(Joined { _sub: sub }),
-        },
+        Ok((seq, items, truncated)) => {
+            let mut response = json!({"items": items, "seq": seq});
+            if truncated {
+                // SPEC 3.1: a snapshot cut to `limits.snapshot_max_records` says so.
+                response["truncated"] = Value::Bool(true);
+            }
+            JoinResult::Ok {
+                response,
+                seq,
+                channel: Box::new(Joined { _sub: sub }),
+            }
+        }
+        Err(StoreError::Unavailable(why)) if why == store::readers::STOPPED => {
+            // The socket has gone: nobody reads this reply.
+            JoinResult::Error(json!({"reason": "unavailable"}))
+        }
         Err(e) => {
             tracing::error!(error = %e, "reading a snapshot for a join failed");
             JoinResult::Error(json!({"reason": "unavailable"}))

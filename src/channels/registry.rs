@@ -13,6 +13,7 @@ use crate::store::Collection;
 
 use super::filter::OrderFilter;
 use super::log::ChangeLog;
+use super::privacy::Reader;
 
 /// A topic as the fan-out sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,6 +34,8 @@ pub enum TopicKey {
 pub struct Subscriber {
     id: u64,
     pub outbox: Outbox,
+    /// Who is on the socket: picks the variant of an order change it gets (SPEC 6).
+    reader: Reader,
 }
 
 /// The subscriber lists, behind one lock: the fan-out holds it while it queues one broadcast
@@ -49,12 +52,51 @@ pub struct Topics {
 /// it is queued.
 #[derive(Default)]
 pub struct Batch {
-    sends: Vec<(TopicKey, Arc<Broadcast>)>,
+    sends: Vec<(TopicKey, Delivery)>,
+}
+
+/// One entry of a batch: the same broadcast for every subscriber, or an order change in two
+/// variants — with `customer_id` for admins and that customer, without it for everyone else
+/// (SPEC 6). Each variant is built and encoded once, however many sockets get it.
+enum Delivery {
+    All(Arc<Broadcast>),
+    Private {
+        full: Arc<Broadcast>,
+        redacted: Arc<Broadcast>,
+        customer: i64,
+    },
+}
+
+impl Delivery {
+    fn for_reader(&self, reader: Reader) -> &Arc<Broadcast> {
+        match self {
+            Delivery::All(msg) => msg,
+            Delivery::Private { full, customer, .. } if reader.sees(*customer) => full,
+            Delivery::Private { redacted, .. } => redacted,
+        }
+    }
 }
 
 impl Batch {
     pub fn push(&mut self, key: TopicKey, msg: Arc<Broadcast>) {
-        self.sends.push((key, msg));
+        self.sends.push((key, Delivery::All(msg)));
+    }
+
+    /// An order change of `customer`'s: `full` for admins and that customer, `redacted`
+    /// (without `customer_id`) for the other subscribers of `key`.
+    pub fn push_private(
+        &mut self,
+        key: TopicKey,
+        full: Arc<Broadcast>,
+        redacted: Arc<Broadcast>,
+        customer: i64,
+    ) {
+        let delivery = Delivery::Private {
+            full,
+            redacted,
+            customer,
+        };
+        self.sends.push((key, delivery));
     }
 }
 
@@ -136,11 +178,11 @@ impl Topics {
     }
 
     /// Queue `msg` to every subscriber of `key`, dropping the ones whose socket is gone.
-    fn send(&mut self, key: TopicKey, seq: u64, msg: &Arc<Broadcast>) -> usize {
+    fn send(&mut self, key: TopicKey, seq: u64, msg: &Delivery) -> usize {
         let Some(subs) = self.groups.get_mut(&key) else {
             return 0;
         };
-        subs.retain(|sub| sub.outbox.broadcast(seq, msg));
+        subs.retain(|sub| sub.outbox.broadcast(seq, msg.for_reader(sub.reader)));
         let sent = subs.len();
         if subs.is_empty() {
             self.groups.remove(&key);
@@ -207,7 +249,7 @@ impl Registry {
 
     /// Add a subscriber; it stays until the returned guard is dropped.
     pub fn subscribe(self: &Arc<Self>, key: TopicKey, outbox: Outbox) -> Subscription {
-        self.subscribe_with(key, outbox, |_| ()).0
+        self.subscribe_with(key, outbox, Reader::Public, |_| ()).0
     }
 
     /// Add a subscriber and, under the same lock, run `f` (to read the change log at exactly
@@ -216,6 +258,7 @@ impl Registry {
         self: &Arc<Self>,
         key: TopicKey,
         outbox: Outbox,
+        reader: Reader,
         f: impl FnOnce(&Topics) -> R,
     ) -> (Subscription, R) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -224,7 +267,7 @@ impl Registry {
             .groups
             .entry(key)
             .or_default()
-            .push(Subscriber { id, outbox });
+            .push(Subscriber { id, outbox, reader });
         let result = f(&topics);
         drop(topics);
         let sub = Subscription {

@@ -207,9 +207,11 @@ async fn dispatch(
             .await
             .may_read(app.settings().public_read)?;
         let ctx = app.record_ctx(req.headers());
+        // The whole tree is a bulk read: on the snapshot lane, never in front of logins and
+        // orders however many clients ask for it.
         let tree = app
             .store
-            .readers
+            .snapshots
             .read(move |conn| menu::build(conn, &ctx))
             .await?;
         return Ok(json_response(StatusCode::OK, &tree));

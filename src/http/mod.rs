@@ -26,7 +26,7 @@ use crate::channels::Cafe;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::phoenix::Endpoint;
-use crate::store::{RecordCtx, Store, StoreError};
+use crate::store::{RecordCtx, Store};
 
 use auth::Auth;
 use cors::Cors;
@@ -71,6 +71,11 @@ pub struct Settings {
     pub max_connections_per_address: usize,
     /// Who may read `/metrics` besides loopback and the admin token (`http.metrics_allowed`).
     pub metrics_allowed: Vec<forwarded::IpRange>,
+    /// Days of orders an unpaged order list without `from_date` holds
+    /// (`limits.order_snapshot_days`, as an order join).
+    pub order_snapshot_days: u32,
+    /// Records in one unpaged list at most, the newest kept (`limits.snapshot_max_records`).
+    pub snapshot_max_records: usize,
 }
 
 impl Settings {
@@ -90,6 +95,8 @@ impl Settings {
                 .iter()
                 .filter_map(|a| forwarded::IpRange::parse(a).ok())
                 .collect(),
+            order_snapshot_days: config.limits.order_snapshot_days,
+            snapshot_max_records: config.limits.snapshot_max_records,
         }
     }
 }
@@ -258,18 +265,16 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> 
     response
 }
 
+/// How long `/healthz` waits for the database before it answers 503.
+const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 200 `ok` when the daemon passes the check the watchdog pings on, else 503.
 async fn healthz(app: &App) -> Response<Body> {
-    let alive = app
-        .store
-        .readers
-        .read(|conn| -> Result<i64, StoreError> {
-            Ok(conn.query_row("SELECT 1", [], |r| r.get(0))?)
-        })
-        .await;
-    match alive {
-        Ok(_) => text(StatusCode::OK, "ok"),
-        Err(e) => {
-            tracing::warn!(error = %e, "health check failed");
+    let store = &app.store;
+    match crate::ops::health::check(&store.readers, &store.writer, HEALTH_WAIT).await {
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(why) => {
+            tracing::warn!("health check failed: {why}");
             text(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
     }

@@ -115,6 +115,9 @@ pub struct Sources {
     pub broadcasts: Option<Arc<AtomicU64>>,
     /// Joins told to resync by the fan-out; `None` likewise.
     pub resyncs: Option<Arc<AtomicU64>>,
+    /// The bulk read lane (join snapshots, HTTP lists): reads run, skipped, stopped; `None`
+    /// likewise.
+    pub snapshots: Option<Arc<crate::store::ReadCounts>>,
     /// The café's clock, for how far the system clock is behind the stored data; `None`
     /// likewise.
     pub clock: Option<Arc<crate::clock::CafeClock>>,
@@ -210,6 +213,10 @@ pub fn response(app: &App) -> Response<Body> {
         figures.orders_created = load(&c.orders_created);
         figures.broadcasts = sources.broadcasts.as_deref().map(load);
         figures.resyncs = sources.resyncs.as_deref().map(load);
+        figures.snapshots = sources
+            .snapshots
+            .as_deref()
+            .map(|c| [load(&c.run), load(&c.skipped), load(&c.stopped)]);
         figures.writes = sources.writes.as_ref().map(|w| w.histogram());
         figures.clock = sources
             .clock
@@ -246,6 +253,9 @@ pub struct Figures {
     pub slow_closed: u64,
     /// `None`: nobody counts them (the family is left out).
     pub resyncs: Option<u64>,
+    /// Bulk reads (snapshots, lists) run, skipped and stopped because their reader had gone;
+    /// `None`: nobody counts them (the family is left out).
+    pub snapshots: Option<[u64; 3]>,
     pub commits: u64,
     /// `None`: nobody times them (the family is left out).
     pub writes: Option<Histogram>,
@@ -316,6 +326,17 @@ pub fn render(f: &Figures) -> String {
              their queue takes at once (the socket and its other joins stay up).",
             resyncs,
         );
+    }
+    if let Some([run, skipped, stopped]) = f.snapshots {
+        out.family(
+            "kaffediem_snapshot_reads_total",
+            "counter",
+            "Join snapshots and HTTP lists: read (run), skipped because the socket or request \
+             had gone before its turn (skipped), stopped midway when it went (stopped).",
+        );
+        for (outcome, n) in [("run", run), ("skipped", skipped), ("stopped", stopped)] {
+            out.sample("kaffediem_snapshot_reads_total", &[("outcome", outcome)], n);
+        }
     }
     out.single(
         "kaffediem_commits_total",

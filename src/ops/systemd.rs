@@ -7,7 +7,8 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio::task::JoinHandle;
 
-use crate::store::{Readers, StoreError, Writer};
+use crate::ops::health;
+use crate::store::{Readers, Writer};
 
 /// Tell systemd the daemon is serving (the unit's start job completes).
 pub fn ready() {
@@ -27,19 +28,13 @@ pub fn watchdog_interval() -> Option<Duration> {
         .map(|usec| usec / 2)
 }
 
-/// The writer thread may go this long without coming round its loop before the watchdog
-/// stops pinging. A write that waits for another process's lock (someone's `sqlite3` session)
-/// gives up after 5 s (the busy timeout) and a batch commits in milliseconds, so only a stuck
-/// writer gets near this; the watchdog never probes the writer with a write of its own, which
-/// would queue behind that same lock.
-const WRITER_STALL_LIMIT: Duration = Duration::from_secs(20);
-
 /// Ping the watchdog every `watchdog_interval()` for as long as the runtime schedules this
-/// task, the store answers a read within the interval AND the writer thread keeps coming round
-/// its loop (see [`WRITER_STALL_LIMIT`]). A ping proves more than "the process exists": a
-/// runtime wedged by a blocking call, a reader pool that no longer answers or a writer that
-/// hangs stops the pings and systemd restarts the service (`Restart=on-failure`).
-/// Returns `None` when the watchdog is off.
+/// task and the daemon passes [`health::check`] within the interval: the database file
+/// answers on the quick reader lane (never queued behind snapshots or lists) and the writer
+/// thread keeps coming round its loop. A ping proves more than "the process exists": a
+/// runtime wedged by a blocking call, a database that no longer answers or a writer that
+/// hangs stops the pings and systemd restarts the service (`Restart=on-failure`); a flood of
+/// joins does not. Returns `None` when the watchdog is off.
 pub fn spawn_watchdog(readers: Readers, writer: Writer) -> Option<JoinHandle<()>> {
     let every = watchdog_interval()?;
     tracing::info!("systemd watchdog on: pinging every {every:?}");
@@ -48,23 +43,9 @@ pub fn spawn_watchdog(readers: Readers, writer: Writer) -> Option<JoinHandle<()>
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let probe = readers.read(|conn| -> Result<i64, StoreError> {
-                Ok(conn.query_row("SELECT 1", [], |r| r.get(0))?)
-            });
-            let stalled = writer.stalled_for();
-            match tokio::time::timeout(every, probe).await {
-                Ok(Ok(_)) if stalled > WRITER_STALL_LIMIT.max(every) => {
-                    tracing::warn!(
-                        "no watchdog ping: the writer thread has been stuck for {stalled:?}"
-                    )
-                }
-                Ok(Ok(_)) => send(&[NotifyState::Watchdog]),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "no watchdog ping: the database did not answer")
-                }
-                Err(_) => {
-                    tracing::warn!("no watchdog ping: the database did not answer within {every:?}")
-                }
+            match health::check(&readers, &writer, every).await {
+                Ok(()) => send(&[NotifyState::Watchdog]),
+                Err(why) => tracing::warn!("no watchdog ping: {why}"),
             }
         }
     }))

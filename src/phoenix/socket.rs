@@ -108,6 +108,22 @@ pub(crate) struct Socket<H: SocketHandler> {
     peer_closed: bool,
     /// This socket's join bucket (`joins_per_minute_per_socket`); its address has one too.
     joins: Bucket,
+    /// Client frames read while a join was being answered (the wire is watched meanwhile so
+    /// that a client that hangs up stops its join's snapshot); handled after the join, in
+    /// order. At most [`DEFER_DURING_JOIN`].
+    deferred: VecDeque<Message>,
+}
+
+/// Client frames read ahead while a join is answered; past this the wire is left unread
+/// until the join is done (a client sending more is not served faster by us buffering it).
+const DEFER_DURING_JOIN: usize = 4;
+
+/// Why a join was given up before its reply.
+enum JoinCancelled {
+    /// The socket ends (close requested from outside, the client gone or unreadable).
+    End(End),
+    /// The client sent its close frame: handle it (it is the last deferred frame).
+    PeerClosing,
 }
 
 /// Serve one upgraded connection until it closes. Dropping the slot at the end unregisters
@@ -159,6 +175,7 @@ impl<H: SocketHandler> Socket<H> {
             unflushed: false,
             peer_closed: false,
             joins,
+            deferred: VecDeque::new(),
         }
     }
 
@@ -177,7 +194,10 @@ impl<H: SocketHandler> Socket<H> {
         let idle = tokio::time::sleep_until(deadline(last_received, self.idle_timeout::<W>()));
         tokio::pin!(idle);
         loop {
-            let event = poll_fn(|cx| self.poll_event(cx, ws, idle.as_mut())).await;
+            let event = match self.deferred.pop_front() {
+                Some(msg) => Event::Inbound(Inbound::Message(msg)),
+                None => poll_fn(|cx| self.poll_event(cx, ws, idle.as_mut())).await,
+            };
             match event {
                 Event::CloseRequested(code) => return End::Close(code),
                 Event::WriteFailed => return End::Gone,
@@ -203,7 +223,7 @@ impl<H: SocketHandler> Socket<H> {
                     if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
                         last_received = Instant::now();
                     }
-                    if let Some(end) = self.on_message(msg).await {
+                    if let Some(end) = self.on_message(msg, ws).await {
                         return end;
                     }
                 }
@@ -373,7 +393,7 @@ impl<H: SocketHandler> Socket<H> {
         self.reply(join_ref, reference, topic, status, &Payload::Json(response));
     }
 
-    async fn on_message(&mut self, msg: Message) -> Option<End> {
+    async fn on_message<W: Wire>(&mut self, msg: Message, ws: &mut W) -> Option<End> {
         let decoded = match msg {
             Message::Text(text) => frame::decode_text(self.vsn, text.as_str()),
             Message::Binary(data) => frame::decode_binary(self.vsn, &data),
@@ -390,7 +410,7 @@ impl<H: SocketHandler> Socket<H> {
             Message::Pong(_) | Message::Frame(_) => return None,
         };
         match decoded {
-            Ok(m) => self.dispatch(m).await,
+            Ok(m) => self.dispatch(m, ws).await,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = %e, "malformed Phoenix frame, closing socket with 1011");
                 Some(End::Close(1011))
@@ -398,21 +418,21 @@ impl<H: SocketHandler> Socket<H> {
         }
     }
 
-    async fn dispatch(&mut self, m: InMessage) -> Option<End> {
+    async fn dispatch<W: Wire>(&mut self, m: InMessage, ws: &mut W) -> Option<End> {
         // Heartbeats come before any routing and never need a join.
         if m.topic == "phoenix" && m.event == "heartbeat" {
             self.reply_json(&Value::Null, &m.reference, "phoenix", "ok", json!({}));
             return None;
         }
         match m.event.as_str() {
-            "phx_join" => return Box::pin(self.join(m)).await,
+            "phx_join" => return Box::pin(self.join(m, ws)).await,
             "phx_leave" => self.leave(m),
             _ => self.event(m),
         }
         None
     }
 
-    async fn join(&mut self, m: InMessage) -> Option<End> {
+    async fn join<W: Wire>(&mut self, m: InMessage, ws: &mut W) -> Option<End> {
         let InMessage {
             join_ref,
             reference,
@@ -449,10 +469,20 @@ impl<H: SocketHandler> Socket<H> {
                     self.reply_json(&Value::Null, &reference, &topic, "error", reason);
                     return self.after_join(replaced);
                 }
-                Ok(Some(future)) => match Self::await_join(&self.slot.shared, future).await {
-                    Err(code) => return Some(End::Close(code)),
-                    Ok(result) => result,
-                },
+                Ok(Some(future)) => {
+                    let shared = &self.slot.shared;
+                    match Self::await_join(shared, ws, &mut self.deferred, future).await {
+                        Err(cancelled) => {
+                            // The join's work stops (its snapshot checks this outbox).
+                            outbox.end();
+                            return match cancelled {
+                                JoinCancelled::End(end) => Some(end),
+                                JoinCancelled::PeerClosing => self.after_join(replaced),
+                            };
+                        }
+                        Ok(result) => result,
+                    }
+                }
                 Err(panic) => Err(panic),
             };
             match result {
@@ -518,18 +548,48 @@ impl<H: SocketHandler> Socket<H> {
     }
 
     /// Await a join inside the socket task (so its reply precedes anything queued for it),
-    /// catching a panic, and giving way to a close request (`Err(code)`).
-    async fn await_join(
+    /// catching a panic, and giving way to a close request. The wire is read meanwhile (up
+    /// to [`DEFER_DURING_JOIN`] frames, kept in `deferred`), so a client that hangs up or
+    /// closes during a slow join (a snapshot waiting its turn) cancels it.
+    async fn await_join<W: Wire>(
         shared: &SocketShared,
+        ws: &mut W,
+        deferred: &mut VecDeque<Message>,
         future: BoxFuture<JoinResult>,
-    ) -> Result<std::thread::Result<JoinResult>, u16> {
+    ) -> Result<std::thread::Result<JoinResult>, JoinCancelled> {
         let mut future = AssertUnwindSafe(future).catch_unwind();
         poll_fn(|cx| {
             shared.register(cx.waker());
             if let Some(code) = shared.requested_close() {
-                return Poll::Ready(Err(code));
+                return Poll::Ready(Err(JoinCancelled::End(End::Close(code))));
             }
-            future.poll_unpin(cx).map(Ok)
+            if let Poll::Ready(result) = future.poll_unpin(cx) {
+                return Poll::Ready(Ok(result));
+            }
+            while deferred.len() < DEFER_DURING_JOIN {
+                match ws.poll_inbound(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Inbound::Message(msg)) => {
+                        let closing = matches!(msg, Message::Close(_));
+                        deferred.push_back(msg);
+                        if closing {
+                            return Poll::Ready(Err(JoinCancelled::PeerClosing));
+                        }
+                    }
+                    Poll::Ready(Inbound::Gone) => {
+                        return Poll::Ready(Err(JoinCancelled::End(End::Gone)))
+                    }
+                    // A slow consumer is logged when the socket is released.
+                    Poll::Ready(Inbound::Failed(1013, _)) => {
+                        return Poll::Ready(Err(JoinCancelled::End(End::Close(1013))))
+                    }
+                    Poll::Ready(Inbound::Failed(code, error)) => {
+                        tracing::warn!(%error, code, "unreadable client input during a join, closing socket");
+                        return Poll::Ready(Err(JoinCancelled::End(End::Close(code))));
+                    }
+                }
+            }
+            Poll::Pending
         })
         .await
     }

@@ -40,7 +40,7 @@ pub mod writer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use readers::{snapshot, Readers};
+pub use readers::{snapshot, ReadCounts, Readers, Stop};
 pub use records::{Collection, OrderQuery, RecordCtx};
 pub use writer::Writer;
 
@@ -135,17 +135,28 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub path: PathBuf,
-    /// Reader connections in the pool.
+    /// Reader connections of the quick lane (writes' reads, `/healthz`, the watchdog,
+    /// logins, single records); the bulk lane has its own [`SNAPSHOT_READERS`].
     pub readers: usize,
     /// How records render item image URLs.
     pub records: RecordCtx,
 }
 
-/// The open database: the writer handle and the reader pool.
+/// Snapshots and HTTP lists read at once, at most (the bulk lane's connections). Building
+/// one is CPU work (rows to JSON); on a 2-core Pi more of them side by side would only split
+/// the cores that orders and screens need, while the rest wait their turn in the lane's queue
+/// (or are skipped there when their socket has gone).
+pub const SNAPSHOT_READERS: usize = 2;
+
+/// The open database: the writer handle and the two reader lanes.
 #[derive(Clone)]
 pub struct Store {
     pub writer: Writer,
+    /// The quick lane: short reads that writes, `/healthz`, the watchdog and logins wait for.
+    /// Never used for snapshots or lists, so a flood of joins cannot queue in front of them.
     pub readers: Readers,
+    /// The bulk lane: join snapshots and HTTP lists, [`SNAPSHOT_READERS`] at a time.
+    pub snapshots: Readers,
 }
 
 impl Store {
@@ -164,7 +175,15 @@ impl Store {
         let (feed, changes) = tokio::sync::mpsc::unbounded_channel();
         let writer = Writer::start(conn, &path, options.records, feed)?;
         let readers = Readers::open(&path, options.readers)?;
-        Ok((Store { writer, readers }, changes))
+        let snapshots = Readers::open(&path, SNAPSHOT_READERS)?;
+        Ok((
+            Store {
+                writer,
+                readers,
+                snapshots,
+            },
+            changes,
+        ))
     }
 
     /// Read `f` and the `seq` it reflects in one read transaction, such that the change feed
@@ -181,16 +200,28 @@ impl Store {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        self.snapshot_until(Stop::never(), move |conn, _| f(conn))
+            .await
+    }
+
+    /// [`Store::snapshot`] on the bulk lane for a reader that may go away: skipped when
+    /// `stop` is requested before a connection is free; `f` checks `stop` between chunks.
+    pub async fn snapshot_until<T, E, F>(&self, stop: Stop, f: F) -> Result<(u64, T), E>
+    where
+        F: Fn(&rusqlite::Connection, &Stop) -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         let f = Arc::new(f);
         let mut attempts = 0;
         loop {
             let read = Arc::clone(&f);
             let (clean, seq, value) = self
-                .readers
-                .read(move |conn| {
+                .snapshots
+                .read_until(stop.clone(), move |conn, stop| {
                     readers::snapshot(conn, |c| {
                         let clean = all_published(c)?;
-                        read(c).map(|value| (clean, value))
+                        read(c, stop).map(|value| (clean, value))
                     })
                     .map(|(seq, (clean, value))| (clean, seq, value))
                 })

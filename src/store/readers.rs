@@ -1,5 +1,12 @@
-//! The reader connection pool: a few `query_only` connections, each used by one blocking task
-//! at a time, so that snapshots and HTTP reads never wait for the writer (WAL).
+//! The reader connection pools: `query_only` connections, each used by one blocking task at a
+//! time, so that snapshots and HTTP reads never wait for the writer (WAL).
+//!
+//! Two lanes, each its own [`Readers`] pool: the quick lane (what writes, `/healthz`, the
+//! watchdog, logins and single records need) and the bulk lane (join snapshots and HTTP
+//! lists). A flood of joins fills the bulk lane's queue and nothing else: the quick lane's
+//! connections are never lent to a snapshot. A bulk read takes a [`Stop`]: it is skipped when
+//! its reader has gone before a connection is free, and stops between chunks of rows when the
+//! reader goes while it runs.
 //!
 //! A snapshot and the `seq` it reflects must come from ONE read transaction, or a commit in
 //! between makes the client believe it has changes it has not. Use [`snapshot`] (or
@@ -7,12 +14,58 @@
 //! `COMMIT`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
 use super::{current_seq, schema, StoreError};
+
+/// "Whoever asked for this read has gone": checked before a bulk read starts and between its
+/// chunks of rows. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Stop(Option<Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl Stop {
+    /// A read nobody can call off (start-up, tests).
+    pub fn never() -> Stop {
+        Stop(None)
+    }
+
+    /// A read that stops once `gone()` is true (a socket that closed, a request dropped).
+    pub fn when(gone: impl Fn() -> bool + Send + Sync + 'static) -> Stop {
+        Stop(Some(Arc::new(gone)))
+    }
+
+    /// Whether the read should stop now.
+    pub fn requested(&self) -> bool {
+        self.0.as_ref().is_some_and(|gone| gone())
+    }
+
+    /// `Err` when the read should stop: `?` it between chunks.
+    pub fn check(&self) -> Result<(), StoreError> {
+        match self.requested() {
+            true => Err(StoreError::Unavailable(STOPPED.into())),
+            false => Ok(()),
+        }
+    }
+}
+
+/// The error text of a read stopped because its reader went away (never shown to anyone: the
+/// reader is gone).
+pub const STOPPED: &str = "the reader went away";
+
+/// What one pool did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReadCounts {
+    /// Reads that got a connection and ran (to the end or to a [`Stop`]).
+    pub run: AtomicU64,
+    /// Reads skipped because their reader had gone before a connection was free.
+    pub skipped: AtomicU64,
+    /// Reads that began and were stopped between chunks because their reader went away.
+    pub stopped: AtomicU64,
+}
 
 /// A pool of read-only connections. Cheap to clone.
 #[derive(Clone)]
@@ -23,10 +76,14 @@ pub struct Readers {
 struct Pool {
     /// Idle connections; a task takes one and puts it back.
     idle: Mutex<Vec<Connection>>,
-    /// One permit per connection, so a task that holds a permit always finds one idle.
-    permits: Semaphore,
+    /// One permit per connection, so a task that holds a permit always finds one idle. The
+    /// permit travels with the blocking task: a caller that gives up while its read runs does
+    /// not free a permit whose connection is still busy (the pool would open extra ones).
+    permits: Arc<Semaphore>,
     /// For reopening a connection that a panicking reader left behind.
     path: PathBuf,
+    /// Reads run and skipped, for `/metrics` and the tests that bound them.
+    counts: Arc<ReadCounts>,
 }
 
 impl Readers {
@@ -39,10 +96,16 @@ impl Readers {
         Ok(Readers {
             inner: Arc::new(Pool {
                 idle: Mutex::new(idle),
-                permits: Semaphore::new(count),
+                permits: Arc::new(Semaphore::new(count)),
                 path: path.to_owned(),
+                counts: Arc::default(),
             }),
         })
+    }
+
+    /// What this pool has done so far.
+    pub fn counts(&self) -> Arc<ReadCounts> {
+        Arc::clone(&self.inner.counts)
     }
 
     /// Run `f` on a reader connection off the async threads.
@@ -52,20 +115,38 @@ impl Readers {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
+        self.read_until(Stop::never(), move |conn, _| f(conn)).await
+    }
+
+    /// Run `f` on a reader connection off the async threads, unless `stop` is requested by
+    /// the time a connection is free (then `f` never runs). `f` gets `stop` to check between
+    /// its chunks of work.
+    pub async fn read_until<T, E, F>(&self, stop: Stop, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&rusqlite::Connection, &Stop) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Closed)?;
         let pool = self.inner.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let conn = pool.take();
-            let conn = match conn {
+            let _permit = permit;
+            if stop.requested() {
+                pool.counts.skipped.fetch_add(1, Ordering::Relaxed);
+                return Err(StoreError::Unavailable(STOPPED.into()).into());
+            }
+            pool.counts.run.fetch_add(1, Ordering::Relaxed);
+            let conn = match pool.take() {
                 Some(c) => c,
                 None => open_reader(&pool.path)?,
             };
-            let result = f(&conn);
+            let result = f(&conn, &stop);
+            if result.is_err() && stop.requested() {
+                pool.counts.stopped.fetch_add(1, Ordering::Relaxed);
+            }
             // A reader that returned early inside a transaction must not pin an old snapshot.
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");

@@ -10,7 +10,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 use serde_json::{json, Map, Value};
 
-use super::StoreError;
+use super::{Stop, StoreError};
 
 /// The seven collections, each one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -183,6 +183,116 @@ pub fn list_orders(
         Ok(to_json(Collection::Order, row, ctx, Some(&colors)))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How much of a list one read returns (SPEC 3.1 bounded snapshots, SPEC 10 HTTP lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// At most this many records, the newest kept (by `inserted_at`, then `id`), returned in
+    /// snapshot order: a join snapshot or an unpaged HTTP list.
+    Newest(usize),
+    /// Records `offset..offset + limit` in snapshot order: HTTP `page` / `perPage`.
+    Page { offset: usize, limit: usize },
+}
+
+/// One bounded read of a collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// The records, in snapshot order.
+    pub records: Vec<Value>,
+    /// How many records match, whatever the window (HTTP `X-Total-Count`).
+    pub total: u64,
+    /// The window left out matching records that a [`Window::Newest`] read would otherwise
+    /// have held (a join reply then says `"truncated": true`).
+    pub truncated: bool,
+}
+
+/// Rows between two checks of a bulk read's [`Stop`]: a few milliseconds of work.
+const ROWS_PER_CHUNK: usize = 256;
+
+/// The records of `collection` matching `query` (orders only; other collections take the
+/// default query), within `window`, reading no further once `stop` is requested.
+pub fn list_bounded(
+    conn: &Connection,
+    collection: Collection,
+    query: &OrderQuery,
+    window: Window,
+    ctx: &RecordCtx,
+    stop: &Stop,
+) -> Result<Listed, StoreError> {
+    stop.check()?;
+    let (clauses, mut params) = match collection {
+        Collection::Order => order_clauses(query),
+        _ => (String::new(), Vec::new()),
+    };
+    let table = collection.table();
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM {table} t{clauses}"))?
+        .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
+    let total = total.max(0) as u64;
+    let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let (sql, truncated) = match window {
+        Window::Newest(n) => {
+            params.push(to_i64(n).into());
+            let sql = format!(
+                "{} WHERE t.id IN (SELECT t.id FROM {table} t{clauses} \
+                 ORDER BY t.inserted_at DESC, t.id DESC LIMIT ?){}",
+                collection.select(),
+                collection.order_by()
+            );
+            (sql, total > n as u64)
+        }
+        Window::Page { offset, limit } => {
+            params.push(to_i64(limit).into());
+            params.push(to_i64(offset).into());
+            let sql = format!(
+                "{}{clauses}{} LIMIT ? OFFSET ?",
+                collection.select(),
+                collection.order_by()
+            );
+            (sql, false)
+        }
+    };
+    let colors = match collection {
+        Collection::Order => Some(label_colors(conn)?),
+        _ => None,
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next()? {
+        if records.len() % ROWS_PER_CHUNK == ROWS_PER_CHUNK - 1 {
+            stop.check()?;
+        }
+        records.push(to_json(collection, row, ctx, colors.as_ref()));
+    }
+    Ok(Listed {
+        records,
+        total,
+        truncated,
+    })
+}
+
+/// ` WHERE ...` (or nothing) and its parameters for an order query.
+fn order_clauses(query: &OrderQuery) -> (String, Vec<rusqlite::types::Value>) {
+    let mut params: Vec<rusqlite::types::Value> = Vec::new();
+    let mut clauses: Vec<&str> = Vec::new();
+    if let Some(since) = query.since {
+        clauses.push("t.inserted_at >= ?");
+        params.push(format_timestamp(since).into());
+    }
+    if let Some(customer) = query.customer_id {
+        clauses.push("t.customer_id = ?");
+        params.push(customer.into());
+    }
+    if let Some(state) = &query.state {
+        clauses.push("t.state = ?");
+        params.push(state.clone().into());
+    }
+    match clauses.is_empty() {
+        true => (String::new(), params),
+        false => (format!(" WHERE {}", clauses.join(" AND ")), params),
+    }
 }
 
 /// The fields order filters and notifications look at, for every order: much lighter than

@@ -28,6 +28,10 @@ fn insert_order(conn: &rusqlite::Connection, customer: i64, day_id: i64, at: Opt
     conn.last_insert_rowid()
 }
 
+/// The socket query of an admin's screen (the kitchen): it may filter by customer and sees
+/// every order's `customer_id` (SPEC 6).
+const ADMIN_SCREEN: &str = "token=admin-secret";
+
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -172,9 +176,9 @@ async fn shell_writes_arrive_as_create_update_delete_in_order() {
 #[tokio::test]
 async fn order_leaving_a_customer_filter_is_deleted_for_that_subscriber() {
     let daemon = Daemon::demo().await;
-    let mut seven = daemon.socket("").await;
-    let mut eight = daemon.socket("").await;
-    let mut everyone = daemon.socket("").await;
+    let mut seven = daemon.socket(ADMIN_SCREEN).await;
+    let mut eight = daemon.socket(ADMIN_SCREEN).await;
+    let mut everyone = daemon.socket(ADMIN_SCREEN).await;
     let shell = daemon.shell();
     let existing = insert_order(&shell, 7, 101, None);
 
@@ -513,12 +517,12 @@ async fn rejoin_with_since_receives_exactly_the_missed_changes_in_order() {
 async fn resuming_an_order_filter_replays_leaving_it_as_a_delete() {
     let daemon = Daemon::demo().await;
     let shell = daemon.shell();
-    let mut observer = daemon.socket("").await;
+    let mut observer = daemon.socket(ADMIN_SCREEN).await;
     observer.join_ok("collection:order", json!({})).await;
     let id = insert_order(&shell, 7, 101, None);
     settle(&mut observer, "collection:order", 1).await;
 
-    let mut seven = daemon.socket("").await;
+    let mut seven = daemon.socket(ADMIN_SCREEN).await;
     let joined = seven
         .join_ok("collection:order", json!({"options": {"customer_id": 7}}))
         .await;
@@ -532,7 +536,7 @@ async fn resuming_an_order_filter_replays_leaving_it_as_a_delete() {
     insert_order(&shell, 9, 102, None);
     settle(&mut observer, "collection:order", 1).await;
 
-    let mut seven = daemon.socket("").await;
+    let mut seven = daemon.socket(ADMIN_SCREEN).await;
     let resumed = seven
         .join_ok(
             "collection:order",
@@ -694,11 +698,11 @@ fn bulk_orders_and_status(daemon: &Daemon, orders: &[i64]) {
 async fn a_commit_too_big_for_a_join_resyncs_that_join_only() {
     // A queue of 16 takes at most 8 changes of one commit per join.
     let daemon = Daemon::start(true, |c| c.limits.outbound_queue = 16).await;
-    let mut kitchen = daemon.socket("").await;
+    let mut kitchen = daemon.socket(ADMIN_SCREEN).await;
     let joined = kitchen.join_ok("collection:order", json!({})).await;
     let seen = joined["seq"].as_u64().expect("seq");
     kitchen.join_ok("collection:status", json!({})).await;
-    let mut seven = daemon.socket("").await;
+    let mut seven = daemon.socket(ADMIN_SCREEN).await;
     seven
         .join_ok("collection:order", json!({"options": {"customer_id": 7}}))
         .await;
@@ -783,7 +787,7 @@ async fn a_shell_update_of_more_orders_than_a_queue_holds_closes_no_socket() {
     // The default queue (1 024): a bulk UPDATE of 1 100 orders used to close every
     // subscriber's socket with 1013.
     let daemon = Daemon::demo().await;
-    let mut probe = daemon.socket("").await;
+    let mut probe = daemon.socket(ADMIN_SCREEN).await;
     probe.join_ok("collection:order", json!({})).await;
     let customers: Vec<i64> = (0..1100).map(|n| if n < 3 { 7 } else { 1 }).collect();
     {
@@ -796,12 +800,12 @@ async fn a_shell_update_of_more_orders_than_a_queue_holds_closes_no_socket() {
     }
     // The probe is told to resync once the fan-out has the inserts: the kitchen joins after.
     probe.next_event("collection:order", "phx_error").await;
-    let mut kitchen = daemon.socket("").await;
+    let mut kitchen = daemon.socket(ADMIN_SCREEN).await;
     let joined = kitchen.join_ok("collection:order", json!({})).await;
     assert_eq!(joined["items"].as_array().map(Vec::len), Some(1100));
     let seen = joined["seq"].as_u64().expect("seq");
     kitchen.join_ok("collection:status", json!({})).await;
-    let mut seven = daemon.socket("").await;
+    let mut seven = daemon.socket(ADMIN_SCREEN).await;
     seven
         .join_ok("collection:order", json!({"options": {"customer_id": 7}}))
         .await;

@@ -6,6 +6,7 @@
 
 mod backup;
 mod cli;
+mod join_flood;
 mod metrics;
 mod reload;
 mod shutdown;

@@ -171,6 +171,8 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
   afterEach(() => clients?.closeAll());
   // idle_timeout_seconds = 1: every socket heartbeats every 300 ms
   const connect = (opts = {}) => clients.connected(daemon.url, { heartbeatIntervalMs: 300, ...opts });
+  // an admin's screen: it may filter orders by customer and sees their customer_id (SPEC 6)
+  const connectAdmin = () => connect({ params: { token: ADMIN_TOKEN } });
   const t = (name, fn) =>
     test(name, () => {
       clients = new Clients(phoenix);
@@ -290,7 +292,7 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
   });
 
   t("collection:order: create, update and delete after foreign writes", async () => {
-    const socket = await connect();
+    const socket = await connectAdmin();
     const db = daemon.sqlite();
     const ch = socket.channel("collection:order");
     await joinOk(ch);
@@ -367,9 +369,9 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     const bobOld = insertOrder(db, { customer_id: bob });
     await watched.next(CHANGE_MS, changeFor(aliceOld, "create"), "the first order's publication");
     await watched.next(CHANGE_MS, changeFor(bobOld, "create"), "the second order's publication");
-    const socket = await connect();
+    const socket = await connectAdmin();
     const chA = socket.channel("collection:order", { options: { customer_id: alice } });
-    const other = await connect();
+    const other = await connectAdmin();
     // a numeric string is accepted too
     const chB = other.channel("collection:order", { options: { customer_id: String(bob) } });
     const snapA = await joinOk(chA);
@@ -414,8 +416,8 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     const order = insertOrder(db, { customer_id: carol });
     await watched.next(CHANGE_MS, changeFor(order, "create"), "the order's publication");
     // two sockets: the official client keeps one joined Channel per topic per socket
-    const socket = await connect();
-    const other = await connect();
+    const socket = await connectAdmin();
+    const other = await connectAdmin();
     const chC = socket.channel("collection:order", { options: { customer_id: carol } });
     const chD = other.channel("collection:order", { options: { customer_id: dave } });
     const snapC = await joinOk(chC);
@@ -449,7 +451,7 @@ describe("kaffediem daemon (demo database) through phoenix 1.8.16", () => {
     } else assert.fail(`unexpected inserted_at storage: ${JSON.stringify(raw)}`);
     const ancient = insertOrder(db, { customer_id: 31337, inserted_at: old });
 
-    const socket = await connect();
+    const socket = await connectAdmin();
     const ids = async (options) =>
       (await joinOk(socket.channel("collection:order", { options }))).items.map((o) => o.id);
     const since2021 = await ids({ from_date: "2021-01-01", customer_id: 31337 });

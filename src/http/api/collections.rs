@@ -2,19 +2,24 @@
 //! partial), delete. Reads go to the reader pool; writes run as one closure on the writer,
 //! which reads the record back inside the transaction so the answer is what was committed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::http::Incoming;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::body::{self, Form};
 use super::{caller, query_pairs, ApiError, Caller};
-use crate::channels::filter::{local_date, OrderFilter};
+use crate::channels::default_first_day;
+use crate::channels::filter::{local_date, FromDate, OrderFilter};
+use crate::channels::privacy::{self, Reader};
 use crate::http::{empty, json_response, App, Body};
 use crate::store::orders::{self, Customer};
+use crate::store::records::Window;
 use crate::store::write::{self, STATES};
-use crate::store::{records, Collection, OrderQuery, RecordCtx};
+use crate::store::{records, Collection, OrderQuery, RecordCtx, Stop};
 
 const LIST_METHODS: &str = "GET, POST";
 const RECORD_METHODS: &str = "GET, PATCH, PUT, DELETE";
@@ -73,8 +78,8 @@ pub async fn route(
     };
 
     match (method, id) {
-        (Method::GET, None) => list(app, &req, collection).await,
-        (Method::GET, Some(id)) => get(app, &req, collection, id).await,
+        (Method::GET, None) => list(app, &req, collection, reader(who)).await,
+        (Method::GET, Some(id)) => get(app, &req, collection, id, reader(who)).await,
         (Method::DELETE, Some(id)) => delete(app, collection, id).await,
         (Method::POST, None) => {
             let (form, ctx) = read_body(app, req, collection).await?;
@@ -111,31 +116,120 @@ async fn read_body(
     Ok((form, app.record_ctx(&parts.headers)))
 }
 
+/// Largest `perPage` (SPEC 10).
+const MAX_PER_PAGE: usize = 500;
+/// `perPage` when only `page` is given.
+const DEFAULT_PER_PAGE: usize = 100;
+
+/// A plain JSON array, as the frontend expects (SPEC 5), bounded (SPEC 10): with `page` /
+/// `perPage` that page in snapshot order; without, at most `limits.snapshot_max_records`
+/// records, the newest (and for orders without `from_date`, the last
+/// `limits.order_snapshot_days` days). `X-Total-Count` says how many match in all.
+/// Who the caller is to an order's `customer_id` (SPEC 6).
+fn reader(who: Caller) -> Reader {
+    match who {
+        Caller::Anonymous => Reader::Public,
+        Caller::User { id, admin } => Reader::of(Some(id), admin),
+        Caller::AdminToken => Reader::Admin,
+    }
+}
+
 async fn list(
     app: &App,
     req: &Request<Incoming>,
     collection: Collection,
+    reader: Reader,
 ) -> Result<Response<Body>, ApiError> {
     let ctx = app.record_ctx(req.headers());
-    let records = if collection == Collection::Order {
-        let query = order_query(app, req.uri().query())?;
-        app.store
-            .readers
-            .read(move |conn| records::list_orders(conn, &query, &ctx))
-            .await?
-    } else {
-        app.store
-            .readers
-            .read(move |conn| records::list(conn, collection, &ctx))
-            .await?
+    let settings = app.settings();
+    let pairs = query_pairs(req.uri().query());
+    let page = paging(&pairs)?;
+    let query = match collection {
+        Collection::Order => order_query(app, &pairs, page.is_none())?,
+        _ => OrderQuery::default(),
     };
-    Ok(json_response(StatusCode::OK, &Value::Array(records)))
+    // Whose orders a customer filter shows is private: only one's own (admins: any).
+    if query.customer_id.is_some_and(|c| !reader.may_filter_by(c)) {
+        return Err(ApiError::Forbidden);
+    }
+    let window = page.unwrap_or(Window::Newest(settings.snapshot_max_records));
+    // A client that hangs up stops its list (hyper drops this future, and with it `_gone`).
+    let gone = Arc::new(AtomicBool::new(false));
+    let _gone = SetOnDrop(Arc::clone(&gone));
+    let stop = Stop::when(move || gone.load(Ordering::Relaxed));
+    let listed = app
+        .store
+        .snapshots
+        .read_until(stop, move |conn, stop| {
+            let mut listed = records::list_bounded(conn, collection, &query, window, &ctx, stop)?;
+            if collection == Collection::Order {
+                for record in &mut listed.records {
+                    privacy::redact_order(record, reader);
+                }
+            }
+            Ok::<_, ApiError>(listed)
+        })
+        .await?;
+    let mut response = json_response(StatusCode::OK, &Value::Array(listed.records));
+    let headers = response.headers_mut();
+    headers.insert("x-total-count", HeaderValue::from(listed.total));
+    // A frontend on another origin may read the total only when it is exposed.
+    headers.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("X-Total-Count"),
+    );
+    Ok(response)
+}
+
+/// Sets its flag when dropped: "whoever waited for this is gone".
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `page` (from 1) and `perPage` (1 to [`MAX_PER_PAGE`]); `None` when neither is given.
+fn paging(pairs: &Map<String, Value>) -> Result<Option<Window>, ApiError> {
+    let number = |key: &str, max: usize| -> Result<Option<usize>, Value> {
+        match pairs.get(key).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+                _ if max == usize::MAX => Err(json!(["must be a whole number from 1"])),
+                _ => Err(json!([format!("must be a whole number from 1 to {max}")])),
+            },
+        }
+    };
+    let mut errors = Map::new();
+    let page = number("page", usize::MAX).unwrap_or_else(|e| {
+        errors.insert("page".into(), e);
+        None
+    });
+    let per_page = number("perPage", MAX_PER_PAGE).unwrap_or_else(|e| {
+        errors.insert("perPage".into(), e);
+        None
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    if page.is_none() && per_page.is_none() {
+        return Ok(None);
+    }
+    let limit = per_page.unwrap_or(DEFAULT_PER_PAGE);
+    let offset = page.unwrap_or(1).saturating_sub(1).saturating_mul(limit);
+    Ok(Some(Window::Page { offset, limit }))
 }
 
 /// `from_date` (`today` | `YYYY-MM-DD`, from local midnight in the café's zone),
-/// `customer_id` and `state`, checked as strictly as the channel's join options.
-fn order_query(app: &App, query: Option<&str>) -> Result<OrderQuery, ApiError> {
-    let pairs = query_pairs(query);
+/// `customer_id` and `state`, checked as strictly as the channel's join options. Without
+/// `from_date`, an unpaged list gets the window of an order join without it.
+fn order_query(
+    app: &App,
+    pairs: &Map<String, Value>,
+    unpaged: bool,
+) -> Result<OrderQuery, ApiError> {
     let mut options = Map::new();
     for key in ["from_date", "customer_id"] {
         if let Some(v) = pairs.get(key) {
@@ -159,12 +253,17 @@ fn order_query(app: &App, query: Option<&str>) -> Result<OrderQuery, ApiError> {
             json!(["must be one of received, production, completed, dispatched"]),
         );
     }
-    let filter = match filter {
+    let mut filter = match filter {
         Ok(filter) if errors.is_empty() => filter,
         _ => return Err(ApiError::Invalid(errors)),
     };
+    let today = local_date(app.clock.now(), &app.tz);
+    if unpaged && filter.from == FromDate::Any {
+        let days = app.settings().order_snapshot_days;
+        filter.from = FromDate::Day(default_first_day(today, days));
+    }
     Ok(OrderQuery {
-        since: filter.since(local_date(app.clock.now(), &app.tz), &app.tz),
+        since: filter.since(today, &app.tz),
         customer_id: filter.customer_id,
         state,
     })
@@ -175,6 +274,7 @@ async fn get(
     req: &Request<Incoming>,
     collection: Collection,
     id: i64,
+    reader: Reader,
 ) -> Result<Response<Body>, ApiError> {
     let ctx = app.record_ctx(req.headers());
     let record = app
@@ -183,7 +283,12 @@ async fn get(
         .read(move |conn| records::get(conn, collection, id, &ctx))
         .await?;
     match record {
-        Some(record) => Ok(json_response(StatusCode::OK, &record)),
+        Some(mut record) => {
+            if collection == Collection::Order {
+                privacy::redact_order(&mut record, reader);
+            }
+            Ok(json_response(StatusCode::OK, &record))
+        }
         None => Err(ApiError::NotFound("record not found")),
     }
 }

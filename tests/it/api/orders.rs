@@ -363,7 +363,12 @@ async fn order_state_changes_by_patch_and_lists_filter_by_query() {
         ids(all),
         vec![a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap()]
     );
-    let (_, sevens) = get_json(daemon.addr, &format!("{base}?customer_id=7")).await;
+    // A customer filter is for admins (and the customer itself): SPEC 6.
+    let sevens = call(daemon.addr, "GET", &format!("{base}?customer_id=7"))
+        .header("authorization", ADMIN)
+        .send()
+        .await
+        .json();
     assert_eq!(ids(sevens), vec![a["id"].as_i64().unwrap()]);
     let (_, received) = get_json(daemon.addr, &format!("{base}?state=received")).await;
     assert_eq!(ids(received), vec![b["id"].as_i64().unwrap()]);
@@ -403,7 +408,8 @@ async fn order_state_changes_by_patch_and_lists_filter_by_query() {
 async fn a_placed_order_reaches_order_subscribers() {
     let daemon = Daemon::demo().await;
     let menu = Menu::load(&daemon).await;
-    let mut socket = daemon.socket("").await;
+    // An admin's screen: it sees the order whole, customer included (SPEC 6).
+    let mut socket = daemon.socket("token=admin-secret").await;
     socket.join_ok("collection:order", json!({})).await;
     let reply = admin(
         &daemon,
