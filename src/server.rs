@@ -22,11 +22,17 @@ use crate::http::auth::Auth;
 use crate::http::{self, App};
 use crate::ops::metrics::{self, Counters, Sources};
 use crate::ops::{check, memory, reload, systemd};
+use crate::phoenix::per_address::PerAddress;
 use crate::phoenix::{Endpoint, EndpointConfig};
 use crate::store::{self, RecordCtx, Store, StoreError, StoreOptions};
 
 /// Close code for sockets when the daemon stops ("going away"; clients reconnect).
 const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// What a connection past its address's limit is told before it is closed (cheap: one
+/// non-blocking write, no request read).
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+Content-Type: text/plain\r\nContent-Length: 38\r\n\r\ntoo many connections from your address";
 
 /// How long open HTTP requests get to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,6 +94,9 @@ pub fn endpoint_config(config: &Config) -> EndpointConfig {
         max_topics_per_socket: l.max_topics_per_socket,
         outbound_queue: l.outbound_queue,
         max_sockets: l.max_sockets,
+        max_sockets_per_address: l.max_sockets_per_address,
+        joins_per_minute_per_socket: l.joins_per_minute_per_socket,
+        joins_per_minute_per_address: l.joins_per_minute_per_address,
         check_origin: config.http.check_origin,
         allowed_origins: config.http.allowed_origins.clone(),
     }
@@ -510,6 +519,10 @@ async fn accept_loop(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    // Open connections per client address (`limits.max_connections_per_address`): one laptop
+    // must not take every file descriptor. A connection upgraded to a WebSocket leaves this
+    // count and is counted by the endpoint as a socket instead.
+    let per_address = PerAddress::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -523,6 +536,17 @@ async fn accept_loop(
             },
             _ = &mut stop => break,
         };
+        let counted = match app.connection_limit(peer.ip()) {
+            None => None,
+            Some(limit) => match per_address.try_acquire(peer.ip(), limit) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(%peer, limit, "connection refused: too many from this address");
+                    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         let service = service_fn(move |req| http::handle(Arc::clone(&app), req, peer));
@@ -533,6 +557,7 @@ async fn accept_loop(
         let done = done_tx.clone();
         tokio::spawn(async move {
             let _done = done;
+            let _counted = counted;
             tokio::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,

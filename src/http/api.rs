@@ -11,7 +11,7 @@ pub mod collections;
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
+use crate::http::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};

@@ -102,6 +102,12 @@ impl TrustedProxies {
         self.0.iter().any(|range| range.contains(ip))
     }
 
+    /// Whether `peer` is one of the proxies (its connections carry many clients, so it is
+    /// exempt from per-address limits).
+    pub fn is_proxy(&self, peer: IpAddr) -> bool {
+        self.trusts(peer)
+    }
+
     /// The client's address for a request that arrived from `peer`. The port is the hop's own
     /// when the header names one, else the peer's.
     pub fn client_addr(&self, headers: &HeaderMap, peer: SocketAddr) -> SocketAddr {

@@ -5,11 +5,12 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::{header, HeaderMap, Method, Request, Response, StatusCode};
 use jiff::tz::TimeZone;
 use serde_json::json;
@@ -17,6 +18,7 @@ use serde_json::json;
 pub mod api;
 pub mod auth;
 pub mod cors;
+pub mod deadline;
 pub mod forwarded;
 pub mod images;
 
@@ -29,6 +31,7 @@ use crate::store::{RecordCtx, Store};
 
 use auth::Auth;
 use cors::Cors;
+pub use deadline::Incoming;
 use forwarded::TrustedProxies;
 
 pub type Body = Full<Bytes>;
@@ -65,6 +68,12 @@ pub struct Settings {
     pub max_upload_bytes: usize,
     /// How much one order may hold (`limits.max_order_lines`, `limits.max_order_bytes`).
     pub order_limits: OrderLimits,
+    /// How long any request's body may take to arrive (`limits.body_seconds`); then 408.
+    pub body_time: Duration,
+    /// Open TCP connections one client address may hold (`limits.max_connections_per_address`).
+    pub max_connections_per_address: usize,
+    /// Who may read `/metrics` besides loopback and the admin token (`http.metrics_allowed`).
+    pub metrics_allowed: Vec<forwarded::IpRange>,
     /// Days of orders an unpaged order list without `from_date` holds
     /// (`limits.order_snapshot_days`, as an order join).
     pub order_snapshot_days: u32,
@@ -84,6 +93,15 @@ impl Settings {
                 max_lines: config.limits.max_order_lines,
                 max_bytes: config.limits.max_order_bytes,
             },
+            body_time: Duration::from_secs(config.limits.body_seconds),
+            max_connections_per_address: config.limits.max_connections_per_address,
+            // Validated at load; an entry that does not parse allows less, never more.
+            metrics_allowed: config
+                .http
+                .metrics_allowed
+                .iter()
+                .filter_map(|a| forwarded::IpRange::parse(a).ok())
+                .collect(),
             order_snapshot_days: config.limits.order_snapshot_days,
             snapshot_max_records: config.limits.snapshot_max_records,
         }
@@ -134,6 +152,22 @@ impl App {
             .client_addr(headers, peer)
     }
 
+    /// How many TCP connections the peer `ip` may hold open; `None` for a trusted proxy, whose
+    /// connections carry many clients.
+    pub fn connection_limit(&self, ip: std::net::IpAddr) -> Option<usize> {
+        let proxies = self.proxies.read().unwrap_or_else(|e| e.into_inner());
+        if proxies.is_proxy(ip) {
+            return None;
+        }
+        drop(proxies);
+        Some(
+            self.settings
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .max_connections_per_address,
+        )
+    }
+
     pub fn settings(&self) -> Settings {
         self.settings
             .read()
@@ -172,36 +206,70 @@ impl App {
 /// Answer one request from the TCP peer `peer`. Never fails: every error is an HTTP answer.
 pub async fn handle(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    // Every route reads its body under the same deadline; whatever the route answered to a
+    // body cut off by it, the client gets 408.
+    let expired = Arc::new(AtomicBool::new(false));
+    let body_time = app.settings().body_time;
+    let req = req.map(|body| Incoming::new(body, body_time, Arc::clone(&expired)));
+    let mut response = route(&app, req, peer).await;
+    if expired.load(Ordering::Acquire) {
+        let mut timed_out = error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        );
+        // The route's CORS headers stay, so a listed frontend sees the 408 itself.
+        for (name, value) in response.headers() {
+            if name.as_str().starts_with("access-control-") || name == header::VARY {
+                timed_out.headers_mut().append(name, value.clone());
+            }
+        }
+        // The rest of the body may still come; the connection cannot be reused.
+        timed_out.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        response = timed_out;
+    }
+    Ok(response)
+}
+
+async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     // Behind a reverse proxy every peer is the proxy; rate limits and log lines are about
     // the client it forwards.
     let client = app.client_addr(req.headers(), peer);
+    // HEAD is GET without the body, on every route that answers GET: routed as a GET here
+    // once; hyper knows the request was a HEAD and sends the head only (Content-Length of
+    // the body it would have sent). Not on the socket paths: a GET there opens a socket.
+    if req.method() == Method::HEAD && !req.uri().path().starts_with("/socket/") {
+        *req.method_mut() = Method::GET;
+    }
     let path = req.uri().path().to_owned();
     let origin = app.cors.origin(req.headers());
     let has_origin = req.headers().contains_key(header::ORIGIN);
     let mut response = match (req.method(), path.as_str()) {
         (_, "/socket/websocket") => app.endpoint.upgrade(req, client),
         // LongPoll answers carry Phoenix's own CORS headers (`*`, echoed allow-headers).
-        (_, "/socket/longpoll") => return Ok(app.endpoint.long_poll(req, client).await),
+        (_, "/socket/longpoll") => return app.endpoint.long_poll(req, client).await,
         (&Method::OPTIONS, _) => cors::preflight(),
-        (&Method::GET, "/healthz") => healthz(&app).await,
-        (&Method::GET, "/metrics") => crate::ops::metrics::response(&app),
-        (_, "/healthz") => method_not_allowed("GET"),
+        (&Method::GET, "/healthz") => healthz(app).await,
+        (&Method::GET, "/metrics") => crate::ops::metrics::guarded(app, req.headers(), client),
+        (_, "/healthz") | (_, "/metrics") => method_not_allowed("GET, HEAD"),
         (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
             match app.auth.route(req, client, &app.cors).await {
                 Ok(response) => response,
                 Err(_) => error(StatusCode::NOT_FOUND, "not found"),
             }
         }
-        (_, p) if p.starts_with("/api/") => api::route(&app, req).await,
+        (_, p) if p.starts_with("/api/") => api::route(app, req).await,
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         cors::decorate(&mut response, origin, has_origin);
     }
-    Ok(response)
+    response
 }
 
 /// How long `/healthz` waits for the database before it answers 503.

@@ -148,6 +148,53 @@ fn sources_of(endpoint: &Arc<Endpoint<Cafe>>) -> Option<Arc<Sources>> {
         .and_then(|(_, s)| s.upgrade())
 }
 
+/// The answer to `GET /metrics` for `client`: the figures to those allowed by [`may_read`],
+/// 403 to anyone else.
+pub fn guarded(
+    app: &App,
+    headers: &hyper::HeaderMap,
+    client: std::net::SocketAddr,
+) -> Response<Body> {
+    if !may_read(app, headers, client) {
+        tracing::debug!(%client, "metrics refused");
+        return crate::http::error(
+            StatusCode::FORBIDDEN,
+            "metrics are for loopback, access.admin_token and http.metrics_allowed",
+        );
+    }
+    response(app)
+}
+
+/// Who may read the figures (socket counts, traffic, order rates tell an outsider when the
+/// café is busy and how to time an attack): loopback clients (the Pi itself), holders of
+/// `access.admin_token`, and the addresses of `http.metrics_allowed`. `client` is the address
+/// a trusted proxy forwarded, so a local reverse proxy does not make everyone loopback.
+pub fn may_read(app: &App, headers: &hyper::HeaderMap, client: std::net::SocketAddr) -> bool {
+    let ip = client.ip().to_canonical();
+    if ip.is_loopback() {
+        return true;
+    }
+    let settings = app.settings();
+    if settings.metrics_allowed.iter().any(|r| r.contains(ip)) {
+        return true;
+    }
+    let token = &settings.admin_token;
+    let offered = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // Compared without an early exit, so the time taken does not tell how much was right.
+    !token.is_empty()
+        && offered.is_some_and(|o| {
+            o.len() == token.len()
+                && o.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+}
+
 /// The answer to `GET /metrics`.
 pub fn response(app: &App) -> Response<Body> {
     let m = app.endpoint.metrics();

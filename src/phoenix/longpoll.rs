@@ -36,6 +36,19 @@ use super::socket::{Inbound, Socket, Wire};
 use super::transport::{parse_query, Endpoint, Refusal};
 use super::SocketHandler;
 
+/// What a LongPoll request's body may be: any HTTP body of bytes (the server's, with its own
+/// deadline; a test's).
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+{
+}
+
 /// A POST body may hold this many maximum-size frames' worth of bytes.
 const BODY_LIMIT_FRAMES: usize = 16;
 
@@ -270,8 +283,42 @@ fn session_token(headers: &HeaderMap, query: &str) -> Option<String> {
     from_header.or_else(|| parse_query(query).remove("token").filter(|t| !t.is_empty()))
 }
 
+/// What every session token starts with, so that a dead session's token is told apart from a
+/// socket param named `token` (a user's credential) even after a restart.
+const SESSION_TOKEN_PREFIX: &str = "lp.";
+
 fn new_token() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    let random = rand::random::<[u8; 32]>();
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
+    format!("{SESSION_TOKEN_PREFIX}{encoded}")
+}
+
+/// Whether `token` has the shape of a session token this transport hands out.
+fn is_session_token(token: &str) -> bool {
+    token
+        .strip_prefix(SESSION_TOKEN_PREFIX)
+        .is_some_and(|rest| {
+            rest.len() == 43
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `query` without the `token` parameters whose value is `token`.
+fn without_param(query: &str, token: &str) -> String {
+    query
+        .split('&')
+        .filter(|segment| {
+            let (key, value) = segment.split_once('=').unwrap_or((segment, ""));
+            !(key == "token"
+                && parse_query(&format!("v={value}"))
+                    .get("v")
+                    .map(String::as_str)
+                    == Some(token))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -388,9 +435,9 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// Answer a request for the LongPoll transport (`/socket/longpoll`): `GET` opens a session
     /// or polls it, `POST` sends it frames, `OPTIONS` is the CORS preflight, anything else 400.
-    pub async fn long_poll(
+    pub async fn long_poll<B: RequestBody>(
         self: &Arc<Self>,
-        req: hyper::Request<hyper::body::Incoming>,
+        req: hyper::Request<B>,
         peer: SocketAddr,
     ) -> HttpResponse {
         let method = req.method().clone();
@@ -408,10 +455,19 @@ impl<H: SocketHandler> Endpoint<H> {
             return status(403);
         }
         let query = req.uri().query().unwrap_or("").to_owned();
-        let session = session_token(req.headers(), &query).and_then(|t| self.long_polls.find(&t));
+        let presented = session_token(req.headers(), &query);
+        let session = presented.as_deref().and_then(|t| self.long_polls.find(t));
         match (method == Method::GET, session) {
             (true, Some(session)) => self.listen(&session).await,
-            (true, None) => self.open(req.headers(), &query, peer),
+            (true, None) => {
+                // A dead session's token (expired, or from before a restart) opens a new
+                // session, as in Phoenix; it is no credential, so `connect` does not see it.
+                let query = match presented {
+                    Some(token) if is_session_token(&token) => without_param(&query, &token),
+                    _ => query,
+                };
+                self.open(req.headers(), &query, peer)
+            }
             (false, Some(session)) => self.publish(&session, req).await,
             (false, None) => status(410),
         }
@@ -485,10 +541,10 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// A POST on a live session: hand its frames to the socket and answer once the socket has
     /// handled them all (200), the session ended meanwhile (410), or the window passed (408).
-    async fn publish(
+    async fn publish<B: RequestBody>(
         &self,
         session: &Session,
-        req: hyper::Request<hyper::body::Incoming>,
+        req: hyper::Request<B>,
     ) -> HttpResponse {
         let window = self.long_poll_config().window;
         let max_frame = self.config().max_message_bytes;
@@ -579,9 +635,19 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_long_and_distinct() {
+    fn tokens_are_long_distinct_and_recognisable() {
         let (a, b) = (new_token(), new_token());
         assert_ne!(a, b);
-        assert_eq!(a.len(), 43, "256 bits in base64url");
+        assert_eq!(a.len(), 3 + 43, "256 bits in base64url");
+        assert!(is_session_token(&a));
+        assert!(!is_session_token("admin-secret"));
+        assert!(!is_session_token("lp.short"));
+    }
+
+    #[test]
+    fn a_dead_session_token_is_taken_out_of_the_connect_params() {
+        let dead = new_token();
+        let query = format!("token=user&vsn=2.0.0&token={dead}");
+        assert_eq!(without_param(&query, &dead), "token=user&vsn=2.0.0");
     }
 }

@@ -12,6 +12,8 @@
 pub mod frame;
 pub mod longpoll;
 pub mod outbox;
+pub mod per_address;
+mod rate;
 pub mod socket;
 pub mod transport;
 mod websocket;

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::frame::{self, InMessage, Payload, Vsn};
 use super::outbox::{OutKind, Outbound, Outbox, SocketShared};
+use super::rate::Bucket;
 use super::transport::{EndpointConfig, SocketSlot};
 use super::websocket::WsWire;
 use super::{BoxFuture, Channel, JoinResult, Reply, SocketHandler};
@@ -105,6 +106,8 @@ pub(crate) struct Socket<H: SocketHandler> {
     unflushed: bool,
     /// The client sent a close frame; tungstenite answers it, we only read to the end.
     peer_closed: bool,
+    /// This socket's join bucket (`joins_per_minute_per_socket`); its address has one too.
+    joins: Bucket,
     /// Client frames read while a join was being answered (the wire is watched meanwhile so
     /// that a client that hangs up stops its join's snapshot); handled after the join, in
     /// order. At most [`DEFER_DURING_JOIN`].
@@ -137,7 +140,7 @@ pub(crate) async fn run<H: SocketHandler>(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
-    let mut ws = WsWire::new(io, ws_config).await;
+    let mut ws = WsWire::new(io, ws_config, config.outbound_queue).await;
     let mut socket = Socket::new(slot, session, vsn, peer);
     let end = socket.serve(&mut ws).await;
     // Boxed (like joins): an idle socket's task then only holds the state of its read loop.
@@ -157,6 +160,10 @@ impl<H: SocketHandler> Socket<H> {
         vsn: Vsn,
         peer: SocketAddr,
     ) -> Self {
+        let joins = Bucket::full(
+            slot.endpoint.config().joins_per_minute_per_socket,
+            Instant::now(),
+        );
         Socket {
             slot,
             session,
@@ -167,6 +174,7 @@ impl<H: SocketHandler> Socket<H> {
             next_join_id: 1,
             unflushed: false,
             peer_closed: false,
+            joins,
             deferred: VecDeque::new(),
         }
     }
@@ -202,12 +210,19 @@ impl<H: SocketHandler> Socket<H> {
                     idle.as_mut().reset(due);
                 }
                 Event::Inbound(Inbound::Gone) => return End::Gone,
+                // A slow consumer is logged (and counted) when the socket is released.
+                Event::Inbound(Inbound::Failed(1013, _)) => return End::Close(1013),
                 Event::Inbound(Inbound::Failed(code, error)) => {
                     tracing::warn!(peer = %self.peer, %error, code, "unreadable client input, closing socket");
                     return End::Close(code);
                 }
                 Event::Inbound(Inbound::Message(msg)) => {
-                    last_received = Instant::now();
+                    // Only Phoenix messages (the client's heartbeats every 30 s) are activity:
+                    // WebSocket pings are answered but keep no socket open, or a client that
+                    // pings and never reads would hold its socket (and what it is owed) forever.
+                    if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+                        last_received = Instant::now();
+                    }
                     if let Some(end) = self.on_message(msg, ws).await {
                         return end;
                     }
@@ -425,6 +440,12 @@ impl<H: SocketHandler> Socket<H> {
             payload,
             ..
         } = m;
+        if !self.may_join() {
+            tracing::debug!(peer = %self.peer, %topic, "join refused: too many joins");
+            let reason = json!({"reason": "too many joins"});
+            self.reply_json(&join_ref, &reference, &topic, "error", reason);
+            return None;
+        }
         // Duplicate join: the old instance ends now; its phx_close follows the new reply.
         let replaced = self.position(&topic).map(|idx| self.unjoin(idx));
         let limit = self.slot.endpoint.config().max_topics_per_socket;
@@ -505,6 +526,19 @@ impl<H: SocketHandler> Socket<H> {
         self.after_join(replaced)
     }
 
+    /// Charge a join to this socket's bucket and its address's. Every attempt costs, refused
+    /// ones included: a join may read a whole snapshot before the channel says no.
+    fn may_join(&mut self) -> bool {
+        let config = self.slot.endpoint.config();
+        let now = Instant::now();
+        self.joins.take(config.joins_per_minute_per_socket, now)
+            && self
+                .slot
+                .endpoint
+                .join_buckets
+                .take(self.peer.ip(), config.joins_per_minute_per_address)
+    }
+
     fn after_join(&mut self, replaced: Option<(String, Value)>) -> Option<End> {
         if let Some((topic, old_ref)) = replaced {
             self.pending
@@ -544,6 +578,10 @@ impl<H: SocketHandler> Socket<H> {
                     }
                     Poll::Ready(Inbound::Gone) => {
                         return Poll::Ready(Err(JoinCancelled::End(End::Gone)))
+                    }
+                    // A slow consumer is logged when the socket is released.
+                    Poll::Ready(Inbound::Failed(1013, _)) => {
+                        return Poll::Ready(Err(JoinCancelled::End(End::Close(1013))))
                     }
                     Poll::Ready(Inbound::Failed(code, error)) => {
                         tracing::warn!(%error, code, "unreadable client input during a join, closing socket");
@@ -631,7 +669,7 @@ impl<H: SocketHandler> Socket<H> {
                 .metrics
                 .slow_closed
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %self.peer, "slow consumer: outbound queue full, closing socket with 1013");
+            tracing::warn!(peer = %self.peer, "slow consumer: outbound queue full (messages or pongs), closing socket with 1013");
         }
     }
 

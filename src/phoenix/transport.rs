@@ -20,7 +20,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::frame::Vsn;
 use super::longpoll::LongPolls;
 use super::outbox::SocketShared;
+use super::per_address::{AddressSlot, PerAddress};
+use super::rate::AddressBuckets;
 use super::{ConnectInfo, SocketHandler};
+use crate::http::cors::origin_allowed_by;
 
 /// Settings of the endpoint; replaceable while running ([`Endpoint::set_config`]).
 #[derive(Debug, Clone)]
@@ -35,7 +38,16 @@ pub struct EndpointConfig {
     pub outbound_queue: usize,
     /// Upgrades past this many open sockets get HTTP 503.
     pub max_sockets: usize,
-    /// Refuse upgrades whose `Origin` is neither the request's own host nor allowed.
+    /// Sockets (WebSockets and long-poll sessions) one client address may hold; past it the
+    /// upgrade gets HTTP 503 and a long-poll open `{"status":500}` (the client backs off).
+    pub max_sockets_per_address: usize,
+    /// Joins one socket may make per minute (a burst of this many, refilled over a minute);
+    /// past it the join is refused with `{"reason":"too many joins"}`.
+    pub joins_per_minute_per_socket: u32,
+    /// Joins all sockets of one client address may make per minute, same rule.
+    pub joins_per_minute_per_address: u32,
+    /// Refuse upgrades whose `Origin` is neither the daemon's own origin nor allowed (the rule
+    /// of HTTP writes, `http::cors::origin_allowed`).
     pub check_origin: bool,
     /// Allowed origins, e.g. `https://kaffediem.example` (scheme, host and port compared).
     pub allowed_origins: Vec<String>,
@@ -49,6 +61,10 @@ impl Default for EndpointConfig {
             max_topics_per_socket: 100,
             outbound_queue: 1024,
             max_sockets: 10_000,
+            // Phoenix has no per-address bound; the daemon sets one from its configuration.
+            max_sockets_per_address: 10_000,
+            joins_per_minute_per_socket: u32::MAX,
+            joins_per_minute_per_address: u32::MAX,
             check_origin: true,
             allowed_origins: Vec::new(),
         }
@@ -84,6 +100,10 @@ pub struct Endpoint<H: SocketHandler> {
     shutting_down: AtomicBool,
     /// LongPoll sessions by token (each also an open socket above) and their timings.
     pub(crate) long_polls: LongPolls,
+    /// Open sockets per client address (`max_sockets_per_address`).
+    per_address: Arc<PerAddress>,
+    /// Join buckets per client address (`joins_per_minute_per_address`).
+    pub(crate) join_buckets: AddressBuckets,
 }
 
 impl<H: SocketHandler> Endpoint<H> {
@@ -96,6 +116,8 @@ impl<H: SocketHandler> Endpoint<H> {
             socket_gone: Notify::new(),
             shutting_down: AtomicBool::new(false),
             long_polls: LongPolls::new(),
+            per_address: PerAddress::new(),
+            join_buckets: AddressBuckets::default(),
         })
     }
 
@@ -117,9 +139,9 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// Answer a request for the WebSocket transport: 400 (not a GET upgrade), 403 (vsn,
     /// origin, refused connect), 503 (socket limit) or 101, spawning the socket's task.
-    pub fn upgrade(
+    pub fn upgrade<B>(
         self: &Arc<Self>,
-        req: hyper::Request<hyper::body::Incoming>,
+        req: hyper::Request<B>,
         peer: SocketAddr,
     ) -> hyper::Response<Full<Bytes>> {
         if req.method() != Method::GET {
@@ -199,7 +221,9 @@ impl<H: SocketHandler> Endpoint<H> {
             headers: headers.clone(),
             peer,
         };
-        let slot = self.reserve_slot(&config).ok_or(Refusal::Unavailable)?;
+        let slot = self
+            .reserve_slot(&config, peer)
+            .ok_or(Refusal::Unavailable)?;
         let session = match self.handler.connect(&info) {
             Ok(session) => {
                 if let Some(id) = self.handler.id(&session) {
@@ -218,14 +242,28 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// Whether the request's `Origin` passes the endpoint's policy.
     pub(crate) fn origin_ok(&self, headers: &HeaderMap, config: &EndpointConfig) -> bool {
-        !config.check_origin || origin_allowed(headers, &config.allowed_origins)
+        // One origin rule for sockets and HTTP writes, so that what a foreign page cannot do
+        // over HTTP it cannot do over a socket either.
+        !config.check_origin || origin_allowed_by(headers, &config.allowed_origins)
     }
 
-    /// Register a new socket if the limit allows; the guard unregisters it when dropped.
-    fn reserve_slot(self: &Arc<Self>, config: &EndpointConfig) -> Option<SocketSlot<H>> {
+    /// Register a new socket if the limits allow (its address's, then the endpoint's); the
+    /// guard unregisters it when dropped.
+    fn reserve_slot(
+        self: &Arc<Self>,
+        config: &EndpointConfig,
+        peer: SocketAddr,
+    ) -> Option<SocketSlot<H>> {
         if self.shutting_down.load(Ordering::Acquire) {
             return None;
         }
+        let Some(address) = self
+            .per_address
+            .try_acquire(peer.ip(), config.max_sockets_per_address)
+        else {
+            tracing::debug!(%peer, "refused socket: too many from this address");
+            return None;
+        };
         let open = self.metrics.open_sockets.fetch_add(1, Ordering::AcqRel);
         if open >= config.max_sockets as u64 {
             self.metrics.open_sockets.fetch_sub(1, Ordering::AcqRel);
@@ -239,6 +277,7 @@ impl<H: SocketHandler> Endpoint<H> {
         Some(SocketSlot {
             endpoint: Arc::clone(self),
             shared,
+            _address: address,
         })
     }
 
@@ -313,6 +352,8 @@ pub(crate) enum Refusal {
 pub(crate) struct SocketSlot<H: SocketHandler> {
     pub(crate) endpoint: Arc<Endpoint<H>>,
     pub(crate) shared: Arc<SocketShared>,
+    /// The socket's place in its client address's count, given back with the slot.
+    _address: AddressSlot,
 }
 
 impl<H: SocketHandler> Drop for SocketSlot<H> {
@@ -406,59 +447,6 @@ pub fn redact_query(query: &str) -> String {
         .join("&")
 }
 
-/// `scheme://host[:port]` split into comparable parts, default ports filled in.
-fn origin_parts(origin: &str) -> Option<(String, String, u16)> {
-    let (scheme, rest) = origin.trim().split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let authority = rest.split('/').next()?.rsplit('@').next()?;
-    let (host, port) = split_host_port(authority);
-    let default = match scheme.as_str() {
-        "https" | "wss" => 443,
-        _ => 80,
-    };
-    let port = match port {
-        Some(p) => p.parse().ok()?,
-        None => default,
-    };
-    (!host.is_empty()).then(|| (scheme, host.to_ascii_lowercase(), port))
-}
-
-/// Split `host[:port]`, keeping IPv6 literals (`[::1]:80`) whole.
-fn split_host_port(authority: &str) -> (&str, Option<&str>) {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => (&authority[..=end], authority[end + 1..].strip_prefix(':')),
-            None => (authority, None),
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (authority, None),
-    }
-}
-
-/// No `Origin` → allowed (non-browser clients); the request's own host → allowed (host only,
-/// like Phoenix's default); an entry of `allowed` with the same scheme, host and port → allowed.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let Some((scheme, host, port)) = origin.to_str().ok().and_then(origin_parts) else {
-        return false;
-    };
-    let own_host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| split_host_port(h.trim()).0.to_ascii_lowercase());
-    if own_host.as_deref() == Some(host.as_str()) {
-        return true;
-    }
-    allowed
-        .iter()
-        .filter_map(|a| origin_parts(a))
-        .any(|a| a == (scheme.clone(), host.clone(), port))
-}
-
 const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
 
 /// The `authToken` carried as a subprotocol, and whether `phoenix` was offered. The 1.8 client
@@ -526,24 +514,6 @@ mod tests {
             "token=[redacted]&vsn=2.0.0"
         );
         assert_eq!(redact_query("authToken=x"), "authToken=[redacted]");
-    }
-
-    #[test]
-    fn origin_policy() {
-        let own = headers(&[
-            ("host", "cafe.example:4000"),
-            ("origin", "https://cafe.example"),
-        ]);
-        assert!(origin_allowed(&own, &[]));
-        let evil = headers(&[("host", "cafe.example"), ("origin", "http://evil.example")]);
-        assert!(!origin_allowed(&evil, &[]));
-        assert!(origin_allowed(&evil, &["http://evil.example:80".into()]));
-        assert!(!origin_allowed(&evil, &["https://evil.example".into()]));
-        assert!(origin_allowed(&headers(&[("host", "x")]), &[]));
-        assert!(!origin_allowed(
-            &headers(&[("host", "x"), ("origin", "null")]),
-            &[]
-        ));
     }
 
     #[test]

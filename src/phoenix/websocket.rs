@@ -36,7 +36,9 @@ const QUEUED_BYTES_HIGH: usize = 64 * 1024;
 /// Frames handed to one `writev`.
 const MAX_IOVECS: usize = 64;
 /// tungstenite's own frames (pongs) waiting beyond this are refused until some are written;
-/// tungstenite then keeps only the latest pong, so a ping flood cannot grow memory.
+/// tungstenite then keeps only the latest pong, so a ping flood cannot grow memory. It is also
+/// the most tungstenite may buffer itself (its write buffer is otherwise unbounded, and a pong
+/// per ping piled up there while the client did not read).
 const CONTROL_HIGH: usize = 4 * 1024;
 /// A drained queue keeps at most this much room (frames); a burst's larger allocation is freed.
 const IDLE_QUEUE_CAPACITY: usize = 4;
@@ -133,19 +135,32 @@ pub(crate) struct WsWire<S = TokioIo<Upgraded>> {
     /// Bytes of the first frame in `out` already written.
     written: usize,
     queued_bytes: usize,
+    /// Pings read since the queue was last written out completely: pongs owed to a client that
+    /// is not reading. They count against the socket's outbound bound like queued messages.
+    owed_pongs: usize,
+    /// How many owed pongs make the socket a slow consumer (the endpoint's `outbound_queue`).
+    max_owed_pongs: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsWire<S> {
-    pub(crate) async fn new(io: S, config: WebSocketConfig) -> WsWire<S> {
+    /// A wire over `io`; a client owing more than `max_owed_pongs` pongs is a slow consumer.
+    pub(crate) async fn new(io: S, config: WebSocketConfig, max_owed_pongs: usize) -> WsWire<S> {
         let tap = Tap {
             io,
             control: Vec::new(),
         };
+        // tungstenite hands every frame it writes to the tap at once and buffers at most
+        // CONTROL_HIGH itself; past that it keeps just the latest pong.
+        let config = config
+            .write_buffer_size(0)
+            .max_write_buffer_size(CONTROL_HIGH);
         WsWire {
             ws: WebSocketStream::from_raw_socket(tap, Role::Server, Some(config)).await,
             out: VecDeque::new(),
             written: 0,
             queued_bytes: 0,
+            owed_pongs: 0,
+            max_owed_pongs: max_owed_pongs.max(1),
         }
     }
 
@@ -214,6 +229,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWire<S> {
         if self.out.capacity() > IDLE_QUEUE_CAPACITY {
             self.out.shrink_to(IDLE_QUEUE_CAPACITY);
         }
+        if self.ws.get_ref().control.is_empty() {
+            // Everything the client was owed has reached the connection.
+            self.owed_pongs = 0;
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -275,7 +294,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire for WsWire<S> {
         }
         polled.map(|item| match item {
             None => Inbound::Gone,
-            Some(Ok(msg)) => Inbound::Message(msg),
+            Some(Ok(Message::Ping(_))) if self.owed_pongs >= self.max_owed_pongs => {
+                // A client that pings and does not read what it is sent: answering costs
+                // memory and CPU for nothing, as a broadcast it never reads would.
+                Inbound::Failed(1013, "pongs owed past the outbound bound".into())
+            }
+            Some(Ok(msg)) => {
+                if matches!(msg, Message::Ping(_)) {
+                    self.owed_pongs += 1;
+                }
+                Inbound::Message(msg)
+            }
             Some(Err(e)) => {
                 let code = match &e {
                     WsError::Utf8(_) => 1007,
@@ -336,7 +365,7 @@ mod tests {
 
     async fn pair(buffer: usize) -> (WsWire<DuplexStream>, WebSocketStream<DuplexStream>) {
         let (server, client) = tokio::io::duplex(buffer);
-        let wire = WsWire::new(server, WebSocketConfig::default()).await;
+        let wire = WsWire::new(server, WebSocketConfig::default(), 1024).await;
         let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         (wire, client)
     }
@@ -392,7 +421,8 @@ mod tests {
     }
 
     /// A client that sends pings and never reads: the answers queued on its behalf stay
-    /// bounded however many pings it sends.
+    /// bounded however many pings it sends, and once it owes more pongs than the bound it is
+    /// a slow consumer (1013).
     #[tokio::test]
     async fn ping_flood_from_a_client_that_never_reads_stays_bounded() {
         let (mut wire, mut client) = pair(4096).await;
@@ -405,11 +435,16 @@ mod tests {
             Ok::<_, WsError>(client)
         });
         let mut pings = 0;
-        while pings < 3000 {
+        loop {
             match std::future::poll_fn(|cx| wire.poll_inbound(cx)).await {
                 Inbound::Message(Message::Ping(_)) => pings += 1,
+                Inbound::Failed(1013, _) => break,
                 _ => panic!("only pings were sent"),
             }
+            assert!(
+                pings <= 1024 + 64,
+                "{pings} pings answered to a client not reading"
+            );
             let control = wire.ws.get_ref().control.len();
             assert!(control <= CONTROL_HIGH + 128, "tap holds {control} bytes");
             assert!(
@@ -418,7 +453,6 @@ mod tests {
                 wire.queued_bytes
             );
         }
-        let client = pinger.await.expect("pinger").expect("pings sent");
-        drop(client);
+        pinger.abort();
     }
 }

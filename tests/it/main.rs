@@ -13,6 +13,7 @@ mod clock;
 mod database;
 mod disk;
 mod durability;
+mod edge;
 mod foreign_race;
 mod group_commit;
 mod hostile;

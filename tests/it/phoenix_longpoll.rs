@@ -132,7 +132,11 @@ impl Session {
 async fn longpoll_first_get_opens_a_session_with_410_and_a_token() {
     let s = server().await;
     let session = open(s.addr).await;
-    assert_eq!(session.token.len(), 43, "256 random bits, base64url");
+    assert!(
+        session.token.starts_with("lp."),
+        "recognisable as a session token"
+    );
+    assert_eq!(session.token.len(), 3 + 43, "256 random bits, base64url");
     assert_ne!(open(s.addr).await.token, session.token);
     assert_eq!(s.endpoint.metrics().open_sockets.load(Ordering::Relaxed), 2);
     // The connect hook saw the query as its params.

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use crate::http::Incoming;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use serde_json::{Map, Value};
 
