@@ -17,6 +17,7 @@ mod edge;
 mod foreign_race;
 mod group_commit;
 mod hostile;
+mod hostile_load;
 mod lists;
 mod log_level;
 mod ops;
