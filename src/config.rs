@@ -103,7 +103,7 @@ pub struct Auth {
     pub dev_auto_login: bool,
     /// Failed logins allowed per client address and per email within a minute.
     pub login_attempts_per_minute: u32,
-    /// Password checks (Argon2id, ~19 MiB each) computed at once; 0: one per CPU core.
+    /// Password checks (Argon2id, ~19 MiB each) computed at once; 0: one fewer than the CPU cores (at least one).
     pub password_checks: usize,
     /// Logins that may wait for a password check; past this, 429 at once.
     pub password_check_queue: usize,

@@ -1,5 +1,5 @@
 //! The bound on Argon2 work (SPEC 6): each password check holds ~19 MiB for its duration, so
-//! at most `auth.password_checks` run at once (0: one per CPU core) and at most
+//! at most `auth.password_checks` run at once (0: one fewer than the CPU cores, at least one) and at most
 //! `auth.password_check_queue` wait for a turn. A check past both is refused at once
 //! ([`Busy`] → 429), without hashing: a thousand parallel logins cost a thousand small
 //! answers, not a thousand hashes.
@@ -37,11 +37,19 @@ impl Drop for Ticket {
     }
 }
 
+/// One check fewer than the cores the daemon may run on (at least one): a login flood then
+/// keeps at most all but one core hashing, and orders, screens and `/healthz` always have a
+/// core of their own (measured in BENCHMARKS.md's hostile phase).
+pub fn default_checks() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(1).max(1)
+}
+
 impl PasswordChecks {
-    /// `checks` at once (0: one per CPU core), `queue` more may wait.
+    /// `checks` at once (0: [`default_checks`]), `queue` more may wait.
     pub fn new(checks: usize, queue: usize) -> PasswordChecks {
         let checks = match checks {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => default_checks(),
             n => n,
         };
         PasswordChecks {
@@ -147,8 +155,9 @@ mod tests {
     }
 
     #[test]
-    fn zero_means_one_per_core() {
+    fn zero_leaves_a_core_for_the_cafe() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(PasswordChecks::new(0, 8).capacity, cores + 8);
+        let checks = PasswordChecks::new(0, 8).capacity - 8;
+        assert_eq!(checks, cores.saturating_sub(1).max(1));
     }
 }
