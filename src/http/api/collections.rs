@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::http::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
@@ -167,12 +167,20 @@ async fn list(
                     privacy::redact_order(record, reader);
                 }
             }
-            Ok::<_, ApiError>(listed)
+            // Encoded here, on the blocking thread: a list of a few MB must not hold an async
+            // worker that logins, orders and `/healthz` are waiting for.
+            let body = Value::Array(listed.records).to_string();
+            Ok::<_, ApiError>((body, listed.total))
         })
         .await?;
-    let mut response = json_response(StatusCode::OK, &Value::Array(listed.records));
+    let (body, total) = listed;
+    let mut response = Response::new(Body::from(bytes::Bytes::from(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let headers = response.headers_mut();
-    headers.insert("x-total-count", HeaderValue::from(listed.total));
+    headers.insert("x-total-count", HeaderValue::from(total));
     // A frontend on another origin may read the total only when it is exposed.
     headers.insert(
         "access-control-expose-headers",
