@@ -205,9 +205,14 @@ impl Cafe {
                     return resumed_join(resumed, sub);
                 }
                 let read = store
-                    .snapshot_until(stop, move |conn, _| store::menu::build(conn, &ctx))
+                    .snapshot_until(stop, move |conn, _| {
+                        store::menu::build(conn, &ctx).map(|menu| Encoded {
+                            items: menu.to_string(),
+                            truncated: false,
+                        })
+                    })
                     .await;
-                joined(read.map(|(seq, menu)| (seq, menu, false)), sub)
+                joined(read, sub)
             });
         }
         let Some(collection) = Collection::from_name(name) else {
@@ -227,9 +232,10 @@ impl Cafe {
                     .snapshot_until(stop, move |conn, stop| {
                         let query = OrderQuery::default();
                         store::records::list_bounded(conn, collection, &query, window, &ctx, stop)
+                            .map(Encoded::from)
                     })
                     .await;
-                joined(read.map(listed), sub)
+                joined(read, sub)
             });
         }
         let mut filter = match OrderFilter::from_join_payload(payload) {
@@ -282,10 +288,10 @@ impl Cafe {
                     for record in &mut listed.records {
                         privacy::redact_order(record, reader);
                     }
-                    Ok::<_, StoreError>(listed)
+                    Ok::<_, StoreError>(Encoded::from(listed))
                 })
                 .await;
-            joined(read.map(listed), sub)
+            joined(read, sub)
         })
     }
 
@@ -330,7 +336,7 @@ impl Cafe {
         let sub = self.registry.subscribe(key, outbox);
         Box::pin(async move {
             JoinResult::Ok {
-                response: json!({}),
+                response: Payload::Json(json!({})),
                 seq: 0,
                 channel: Box::new(Joined { _sub: sub }),
             }
@@ -437,8 +443,19 @@ fn with_epoch(join: BoxFuture<JoinResult>, epoch: Arc<str>) -> BoxFuture<JoinRes
     Box::pin(async move {
         let mut result = join.await;
         if let JoinResult::Ok { response, .. } = &mut result {
-            if let Some(reply) = response.as_object_mut() {
-                reply.insert("epoch".into(), Value::from(&*epoch));
+            match response {
+                Payload::Json(reply) => {
+                    if let Some(reply) = reply.as_object_mut() {
+                        reply.insert("epoch".into(), Value::from(&*epoch));
+                    }
+                }
+                // `joined`'s pieces end with the closing brace: the epoch goes before it.
+                Payload::Raw(pieces) => {
+                    let field = format!(",\"epoch\":{}", Value::from(&*epoch));
+                    let at = pieces.len().saturating_sub(1);
+                    pieces.insert(at, Arc::from(field));
+                }
+                Payload::Binary(_) => {}
             }
         }
         result
@@ -453,7 +470,7 @@ fn invalid_options(errors: Value) -> BoxFuture<JoinResult> {
 /// The reply to a join that resumed from the log: no snapshot, the missed changes.
 fn resumed_join((seq, changes): (u64, Vec<Value>), sub: Subscription) -> JoinResult {
     JoinResult::Ok {
-        response: json!({"items": null, "seq": seq, "changes": changes}),
+        response: Payload::Json(json!({"items": null, "seq": seq, "changes": changes})),
         seq,
         channel: Box::new(Joined { _sub: sub }),
     }
@@ -468,19 +485,39 @@ pub fn default_first_day(today: jiff::civil::Date, days: u32) -> jiff::civil::Da
         .unwrap_or(jiff::civil::Date::MIN)
 }
 
-/// A bounded list as a snapshot: its records and whether the window cut it.
-fn listed((seq, listed): (u64, Listed)) -> (u64, Value, bool) {
-    (seq, Value::Array(listed.records), listed.truncated)
+/// A snapshot encoded as JSON text where it was read (on the bulk lane's blocking thread): a
+/// reply of megabytes never holds an async worker that orders, logins and `/healthz` share.
+struct Encoded {
+    items: String,
+    /// The window cut it (SPEC 3.1's `"truncated": true`).
+    truncated: bool,
 }
 
-fn joined(read: Result<(u64, Value, bool), StoreError>, sub: Subscription) -> JoinResult {
+impl From<Listed> for Encoded {
+    fn from(listed: Listed) -> Encoded {
+        Encoded {
+            items: Value::Array(listed.records).to_string(),
+            truncated: listed.truncated,
+        }
+    }
+}
+
+fn joined(read: Result<(u64, Encoded), StoreError>, sub: Subscription) -> JoinResult {
     match read {
-        Ok((seq, items, truncated)) => {
-            let mut response = json!({"items": items, "seq": seq});
-            if truncated {
-                // SPEC 3.1: a snapshot cut to `limits.snapshot_max_records` says so.
-                response["truncated"] = Value::Bool(true);
-            }
+        Ok((seq, snapshot)) => {
+            // SPEC 3.1: a snapshot cut to `limits.snapshot_max_records` says so.
+            let truncated = if snapshot.truncated {
+                ",\"truncated\":true"
+            } else {
+                ""
+            };
+            // `with_epoch` adds its field before the last piece, the closing brace.
+            let response = Payload::Raw(vec![
+                Arc::from("{\"items\":"),
+                Arc::from(snapshot.items),
+                Arc::from(format!(",\"seq\":{seq}{truncated}")),
+                Arc::from("}"),
+            ]);
             JoinResult::Ok {
                 response,
                 seq,

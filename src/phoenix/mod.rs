@@ -84,7 +84,9 @@ pub enum JoinResult {
     /// join with a `seq` at or below it are already contained in the response and are
     /// dropped. Use 0 when the application has no such order.
     Ok {
-        response: serde_json::Value,
+        /// JSON, or JSON already encoded off the async threads (a snapshot of megabytes is
+        /// encoded where it was read, never on the worker that other sockets wait for).
+        response: Payload,
         seq: u64,
         channel: Box<dyn Channel>,
     },

@@ -450,7 +450,7 @@ impl<H: SocketHandler> Socket<H> {
         let replaced = self.position(&topic).map(|idx| self.unjoin(idx));
         let limit = self.slot.endpoint.config().max_topics_per_socket;
         let outcome = if self.joined.len() >= limit {
-            Err(json!({"reason": "too many channels joined"}))
+            Err(Payload::Json(json!({"reason": "too many channels joined"})))
         } else {
             let join_id = self.next_join_id;
             self.next_join_id += 1;
@@ -510,18 +510,18 @@ impl<H: SocketHandler> Socket<H> {
                 }
                 Ok(JoinResult::Error(response)) => {
                     outbox.end();
-                    Err(response)
+                    Err(Payload::Json(response))
                 }
                 Err(_panic) => {
                     outbox.end();
                     tracing::warn!(peer = %self.peer, %topic, "join crashed");
-                    Err(json!({"reason": "join crashed"}))
+                    Err(Payload::Json(json!({"reason": "join crashed"})))
                 }
             }
         };
         match outcome {
-            Ok(response) => self.reply_json(&join_ref, &reference, &topic, "ok", response),
-            Err(response) => self.reply_json(&join_ref, &reference, &topic, "error", response),
+            Ok(response) => self.reply(&join_ref, &reference, &topic, "ok", &response),
+            Err(response) => self.reply(&join_ref, &reference, &topic, "error", &response),
         }
         self.after_join(replaced)
     }

@@ -128,11 +128,11 @@ impl SocketHandler for TestApp {
                 self.registry.subscribe(topic, outbox);
                 let welcome = param("welcome") == Some(json!(true));
                 JoinResult::Ok {
-                    response: if welcome {
+                    response: Payload::Json(if welcome {
                         json!({"welcome": true})
                     } else {
                         json!({})
-                    },
+                    }),
                     // `{"seq": N}` pretends the join's snapshot covers broadcasts up to N.
                     seq: param("seq").and_then(|v| v.as_u64()).unwrap_or(0),
                     channel: Box::new(TestChannel {
