@@ -293,7 +293,7 @@ pub async fn run(
         attacker_address: ATTACKER.to_string(),
         probe_address: "127.0.0.1".into(),
         rss_idle_kib: idle,
-        rss_budget_kib: idle + RSS_BUDGET_KIB,
+        rss_budget_kib: RSS_BUDGET_KIB,
         rss_cap_kib: setup.cap_kib,
         ..HostileRun::default()
     };

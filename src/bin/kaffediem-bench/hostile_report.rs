@@ -1,6 +1,12 @@
 //! The hostile phase's figures: one row per attack beside the quiet run, the budget verdict
 //! per attack (issue 10: under any one attack from one client, RSS stays below idle + 64 MiB
 //! and the order-ack p99 within 3× of the quiet run), the table and the JSON.
+//!
+//! "Idle" for the RSS budget is the daemon as the attack found it: serving the café's screen
+//! and till (the quiet run's 2 000-order snapshot is already in its heap, ~50 MiB above the
+//! bare process), plus whatever the allocator kept from earlier attacks. The attack is judged
+//! by what it adds to that (`rss_peak_kib - rss_start_kib`); the bare process's RSS is printed
+//! beside it.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +29,7 @@ pub struct HostileRun {
     pub attacker_address: String,
     pub probe_address: String,
     pub rss_idle_kib: u64,
-    /// Idle + 64 MiB: what the RSS peak of every attack must stay below.
+    /// What an attack may add to the RSS it found (64 MiB).
     pub rss_budget_kib: u64,
     /// An attack was stopped early once the daemon's RSS passed this (the machine's safety).
     pub rss_cap_kib: u64,
@@ -80,7 +86,8 @@ impl HostileRun {
     pub fn judge(&mut self) {
         let quiet_p99 = self.quiet.ack.p99_ms;
         for a in &mut self.attacks {
-            a.rss_within_budget = Some(a.rss_peak_kib < self.rss_budget_kib);
+            a.rss_within_budget =
+                Some(a.rss_peak_kib.saturating_sub(a.rss_start_kib) < RSS_BUDGET_KIB);
             a.ack_within_budget = Some(
                 a.ack.n > 0
                     && a.orders_failed == 0
@@ -93,11 +100,11 @@ impl HostileRun {
         let mut verdicts = Vec::new();
         for a in &self.attacks {
             verdicts.push(Verdict {
-                target: format!("hostile {}: RSS peak < idle + 64 MiB", a.attack),
+                target: format!("hostile {}: RSS the attack adds < 64 MiB", a.attack),
                 figure: format!(
-                    "{:.1} MiB vs {:.1} MiB{}",
+                    "+{:.1} MiB (peak {:.1} MiB){}",
+                    mib(a.rss_peak_kib.saturating_sub(a.rss_start_kib)),
                     mib(a.rss_peak_kib),
-                    mib(self.rss_budget_kib),
                     if a.stopped_at_rss_cap {
                         " (stopped at the RSS cap)"
                     } else {
@@ -121,13 +128,13 @@ impl HostileRun {
     pub fn print(&self) {
         println!(
             "\nhostile phase: attacks from {} for {:.0} s each, probes from {}; {} orders seeded; \
-             idle RSS {:.1} MiB, budget < {:.1} MiB",
+             bare daemon RSS {:.1} MiB; budget: an attack adds < {:.1} MiB",
             self.attacker_address,
             self.seconds_per_phase,
             self.probe_address,
             self.seeded_orders,
             mib(self.rss_idle_kib),
-            mib(self.rss_budget_kib),
+            mib(RSS_BUDGET_KIB),
         );
         println!(
             "{:>15} | {:>9} {:>7} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6} | {:>6} | {:>8} | {:>6} {:>6}",
