@@ -50,6 +50,8 @@ fn an_unknown_log_level_in_a_reload_is_rejected_and_logging_goes_on() {
     std::fs::write(&config, "[log]\nlevel = \"info\"\n").expect("write");
     let mut daemon =
         Daemon::start(site.command(&["--config", config.to_str().expect("utf-8"), "serve"]));
+    // The file watcher starts just after the port is bound: an edit before it is not seen.
+    daemon.wait_for_log(&["watching", "for configuration changes"]);
     std::fs::write(&config, "[log]\nlevel = \"warning\"\n").expect("write");
     daemon.wait_for_log(&["not reloaded", "log.level"]);
     // Still logging at info: the next good edit is reported.
