@@ -61,6 +61,8 @@ async fn log_level_edit_applies_at_once() {
     std::fs::write(&config, "[log]\nlevel = \"info\"\n").expect("write");
     let mut daemon =
         Daemon::start(site.command(&["--config", config.to_str().expect("utf-8"), "serve"]));
+    // The file watcher starts just after the port is bound: an edit before it is not seen.
+    daemon.wait_for_log(&["watching", "for configuration changes"]);
     std::fs::write(&config, "[log]\nlevel = \"warn\"\n").expect("write");
     // Warnings still show...
     std::fs::write(
