@@ -7,11 +7,20 @@
 //! Invariant: a check's slot is released when its hash finishes, not when the request that
 //! asked for it ends — a client that hangs up mid-check cannot free its slot while the hash
 //! still holds its memory.
+//!
+//! Each check runs on a thread of its own at a lower priority ([`CHECK_NICENESS`]): under a
+//! login flood the hashing takes what the café leaves, never the other way round (measured in
+//! BENCHMARKS.md's hostile phase).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+
+/// The `nice` value a password-check thread sets for itself (unless the daemon already runs
+/// at a higher one): the scheduler gives it about a tenth of a
+/// normal thread's share when both want a core, and all of an idle one.
+pub const CHECK_NICENESS: i32 = 10;
 
 /// Every slot (running and waiting) is taken; the caller answers 429 at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +68,8 @@ impl PasswordChecks {
         }
     }
 
-    /// Run `check` (a hash or a verification) on a blocking thread once a slot is free, or
-    /// refuse at once when every slot, running and waiting, is taken.
+    /// Run `check` (a hash or a verification) on a low-priority thread of its own once a slot
+    /// is free, or refuse at once when every slot, running and waiting, is taken.
     pub async fn run<T: Send + 'static>(
         &self,
         check: impl FnOnce() -> T + Send + 'static,
@@ -71,13 +80,19 @@ impl PasswordChecks {
             .await
             .map_err(|_| Busy)?;
         // The ticket and the permit go with the work: released when the hash is done, even
-        // if the request that asked for it is dropped meanwhile.
-        tokio::task::spawn_blocking(move || {
-            let _held = (ticket, permit);
-            check()
-        })
-        .await
-        .map_err(|_| Busy)
+        // if the request that asked for it is dropped meanwhile. A thread per check (at most
+        // `running` of them) rather than tokio's blocking pool, whose threads also serve
+        // database reads and must keep their normal priority.
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("password-check".into())
+            .spawn(move || {
+                let _held = (ticket, permit);
+                lower_this_threads_priority();
+                let _ = done.send(check());
+            })
+            .map_err(|_| Busy)?;
+        result.await.map_err(|_| Busy)
     }
 
     fn admit(&self) -> Option<Ticket> {
@@ -92,6 +107,22 @@ impl PasswordChecks {
     /// Checks running or waiting now.
     pub fn admitted(&self) -> usize {
         self.admitted.load(Ordering::Acquire)
+    }
+}
+
+/// Linux keeps a `nice` value per thread: raise this one's (a thread may always lower its
+/// own priority). Elsewhere, or if refused, the check runs at normal priority.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+        let refused = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, CHECK_NICENESS)
+        };
+        if refused != 0 {
+            tracing::debug!("could not lower a password check's priority");
+        }
     }
 }
 
@@ -152,6 +183,18 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(checks.run(|| 5).await, Ok(5));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn checks_run_at_a_lower_priority_than_the_daemon() {
+        let checks = PasswordChecks::new(1, 0);
+        // SAFETY: plain integers in and out.
+        let nice =
+            || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        let inside = checks.run(nice).await.expect("a free slot");
+        // setpriority sets the value: 10, or the daemon's own if it already runs nicer.
+        assert_eq!(inside, CHECK_NICENESS.max(nice()));
     }
 
     #[test]
