@@ -12,12 +12,14 @@ pub mod log;
 pub mod privacy;
 pub mod registry;
 
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use jiff::tz::TimeZone;
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
+use crate::phoenix::per_address::client_key;
 use crate::phoenix::{
     BoxFuture, Channel, ConnectInfo, JoinResult, Outbox, Payload, Refused, Reply, SocketHandler,
 };
@@ -37,6 +39,9 @@ pub struct Viewer {
     /// What vouched for the socket, so that revoking it closes the socket
     /// ([`SocketHandler::id`]).
     pub credential: Credential,
+    /// The client's address key (IPv4, or IPv6 /64), set at connect: its snapshots take
+    /// turns with its HTTP lists on the bulk lane ([`store::readers::Turns`]).
+    pub client: Option<IpAddr>,
 }
 
 /// What a socket authenticated with. Revoking it closes every socket that used it: the client
@@ -162,6 +167,31 @@ impl Cafe {
         *self.access.write().unwrap_or_else(|e| e.into_inner()) = access;
     }
 
+    /// Who a connecting socket is: a session or socket token, the admin token, or nobody.
+    fn viewer(&self, info: &ConnectInfo) -> Result<Viewer, Refused> {
+        if let Some(auth) = &self.auth {
+            if let Some(viewer) = auth.viewer(info)? {
+                return Ok(viewer);
+            }
+        }
+        let admin_token = self.access().admin_token;
+        let admin = !admin_token.is_empty()
+            && info
+                .params
+                .get("token")
+                .is_some_and(|t| constant_time_eq(t.as_bytes(), admin_token.as_bytes()));
+        Ok(Viewer {
+            user_id: None,
+            admin,
+            credential: if admin {
+                Credential::AdminToken
+            } else {
+                Credential::None
+            },
+            client: None,
+        })
+    }
+
     fn access(&self) -> Access {
         self.access
             .read()
@@ -182,6 +212,7 @@ impl Cafe {
         }
         let store = self.store.clone();
         let ctx = self.records.clone();
+        let client = viewer.client;
         let since = match resume_point(payload) {
             Ok(since) => since,
             Err(errors) => return invalid_options(errors),
@@ -204,6 +235,7 @@ impl Cafe {
                 if let Some(resumed) = resumed {
                     return resumed_join(resumed, sub);
                 }
+                let _turn = bulk_turn(&store, client).await;
                 let read = store
                     .snapshot_until(stop, move |conn, _| {
                         store::menu::build(conn, &ctx).map(|menu| Encoded {
@@ -228,6 +260,7 @@ impl Cafe {
                 if let Some(resumed) = resumed {
                     return resumed_join(resumed, sub);
                 }
+                let _turn = bulk_turn(&store, client).await;
                 let read = store
                     .snapshot_until(stop, move |conn, stop| {
                         let query = OrderQuery::default();
@@ -275,6 +308,7 @@ impl Cafe {
             if let Some(resumed) = resumed {
                 return resumed_join(resumed, sub);
             }
+            let _turn = bulk_turn(&store, client).await;
             let read = store
                 .snapshot_until(stop, move |conn, stop| {
                     let mut listed = store::records::list_bounded(
@@ -348,25 +382,10 @@ impl SocketHandler for Cafe {
     type Session = Viewer;
 
     fn connect(&self, info: &ConnectInfo) -> Result<Viewer, Refused> {
-        if let Some(auth) = &self.auth {
-            if let Some(viewer) = auth.viewer(info)? {
-                return Ok(viewer);
-            }
-        }
-        let admin_token = self.access().admin_token;
-        let admin = !admin_token.is_empty()
-            && info
-                .params
-                .get("token")
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), admin_token.as_bytes()));
+        let viewer = self.viewer(info)?;
         Ok(Viewer {
-            user_id: None,
-            admin,
-            credential: if admin {
-                Credential::AdminToken
-            } else {
-                Credential::None
-            },
+            client: Some(client_key(info.peer.ip())),
+            ..viewer
         })
     }
 
@@ -386,7 +405,10 @@ impl SocketHandler for Cafe {
         let now;
         let viewer = match (&self.auth, viewer.credential) {
             (Some(auth), Credential::Session(_)) => {
-                now = Arc::new(auth.recheck(viewer).unwrap_or_default());
+                now = Arc::new(Viewer {
+                    client: viewer.client,
+                    ..auth.recheck(viewer).unwrap_or_default()
+                });
                 &now
             }
             _ => viewer,
@@ -460,6 +482,15 @@ fn with_epoch(join: BoxFuture<JoinResult>, epoch: Arc<str>) -> BoxFuture<JoinRes
         }
         result
     })
+}
+
+/// The client's turn on the bulk lane (one snapshot or list at a time per client), waited for
+/// before its snapshot is read; a socket without an address (tests) goes straight in.
+async fn bulk_turn(store: &Store, client: Option<IpAddr>) -> Option<store::readers::Turn> {
+    match client {
+        Some(client) => Some(store.bulk_turns.take(client).await),
+        None => None,
+    }
 }
 
 fn invalid_options(errors: Value) -> BoxFuture<JoinResult> {

@@ -236,10 +236,16 @@ pub async fn handle(
     Ok(response)
 }
 
+/// The client a request came from (after `http.trusted_proxies`), for routes that share
+/// something per client (the bulk lane's turns).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
 async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     // Behind a reverse proxy every peer is the proxy; rate limits and log lines are about
     // the client it forwards.
     let client = app.client_addr(req.headers(), peer);
+    req.extensions_mut().insert(ClientAddr(client));
     // HEAD is GET without the body, on every route that answers GET: routed as a GET here
     // once; hyper knows the request was a HEAD and sends the head only (Content-Length of
     // the body it would have sent). Not on the socket paths: a GET there opens a socket.

@@ -157,6 +157,9 @@ pub struct Store {
     pub readers: Readers,
     /// The bulk lane: join snapshots and HTTP lists, [`SNAPSHOT_READERS`] at a time.
     pub snapshots: Readers,
+    /// Bulk reads one at a time per client (HTTP lists and joins alike), so one client holds
+    /// at most one of the bulk lane's connections.
+    pub bulk_turns: Arc<readers::Turns>,
 }
 
 impl Store {
@@ -181,6 +184,7 @@ impl Store {
                 writer,
                 readers,
                 snapshots,
+                bulk_turns: readers::Turns::new(),
             },
             changes,
         ))

@@ -13,6 +13,8 @@
 //! [`Readers::snapshot`]); by hand it is `BEGIN DEFERRED`, [`super::current_seq`], the reads,
 //! `COMMIT`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -207,4 +209,112 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = schema::open_connection(path)?;
     conn.pragma_update(None, "query_only", true)?;
     Ok(conn)
+}
+
+/// Bulk reads one at a time per client: a client's second list or snapshot waits until its
+/// first is done, so one client keeps at most one of the bulk lane's connections (one core)
+/// busy however many it asks for at once, and other clients are never queued behind its
+/// backlog. Keyed by the caller's client key (an IPv4 address or an IPv6 /64); an address
+/// with nothing running or waiting has no entry.
+#[derive(Debug, Default)]
+pub struct Turns {
+    queues: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+}
+
+/// A client's turn on the bulk lane (or its place in line); dropping it lets the next in.
+pub struct Turn {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    queue: Arc<Semaphore>,
+    table: Arc<Turns>,
+    key: IpAddr,
+}
+
+impl Turns {
+    pub fn new() -> Arc<Turns> {
+        Arc::new(Turns::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Arc<Semaphore>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait for `client`'s turn. Dropping the future while it waits gives up the place.
+    pub async fn take(self: &Arc<Self>, client: IpAddr) -> Turn {
+        let queue = Arc::clone(
+            self.lock()
+                .entry(client)
+                .or_insert_with(|| Arc::new(Semaphore::new(1))),
+        );
+        // Made before waiting, so a client that leaves while in line cleans up too.
+        let mut turn = Turn {
+            permit: None,
+            queue: Arc::clone(&queue),
+            table: Arc::clone(self),
+            key: client,
+        };
+        let wait = queue.acquire_owned();
+        // The semaphore is never closed; a failure would only mean "go ahead unqueued".
+        turn.permit = wait.await.ok();
+        turn
+    }
+
+    /// Clients with a read running or waiting.
+    pub fn clients(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.permit.take();
+        let mut queues = self.table.lock();
+        // Only the table and this turn still know the queue: nobody runs or waits.
+        if Arc::strong_count(&self.queue) == 2 {
+            queues.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod turn_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_clients_second_read_waits_for_its_first_and_others_do_not() {
+        let turns = Turns::new();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = turns.take(a).await;
+        let second = tokio::spawn({
+            let turns = Arc::clone(&turns);
+            async move { turns.take(a).await }
+        });
+        // Another client goes straight in.
+        let other = tokio::time::timeout(std::time::Duration::from_secs(5), turns.take(b))
+            .await
+            .expect("another client's turn is not queued behind a's");
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "a's second read waits for its first");
+        drop(first);
+        let second = second.await.expect("a's second read gets its turn");
+        drop((second, other));
+        assert_eq!(turns.clients(), 0, "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_the_line_leaves_nothing_behind() {
+        let turns = Turns::new();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let first = turns.take(a).await;
+        for _ in 0..1000 {
+            let waiting = tokio::spawn({
+                let turns = Arc::clone(&turns);
+                async move { turns.take(a).await }
+            });
+            tokio::task::yield_now().await;
+            waiting.abort();
+            let _ = waiting.await;
+        }
+        drop(first);
+        assert_eq!(turns.clients(), 0);
+    }
 }

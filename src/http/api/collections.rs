@@ -15,11 +15,13 @@ use super::{caller, query_pairs, ApiError, Caller};
 use crate::channels::default_first_day;
 use crate::channels::filter::{local_date, FromDate, OrderFilter};
 use crate::channels::privacy::{self, Reader};
-use crate::http::{empty, json_response, App, Body};
+use crate::http::{empty, json_response, App, Body, ClientAddr};
+use crate::phoenix::per_address::client_key;
 use crate::store::orders::{self, Customer};
 use crate::store::records::Window;
 use crate::store::write::{self, STATES};
 use crate::store::{records, Collection, OrderQuery, RecordCtx, Stop};
+use std::net::IpAddr;
 
 const LIST_METHODS: &str = "GET, POST";
 const RECORD_METHODS: &str = "GET, PATCH, PUT, DELETE";
@@ -157,6 +159,13 @@ async fn list(
     let gone = Arc::new(AtomicBool::new(false));
     let _gone = SetOnDrop(Arc::clone(&gone));
     let stop = Stop::when(move || gone.load(Ordering::Relaxed));
+    // One list or snapshot at a time per client: a client asking for many at once waits for
+    // its own, not in front of everybody else's.
+    let client = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| client_key(c.0.ip()));
+    let _turn = app.store.bulk_turns.take(client).await;
     let listed = app
         .store
         .snapshots

@@ -34,6 +34,8 @@ impl Auth {
             Ok(Some(admin)) => {
                 self.vouched.record(claim.session_id, admin);
                 Ok(Viewer {
+                    // Set by `Cafe::connect` from the socket's address.
+                    client: None,
                     user_id: Some(claim.user_id),
                     admin,
                     credential: Credential::Session(claim.session_id),
@@ -58,6 +60,7 @@ impl Auth {
             Ok(hit) => hit.map(|hit| {
                 self.vouched.record(hit.session_id, hit.identity.is_admin);
                 Viewer {
+                    client: None,
                     user_id: Some(hit.identity.user_id),
                     admin: hit.identity.is_admin,
                     credential: Credential::Session(hit.session_id),
@@ -81,6 +84,7 @@ impl Authenticate for Auth {
         if let Some(token) = info.auth_token.as_deref().filter(|t| !t.is_empty()) {
             if is_admin_token(token) {
                 return Ok(Some(Viewer {
+                    client: None,
                     user_id: None,
                     admin: true,
                     credential: Credential::AdminToken,
@@ -111,6 +115,7 @@ impl Authenticate for Auth {
         };
         match found {
             Ok(Some((user_id, admin))) => Some(Viewer {
+                client: None,
                 user_id: Some(user_id),
                 admin,
                 credential: viewer.credential,
