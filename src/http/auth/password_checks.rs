@@ -87,9 +87,12 @@ impl PasswordChecks {
         std::thread::Builder::new()
             .name("password-check".into())
             .spawn(move || {
-                let _held = (ticket, permit);
+                let held = (ticket, permit);
                 lower_this_threads_priority();
-                let _ = done.send(check());
+                let result = check();
+                // The slot is free before the answer is: whoever reads the answer sees it so.
+                drop(held);
+                let _ = done.send(result);
             })
             .map_err(|_| Busy)?;
         result.await.map_err(|_| Busy)
