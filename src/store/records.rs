@@ -157,25 +157,9 @@ pub fn list_orders(
     query: &OrderQuery,
     ctx: &RecordCtx,
 ) -> Result<Vec<Value>, StoreError> {
+    let (clauses, params) = order_clauses(query);
     let mut sql = String::from(Collection::Order.select());
-    let mut params: Vec<rusqlite::types::Value> = Vec::new();
-    let mut clauses: Vec<&str> = Vec::new();
-    if let Some(since) = query.since {
-        clauses.push("t.inserted_at >= ?");
-        params.push(format_timestamp(since).into());
-    }
-    if let Some(customer) = query.customer_id {
-        clauses.push("t.customer_id = ?");
-        params.push(customer.into());
-    }
-    if let Some(state) = &query.state {
-        clauses.push("t.state = ?");
-        params.push(state.clone().into());
-    }
-    if !clauses.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&clauses.join(" AND "));
-    }
+    sql.push_str(&clauses);
     sql.push_str(Collection::Order.order_by());
     let colors = label_colors(conn)?;
     let mut stmt = conn.prepare_cached(&sql)?;
