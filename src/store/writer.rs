@@ -209,11 +209,29 @@ impl Writer {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        self.write_opening(None, f).await
+    }
+
+    /// Commit the start of café day `day` (the midnight roll-over): a commit that changes no
+    /// row but takes the next `seq` and is published as a [`ChangeSet`] with `new_day`, so
+    /// the `delete`s it causes on `"today"` screens carry a `seq` no earlier event had and
+    /// land in the change log like any other change.
+    pub async fn open_day(&self, day: jiff::civil::Date) -> Result<(), StoreError> {
+        self.write_opening(Some(day), |_| Ok(())).await
+    }
+
+    /// [`Writer::write`], its commit also opening café day `new_day` when given.
+    async fn write_opening<T, E, F>(&self, new_day: Option<jiff::civil::Date>, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |tx| match tx.map(f) {
             Ok(Ok(value)) => Outcome {
                 commit: true,
-                new_day: None,
+                new_day,
                 reply: Box::new(move |failed| {
                     let _ = answer.send(match failed {
                         None => Ok(value),
@@ -255,38 +273,6 @@ impl Writer {
                 "the write failed unexpectedly (a bug, logged); nothing was stored".into(),
             ))),
         }
-    }
-
-    /// Commit the start of café day `day` (the midnight roll-over): a commit that changes no
-    /// row but takes the next `seq` and is published as a [`ChangeSet`] with `new_day`, so
-    /// the `delete`s it causes on `"today"` screens carry a `seq` no earlier event had and
-    /// land in the change log like any other change.
-    pub async fn open_day(&self, day: jiff::civil::Date) -> Result<(), StoreError> {
-        let (answer, answered) = oneshot::channel::<Result<(), StoreError>>();
-        let job: Job = Box::new(move |tx| match tx {
-            Ok(_) => Outcome {
-                commit: true,
-                new_day: Some(day),
-                reply: Box::new(move |failed| {
-                    let _ = answer.send(failed.map_or(Ok(()), Err));
-                }),
-            },
-            Err(e) => Outcome {
-                commit: false,
-                new_day: None,
-                reply: Box::new(move |_| {
-                    let _ = answer.send(Err(e));
-                }),
-            },
-        });
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(StoreError::Closed);
-        }
-        self.inner
-            .queue
-            .send(Msg::Job(job))
-            .map_err(|_| StoreError::Closed)?;
-        answered.await.unwrap_or(Err(StoreError::Closed))
     }
 
     /// Finish the queued jobs, checkpoint the WAL with TRUNCATE, stop and join the thread.
