@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# THE command that runs every test of Kaffediem: the Rust tests (unit, integration, examples,
-# benches' builds), then the JavaScript conformance suite that drives the official `phoenix`
+# THE command that runs every test of Kaffediem: the Rust tests of the whole workspace (unit,
+# integration, examples, the load tool `bench/` and its smoke run against the daemon), then the JavaScript conformance suite that drives the official `phoenix`
 # client against the generic test server and the real daemon.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-echo "==> cargo test --all-targets"
-cargo test --all-targets
+echo "==> cargo test --workspace --all-targets"
+cargo test --workspace --all-targets
 
 # The JS suite starts target/debug/kaffediem and target/debug/examples/phoenix_test_server.
-# `cargo test` builds the examples but not always the plain binary; `cargo build --all-targets`
-# resolves features exactly as `cargo test --all-targets` did, so it reuses that build and only
-# links what is missing.
-echo "==> cargo build --all-targets"
-cargo build --all-targets
+# `cargo test` builds the examples but not always the plain binary; `cargo build --workspace
+# --all-targets` resolves features exactly as `cargo test --workspace --all-targets` did, so it
+# reuses that build and only links what is missing.
+echo "==> cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
 
 echo "==> JavaScript conformance suite (tests/js)"
 cd "$root/tests/js"

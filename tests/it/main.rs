@@ -6,7 +6,6 @@ mod phoenix_test_app;
 mod api;
 mod auth;
 mod authz;
-mod bench;
 mod body_fuzz;
 mod channels;
 mod clock;

@@ -2,9 +2,23 @@
 //! daemon binary (orders over HTTP, subscribers over WebSocket, the floors, menu boards), and
 //! every subscriber gets every order and every menu. Counts only, never timings.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
+
+/// The daemon binary the smoke runs measure: `kaffediem` in the same target directory as this
+/// tool. `cargo test --workspace` (what `scripts/test.sh` runs) builds both before running any
+/// test; a package cannot name another package's binary (`CARGO_BIN_EXE_*` is per package).
+fn daemon() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_kaffediem-bench")).with_file_name("kaffediem");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build -p kaffediem` first)",
+        path.display()
+    );
+    path
+}
 
 #[test]
 fn bench_smoke_delivers_every_order_to_every_subscriber() {
@@ -12,7 +26,7 @@ fn bench_smoke_delivers_every_order_to_every_subscriber() {
     let json = dir.path().join("bench.json");
     let out = Command::new(env!("CARGO_BIN_EXE_kaffediem-bench"))
         .args(["--smoke", "--daemon"])
-        .arg(env!("CARGO_BIN_EXE_kaffediem"))
+        .arg(daemon())
         .arg("--dir")
         .arg(dir.path())
         .arg("--json")
@@ -70,7 +84,7 @@ fn bench_smoke_hostile_phase_runs_every_attack_and_the_screen_misses_nothing() {
     let json = dir.path().join("hostile.json");
     let out = Command::new(env!("CARGO_BIN_EXE_kaffediem-bench"))
         .args(["--smoke", "--hostile-only", "--daemon"])
-        .arg(env!("CARGO_BIN_EXE_kaffediem"))
+        .arg(daemon())
         .arg("--dir")
         .arg(dir.path())
         .arg("--json")
