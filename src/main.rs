@@ -33,7 +33,13 @@ enum Command {
         demo: bool,
     },
     /// Load the demo café into an empty database, then exit.
-    Demo,
+    Demo {
+        /// Also write this many past orders, spread over the weekdays before today (300–600 a
+        /// day, as a café leaves them): a database with a school year of history (~120 000)
+        /// to try and measure against. Refused when the database already has orders.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        history: u64,
+    },
     /// Copy the database to FILE, consistently, while the daemon keeps serving.
     Backup {
         /// Where to write the copy (refused if it exists, unless --force).
@@ -99,7 +105,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve { demo: false }) {
             Command::Serve { demo } => serve(config, config_path, demo).await,
-            Command::Demo => demo_only(config).await,
+            Command::Demo { history } => demo_only(config, history).await,
             Command::Backup { file, force } => backup(&config, &file, force),
             Command::Check => check(&config),
             Command::User { action } => user(config, action).await,
@@ -133,7 +139,7 @@ async fn serve(
     Ok(())
 }
 
-async fn demo_only(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn demo_only(config: Config, history: u64) -> Result<(), Box<dyn std::error::Error>> {
     use kaffediem::store::{self, Store, StoreOptions};
     let options = StoreOptions {
         path: config.database.path.clone(),
@@ -151,6 +157,26 @@ async fn demo_only(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         println!(
             "{} already has a menu; nothing loaded",
+            config.database.path.display()
+        );
+    }
+    if history > 0 {
+        // Outside the writer: one transaction of up to millions of rows on a connection of
+        // its own, seen by a running daemon as one foreign commit.
+        let mut conn = store::schema::open_connection(&config.database.path)?;
+        let tx = conn.transaction()?;
+        let written = store::demo::history(
+            &tx,
+            history,
+            jiff::Timestamp::now(),
+            &config.time_zone(),
+            rand::random(),
+        )?;
+        tx.commit()?;
+        println!(
+            "wrote {} past orders over {} days into {}",
+            written.orders,
+            written.days,
             config.database.path.display()
         );
     }

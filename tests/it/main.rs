@@ -10,6 +10,7 @@ mod body_fuzz;
 mod channels;
 mod clock;
 mod database;
+mod demo_history;
 mod disk;
 mod durability;
 mod edge;
