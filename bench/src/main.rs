@@ -16,13 +16,16 @@
 
 mod attacks;
 mod floors;
+mod history;
 mod hostile;
 mod hostile_probes;
 mod hostile_report;
 mod orders;
+mod plot;
 mod pocketbase;
 mod process;
 mod report;
+mod sdcard;
 mod subscribers;
 
 use std::io::Write;
@@ -68,6 +71,15 @@ enum Command {
     FloorServer {
         #[arg(long, default_value_t = 700)]
         frame_bytes: usize,
+    },
+    /// (internal) The raw SQLite floor in a process of its own (the SD-card phase runs it
+    /// under its fsync shim); prints `inserts/s N`.
+    #[command(hide = true)]
+    RawSqlite {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        rows: usize,
     },
 }
 
@@ -134,6 +146,10 @@ struct RunArgs {
     smoke: bool,
     #[command(flatten)]
     hostile: hostile::HostileArgs,
+    #[command(flatten)]
+    history: history::HistoryArgs,
+    #[command(flatten)]
+    sd: sdcard::SdArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,14 +162,29 @@ enum Place {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::FloorServer { frame_bytes }) = cli.command {
-        return match floors::floor_server(frame_bytes) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("floor server: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    match cli.command {
+        Some(Command::FloorServer { frame_bytes }) => {
+            return match floors::floor_server(frame_bytes) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("floor server: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::RawSqlite { dir, rows }) => {
+            return match floors::raw_sqlite(&dir, rows) {
+                Ok(rate) => {
+                    println!("inserts/s {rate}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("raw sqlite: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     // The daemon's allocator settings, so that the menu timing measured here allocates as the
     // daemon does.
@@ -168,7 +199,7 @@ fn main() -> ExitCode {
         args.menu_edits = args.menu_edits.min(2);
         args.hostile.smoke();
     }
-    if args.hostile.hostile_only {
+    if args.hostile.hostile_only || args.history.history_only || args.sd.sd_only {
         args.sockets.clear();
         args.menu_screens = 0;
         args.no_floors = true;
@@ -180,6 +211,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(report) => {
             report.print();
+            if let Some(h) = &report.history {
+                history::print(h);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -283,6 +317,25 @@ async fn run(args: RunArgs) -> Result<Report, String> {
                 };
                 report.hostile =
                     Some(hostile::run(&args.hostile, &daemon, &dir, &args.token, between).await?);
+            }
+        }
+    }
+    if !args.sd.sd_fsync_ms.is_empty() {
+        match args.target {
+            Some(_) => eprintln!("== SD-card phase skipped: it needs a daemon started by the tool"),
+            None => report.sd_card = sdcard::run(&args, &daemon, tmp.path()).await?,
+        }
+    }
+    if !args.history.history.is_empty() {
+        match args.target {
+            Some(_) => eprintln!("== history phase skipped: it needs a daemon started by the tool"),
+            None => {
+                let svg = args
+                    .history
+                    .history_svg
+                    .clone()
+                    .unwrap_or_else(|| args.json.with_extension("svg"));
+                report.history = Some(history::run(&args, &daemon, tmp.path(), svg).await?);
             }
         }
     }

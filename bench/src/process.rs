@@ -42,6 +42,12 @@ impl DaemonSpec<'_> {
 
 /// Start `kaffediem serve --demo` on a fresh database in `spec.dir`.
 pub fn start_daemon(spec: &DaemonSpec<'_>) -> Result<Server, String> {
+    spawn(daemon_command(spec)?, "daemon")
+}
+
+/// The command [`start_daemon`] runs (its config written), for phases that add to its
+/// environment (`NOTIFY_SOCKET`, `LD_PRELOAD`) before [`spawn`]ing it.
+pub fn daemon_command(spec: &DaemonSpec<'_>) -> Result<Command, String> {
     let config = spec.dir.join("kaffediem-bench.toml");
     let text = if spec.lift_address_limits {
         // The socket limit must sit above N: the upgrade past it is refused with 503. So must
@@ -70,8 +76,10 @@ pub fn start_daemon(spec: &DaemonSpec<'_>) -> Result<Server, String> {
         .env("KAFFEDIEM_PORT", "0")
         .env("KAFFEDIEM_BIND", "127.0.0.1")
         .env("KAFFEDIEM_DB", spec.db_path())
-        .env_remove("RUST_LOG");
-    spawn(cmd, "daemon")
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LD_PRELOAD");
+    Ok(cmd)
 }
 
 /// Start this binary as the bare-broadcast floor server.
@@ -83,7 +91,8 @@ pub fn start_floor_server(frame_bytes: usize) -> Result<Server, String> {
     spawn(cmd, "floor server")
 }
 
-fn spawn(mut cmd: Command, what: &str) -> Result<Server, String> {
+/// Start `cmd` and wait (bounded) until it prints `listening on ADDR` on stderr.
+pub fn spawn(mut cmd: Command, what: &str) -> Result<Server, String> {
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -97,6 +97,10 @@ pub struct Report {
     pub menu_screens: Option<MenuScreensRun>,
     /// The hostile phase (`--hostile`): each attack beside a quiet run.
     pub hostile: Option<crate::hostile_report::HostileRun>,
+    /// The history phase (`--history`): the same phases with N past orders in the file.
+    pub history: Option<crate::history::HistoryRun>,
+    /// The SD-card phase (`--sd-fsync-ms`): one run per simulated fsync time.
+    pub sd_card: Vec<crate::sdcard::SdRun>,
     pub verdicts: Vec<Verdict>,
 }
 
@@ -407,6 +411,10 @@ impl Report {
         if let Some(h) = &self.hostile {
             verdicts.extend(h.verdicts());
         }
+        if let Some(h) = &self.history {
+            verdicts.extend(crate::history::verdicts(h));
+        }
+        verdicts.extend(crate::sdcard::verdicts(&self.sd_card));
         self.verdicts = verdicts;
     }
 }

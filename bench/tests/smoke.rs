@@ -161,3 +161,99 @@ fn bench_smoke_hostile_phase_runs_every_attack_and_the_screen_misses_nothing() {
         .count();
     assert_eq!(judged, 2 * attacks.len());
 }
+
+/// Runs the tool with `args` (plus `--smoke`, the daemon and a temp dir) and returns its JSON.
+fn smoke_run(args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_kaffediem-bench"))
+        .arg("--smoke")
+        .args(args)
+        .arg("--daemon")
+        .arg(daemon())
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("the bench tool runs");
+    assert!(
+        out.status.success(),
+        "bench failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    if report["history"].is_object() {
+        let svg = std::fs::read_to_string(dir.path().join("bench.svg")).expect("svg written");
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+    }
+    report
+}
+
+/// The history phase (issue 14) at two sizes: the daemon's generator wrote the past orders,
+/// every phase ran against each file (subscribers got every order, joins and lists answered
+/// with today's orders, the foreign update reached the subscriber), and the figures were
+/// judged against the empty database and drawn. Counts only.
+#[test]
+fn bench_smoke_history_measures_every_phase_at_each_size() {
+    let report = smoke_run(&["--history-only", "--history", "0,700"]);
+    let points = report["history"]["points"].as_array().expect("points");
+    assert_eq!(points.len(), 2);
+    for (p, orders) in points.iter().zip([0, 700]) {
+        assert_eq!(p["orders"], orders, "{p}");
+        assert!(p["db_bytes"].as_u64().unwrap_or(0) > 0, "{p}");
+        assert_eq!(p["start_to_ready"]["n"], 1, "{p}");
+        assert!(p["rss_after_start_kib"].as_u64().unwrap_or(0) > 0, "{p}");
+        let run = &p["socket_run"];
+        assert_eq!(run["deliveries_missing"], 0, "{run}");
+        assert_eq!(run["ack"]["n"], 5, "{run}");
+        // Today's orders: the 45 the socket run placed, whatever the history holds.
+        assert_eq!(p["join_today_records"], 45, "{p}");
+        assert_eq!(p["join_today"]["n"], 3, "{p}");
+        assert_eq!(p["join_default"]["n"], 3, "{p}");
+        assert_eq!(p["list_today"]["n"], 3, "{p}");
+        assert_eq!(p["foreign_write"]["n"], 3, "{p}");
+        assert!(p["backup_s"].as_f64().unwrap_or(0.0) > 0.0, "{p}");
+        assert!(p["check_s"].as_f64().unwrap_or(0.0) > 0.0, "{p}");
+    }
+    // The past week is in the no-options snapshot when there is history.
+    assert!(points[1]["join_default_records"].as_u64().unwrap_or(0) > 45);
+    assert_eq!(points[0]["join_default_records"], 45);
+    let verdicts = report["verdicts"].as_array().expect("verdicts");
+    // 700 orders is not a school year: nothing is judged, but the figures were all taken.
+    assert!(verdicts
+        .iter()
+        .all(|v| !v["target"].as_str().unwrap_or("").starts_with("history")));
+}
+
+/// The SD-card phase (issue 14) with a 1 ms fsync: the shim was built and slowed the raw
+/// floor, and the daemon acknowledged every order with 1 and 4 writers, judged per target.
+#[test]
+fn bench_smoke_sd_card_builds_the_shim_and_measures_floor_and_daemon() {
+    let report = smoke_run(&["--sd-only", "--sd-fsync-ms", "1", "--sd-writers", "1,16"]);
+    let runs = report["sd_card"].as_array().expect("sd runs");
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run["fsync_ms"], 1);
+    // At least one fsync per durable insert, each at least 1 ms: at most 1 000 a second.
+    let raw = run["raw_inserts_per_s"].as_f64().unwrap_or(0.0);
+    assert!(raw > 0.0 && raw <= 1000.0, "{run}");
+    let daemon = run["daemon"].as_array().expect("daemon runs");
+    let writers: Vec<u64> = daemon
+        .iter()
+        .filter_map(|w| w["writers"].as_u64())
+        .collect();
+    assert_eq!(writers, [1, 16]);
+    for w in daemon {
+        assert_eq!(w["ack"]["n"], w["orders"], "{w}");
+    }
+    let judged = report["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .filter(|v| v["target"].as_str().unwrap_or("").starts_with("SD card"))
+        .count();
+    assert_eq!(judged, 3);
+}
