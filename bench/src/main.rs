@@ -15,6 +15,7 @@
 //! (the hostile phase), `hostile_probes`, `attacks`, `hostile_report`.
 
 mod attacks;
+mod equal_rate;
 mod floors;
 mod history;
 mod hostile;
@@ -150,6 +151,8 @@ struct RunArgs {
     history: history::HistoryArgs,
     #[command(flatten)]
     sd: sdcard::SdArgs,
+    #[command(flatten)]
+    equal_rate: equal_rate::EqualRateArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -199,7 +202,11 @@ fn main() -> ExitCode {
         args.menu_edits = args.menu_edits.min(2);
         args.hostile.smoke();
     }
-    if args.hostile.hostile_only || args.history.history_only || args.sd.sd_only {
+    if args.hostile.hostile_only
+        || args.history.history_only
+        || args.sd.sd_only
+        || args.equal_rate.equal_rate_only
+    {
         args.sockets.clear();
         args.menu_screens = 0;
         args.no_floors = true;
@@ -318,6 +325,14 @@ async fn run(args: RunArgs) -> Result<Report, String> {
                 report.hostile =
                     Some(hostile::run(&args.hostile, &daemon, &dir, &args.token, between).await?);
             }
+        }
+    }
+    if args.equal_rate.wanted() {
+        match args.target {
+            Some(_) => {
+                eprintln!("== equal-rate phase skipped: it needs a daemon started by the tool")
+            }
+            None => report.equal_rate = equal_rate::run(&args, &daemon, tmp.path()).await?,
         }
     }
     if !args.sd.sd_fsync_ms.is_empty() {

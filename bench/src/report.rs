@@ -101,6 +101,8 @@ pub struct Report {
     pub history: Option<crate::history::HistoryRun>,
     /// The SD-card phase (`--sd-fsync-ms`): one run per simulated fsync time.
     pub sd_card: Vec<crate::sdcard::SdRun>,
+    /// The equal-rate comparison (`--equal-rate`): the same open-loop load on both servers.
+    pub equal_rate: Vec<crate::equal_rate::EqualRateRun>,
     pub verdicts: Vec<Verdict>,
 }
 
@@ -415,6 +417,7 @@ impl Report {
             verdicts.extend(crate::history::verdicts(h));
         }
         verdicts.extend(crate::sdcard::verdicts(&self.sd_card));
+        verdicts.extend(crate::equal_rate::verdicts(&self.equal_rate));
         self.verdicts = verdicts;
     }
 }

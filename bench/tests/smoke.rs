@@ -257,3 +257,24 @@ fn bench_smoke_sd_card_builds_the_shim_and_measures_floor_and_daemon() {
         .count();
     assert_eq!(judged, 3);
 }
+
+/// The equal-rate phase (issue 14) against the daemon alone (PocketBase is not installed in
+/// the suite): the scheduled orders all went out, every subscriber got every one, and the CPU
+/// per delivered event was computed from the deliveries counted.
+#[test]
+fn bench_smoke_equal_rate_sends_on_schedule_and_counts_every_delivery() {
+    let report = smoke_run(&["--equal-rate-only"]);
+    let runs = report["equal_rate"].as_array().expect("equal-rate runs");
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run["orders_per_s"], 20);
+    assert_eq!(run["subscribers"], 10);
+    let k = &run["kaffediem"];
+    assert_eq!(k["orders"], 20, "{k}");
+    assert_eq!(k["ack"]["n"], 20, "{k}");
+    assert_eq!(k["deliveries_expected"], 200, "{k}");
+    assert_eq!(k["deliveries_missing"], 0, "{k}");
+    assert_eq!(k["latency"]["n"], 20, "{k}");
+    assert!(k["cpu_us_per_event"].as_f64().unwrap_or(0.0) > 0.0, "{k}");
+    assert!(run["pocketbase"].is_null());
+}
