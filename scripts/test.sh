@@ -17,6 +17,9 @@ cargo test --workspace --all-targets
 echo "==> cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
+# The README's first command, run as written from a fresh clone (issue 11).
+bash "$root/scripts/readme-first-command.sh"
+
 echo "==> JavaScript conformance suite (tests/js)"
 cd "$root/tests/js"
 if [ ! -d node_modules ]; then
