@@ -363,6 +363,10 @@ impl Engine {
                     while batch.len() < MAX_BATCH {
                         match inbox.try_recv() {
                             Ok(Msg::Job(job)) => batch.push(job),
+                            // Served by the check right before the batch. Breaking here
+                            // would split the jobs queued behind a slow commit into one
+                            // fsync each (every commit of ours wakes the watcher).
+                            Ok(Msg::Wake) => next_check = Instant::now() + SETTLE,
                             Ok(other) => {
                                 held = Some(other);
                                 break;

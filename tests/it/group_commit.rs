@@ -131,3 +131,86 @@ async fn an_update_in_the_same_batch_as_the_create_is_published_as_an_update() {
     );
     store.shutdown().await.unwrap();
 }
+
+/// A job in a batch sees the rows of the earlier jobs of its batch (its transaction) but a
+/// separate connection does not (they are not committed yet): how many jobs came before it
+/// in the same transaction.
+fn earlier_in_batch(tx: &rusqlite::Transaction<'_>, db: &Path) -> Result<i64, StoreError> {
+    let mine: i64 = tx.query_row("SELECT count(*) FROM message", [], |r| r.get(0))?;
+    let outside = rusqlite::Connection::open(db)?;
+    let committed: i64 = outside.query_row("SELECT count(*) FROM message", [], |r| r.get(0))?;
+    insert(tx, "queued")?;
+    Ok(mine - committed)
+}
+
+/// The watcher's wake-ups (the database directory changed: our own commits, a backup, the
+/// shell) land in the writer's queue between jobs. They must not split the jobs queued
+/// behind a slow commit into several commits: on an SD card each commit is an fsync of
+/// milliseconds, and 16 waiting tills would wait for 16 of them (issue 14).
+#[tokio::test]
+async fn a_wake_up_between_queued_jobs_does_not_split_their_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kaffediem.db");
+    let (store, _feed) = open(&db);
+    let w = store.writer.clone();
+    // The writer is busy (a slow commit) until the test lets go.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let busy = {
+        let w = w.clone();
+        async move {
+            w.write(move |tx| {
+                let _ = started.send(());
+                let _ = released.recv_timeout(Duration::from_secs(10));
+                insert(tx, "busy")
+            })
+            .await
+        }
+    };
+    let first: Vec<_> = (0..20)
+        .map(|_| {
+            let (w, db) = (w.clone(), db.clone());
+            async move { w.write(move |tx| earlier_in_batch(tx, &db)).await }
+        })
+        .collect();
+    // Polling the writes once queues them, in this order (one thread: tasks run in turn).
+    let busy = tokio::spawn(busy);
+    running.await.unwrap();
+    let first = tokio::spawn(futures_util::future::join_all(first));
+    tokio::task::yield_now().await;
+    // Something changes the database file (as a backup or the shell would): the watcher
+    // queues a wake-up behind the first twenty jobs.
+    std::fs::File::options()
+        .append(true)
+        .open(&db)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second: Vec<_> = (0..20)
+        .map(|_| {
+            let (w, db) = (w.clone(), db.clone());
+            async move { w.write(move |tx| earlier_in_batch(tx, &db)).await }
+        })
+        .collect();
+    let second = tokio::spawn(futures_util::future::join_all(second));
+    tokio::task::yield_now().await;
+    release.send(()).unwrap();
+    busy.await.unwrap().unwrap();
+    let first: Vec<i64> = first
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let second: Vec<i64> = second
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // All forty queued behind the slow commit went into the next commit together.
+    assert_eq!(first, (0..20).collect::<Vec<i64>>());
+    assert_eq!(second, (20..40).collect::<Vec<i64>>());
+    store.shutdown().await.unwrap();
+}
