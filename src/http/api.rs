@@ -30,6 +30,10 @@ pub enum ApiError {
     Unauthorized,
     /// Logged in without the right: 403.
     Forbidden,
+    /// A login with a wrong email or password: 401.
+    BadCredentials,
+    /// Too many at once or too often (logins): 429 with `Retry-After` in seconds.
+    TooManyRequests { why: &'static str, retry_after: u64 },
     /// A write from a page on a foreign origin (cross-site request forgery): 403.
     CrossSite,
     /// Unknown collection, record, file or route: 404.
@@ -87,6 +91,16 @@ impl ApiError {
             }
             ApiError::Unauthorized => error(StatusCode::UNAUTHORIZED, "not logged in"),
             ApiError::Forbidden => error(StatusCode::FORBIDDEN, "admins only"),
+            ApiError::BadCredentials => {
+                error(StatusCode::UNAUTHORIZED, "invalid email or password")
+            }
+            ApiError::TooManyRequests { why, retry_after } => {
+                let mut response = error(StatusCode::TOO_MANY_REQUESTS, why);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+                response
+            }
             ApiError::CrossSite => error(
                 StatusCode::FORBIDDEN,
                 "writes from this origin are refused; list the frontend in http.allowed_origins",

@@ -256,7 +256,7 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> 
     let origin = app.cors.origin(req.headers());
     let has_origin = req.headers().contains_key(header::ORIGIN);
     let mut response = match (req.method(), path.as_str()) {
-        (_, "/socket/websocket") => app.endpoint.upgrade(req, client),
+        (_, "/socket/websocket") => app.endpoint.upgrade(req, client).await,
         // LongPoll answers carry Phoenix's own CORS headers (`*`, echoed allow-headers).
         (_, "/socket/longpoll") => return app.endpoint.long_poll(req, client).await,
         (&Method::OPTIONS, _) => cors::preflight(),

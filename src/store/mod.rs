@@ -24,6 +24,7 @@
 // CONTRACT FILE: the types and signatures below are the interface the rest of the crate codes
 // against. Implementations live in the submodules.
 
+pub mod accounts;
 mod capture;
 pub mod demo;
 pub mod epoch;
@@ -33,6 +34,7 @@ pub mod orders;
 pub mod readers;
 pub mod records;
 pub mod schema;
+pub mod sessions;
 pub mod stamps;
 pub mod write;
 pub mod writer;
