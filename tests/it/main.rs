@@ -5,6 +5,7 @@ mod phoenix_test_app;
 
 mod api;
 mod auth;
+mod auth_waits;
 mod authz;
 mod bench;
 mod body_fuzz;
