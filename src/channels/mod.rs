@@ -92,8 +92,6 @@ pub const ADMIN_TOKEN_SOCKETS: &str = "admin_token";
 pub struct Access {
     /// Anonymous sockets may join `collection:*`.
     pub public_read: bool,
-    /// Interim admin credential: socket param `token` equal to this (when not empty).
-    pub admin_token: String,
     /// Days of orders an order join without `from_date` gets (`limits.order_snapshot_days`):
     /// a year of history is no screen's business and would cost every join seconds.
     pub order_snapshot_days: u32,
@@ -105,8 +103,8 @@ pub struct Access {
 /// the async threads), never run inside the upgrade on a runtime worker.
 pub type AuthFuture<'a, T> = futures_util::future::BoxFuture<'a, T>;
 
-/// Decides who a connecting socket is. The HTTP layer provides the real one (sessions and
-/// socket tokens); without it, sockets are anonymous unless they carry the admin token.
+/// Decides who a connecting socket is. The HTTP layer provides the real one (sessions, socket
+/// tokens, `access.admin_token`); without it, every socket is anonymous.
 pub trait Authenticate: Send + Sync + 'static {
     /// `Ok(None)`: no credentials given, an anonymous viewer. `Err`: credentials given but
     /// invalid or expired → the upgrade is refused with 403.
@@ -178,27 +176,10 @@ impl Cafe {
 
     /// Who a connecting socket is: a session or socket token, the admin token, or nobody.
     async fn viewer(&self, info: &ConnectInfo) -> Result<Viewer, Refused> {
-        if let Some(auth) = &self.auth {
-            if let Some(viewer) = auth.viewer(info).await? {
-                return Ok(viewer);
-            }
+        match &self.auth {
+            Some(auth) => Ok(auth.viewer(info).await?.unwrap_or_default()),
+            None => Ok(Viewer::default()),
         }
-        let admin_token = self.access().admin_token;
-        let admin = !admin_token.is_empty()
-            && info
-                .params
-                .get("token")
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), admin_token.as_bytes()));
-        Ok(Viewer {
-            user_id: None,
-            admin,
-            credential: if admin {
-                Credential::AdminToken
-            } else {
-                Credential::None
-            },
-            client: None,
-        })
     }
 
     fn access(&self) -> Access {
@@ -593,9 +574,4 @@ fn joined(read: Result<(u64, Encoded), StoreError>, sub: Subscription) -> JoinRe
             JoinResult::Error(json!({"reason": "unavailable"}))
         }
     }
-}
-
-/// Compare secrets without leaking where they differ through timing.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -17,7 +17,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::{error, json_response, method_not_allowed, App, Body};
-use crate::channels::constant_time_eq;
 use crate::store::write::WriteError;
 use crate::store::{menu, StoreError};
 
@@ -181,17 +180,9 @@ pub async fn caller(app: &App, headers: &HeaderMap) -> Caller {
             admin: identity.is_admin,
         };
     }
-    let token = app.settings().admin_token;
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match bearer {
-        Some(b) if !token.is_empty() && constant_time_eq(b.as_bytes(), token.as_bytes()) => {
-            Caller::AdminToken
-        }
-        _ => Caller::Anonymous,
+    match app.auth.admin_token().in_bearer(headers) {
+        true => Caller::AdminToken,
+        false => Caller::Anonymous,
     }
 }
 

@@ -32,6 +32,7 @@ use hyper::{HeaderMap, Method, Request, Response};
 use crate::accounts;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::secret::AdminToken;
 use crate::store::{sessions, Store, StoreError};
 
 use super::api::ApiError;
@@ -59,6 +60,9 @@ pub struct Auth {
     /// The sessions open sockets were let in by, and as whom: the session watch closes the
     /// sockets of an admin demoted meanwhile.
     vouched: session_watch::Vouched,
+    /// `access.admin_token`, the one copy every check reads (the API's bearer, `/metrics`,
+    /// sockets); the configuration reload replaces it in place.
+    admin_token: AdminToken,
     /// Told the id of every session that ended — a logout, or one the session watch or a join
     /// found gone (the server closes its sockets).
     on_revoke: std::sync::OnceLock<Box<dyn Fn(i64) + Send + Sync>>,
@@ -71,8 +75,6 @@ struct Settings {
     session_days: u32,
     socket_token_seconds: u32,
     attempts_per_minute: u32,
-    /// The interim admin credential: a socket param `token` equal to it is not a socket token.
-    admin_token: String,
     /// Read at start only: turning it on needs the loopback check of [`Auth::check_config`].
     dev_auto_login: bool,
 }
@@ -87,7 +89,6 @@ impl Settings {
             session_days: config.auth.session_days,
             socket_token_seconds: config.auth.socket_token_seconds,
             attempts_per_minute: config.auth.login_attempts_per_minute,
-            admin_token: config.access.admin_token.clone(),
             dev_auto_login: config.auth.dev_auto_login,
         }
     }
@@ -149,6 +150,7 @@ impl Auth {
                 config.auth.password_check_queue,
             ),
             vouched: session_watch::Vouched::default(),
+            admin_token: AdminToken::new(&config.access.admin_token),
             on_revoke: std::sync::OnceLock::new(),
         }))
     }
@@ -167,8 +169,14 @@ impl Auth {
         }
     }
 
-    /// Apply a reloaded configuration (cookie attributes, rate limits, token lifetime, the
-    /// admin token). `auth.dev_auto_login` keeps its value from the start.
+    /// `access.admin_token`: check it here, and replace it here on a reload.
+    pub fn admin_token(&self) -> &AdminToken {
+        &self.admin_token
+    }
+
+    /// Apply a reloaded configuration (cookie attributes, rate limits, token lifetime).
+    /// `auth.dev_auto_login` keeps its value from the start; the admin token is replaced
+    /// through [`Auth::admin_token`] (its holders' sockets are closed when it changes).
     pub fn set_config(&self, config: &Config) {
         let mut settings = self.settings.write().unwrap_or_else(|e| e.into_inner());
         let dev_auto_login = settings.dev_auto_login;
@@ -233,10 +241,10 @@ impl Auth {
 
 /// The socket-token key: 256 random bits made once and kept in the database.
 async fn load_or_create_secret(store: &Store) -> Result<Vec<u8>, StoreError> {
-    let fresh = token::hex(&crate::secret::random_bytes());
+    let fresh = hex::encode(crate::secret::random_bytes());
     let stored = sessions::socket_key(&store.writer, fresh).await?;
-    match token::unhex(&stored) {
-        Some(secret) if secret.len() >= 32 => Ok(secret),
+    match hex::decode(&stored) {
+        Ok(secret) if secret.len() >= 32 => Ok(secret),
         _ => Err(StoreError::Unavailable(
             "kaffediem_meta.socket_secret is not 64 or more hex digits; delete that row to have a new secret made".into(),
         )),

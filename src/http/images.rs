@@ -51,7 +51,7 @@ fn is_avif(bytes: &[u8]) -> bool {
 pub fn check(bytes: Bytes) -> Option<Image> {
     let (content_type, ext) = sniff(&bytes)?;
     let digest = Sha256::digest(&bytes);
-    let mut etag: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut etag = hex::encode(digest);
     etag.truncate(ETAG_HEX);
     Some(Image {
         filename: format!("{etag}.{ext}"),

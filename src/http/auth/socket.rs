@@ -92,25 +92,21 @@ impl Auth {
 
     /// The 1.8 client's `authToken`, else the `token` param, else the session cookie.
     async fn socket_viewer(&self, info: &ConnectInfo) -> Result<Option<Viewer>, Refused> {
-        let admin_token = self.settings().admin_token;
-        let is_admin_token = |t: &str| {
-            !admin_token.is_empty() && constant_time_eq(t.as_bytes(), admin_token.as_bytes())
-        };
-        if let Some(token) = info.auth_token.as_deref().filter(|t| !t.is_empty()) {
-            if is_admin_token(token) {
+        let offered = [
+            info.auth_token.as_deref(),
+            info.params.get("token").map(String::as_str),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|t| !t.is_empty());
+        if let Some(token) = offered {
+            if self.admin_token.matches(token) {
                 return Ok(Some(Viewer {
                     client: None,
                     user_id: None,
                     admin: true,
                     credential: Credential::AdminToken,
                 }));
-            }
-            return self.socket_token_viewer(token).await.map(Some);
-        }
-        if let Some(token) = info.params.get("token").filter(|t| !t.is_empty()) {
-            if is_admin_token(token) {
-                // The interim admin credential: `Cafe::connect` grants admin for it.
-                return Ok(None);
             }
             return self.socket_token_viewer(token).await.map(Some);
         }
@@ -163,9 +159,4 @@ impl Authenticate for Auth {
     fn recheck<'a>(&'a self, viewer: &'a Viewer) -> AuthFuture<'a, Option<Viewer>> {
         Box::pin(self.recheck_viewer(viewer))
     }
-}
-
-/// Compare secrets without an early exit that would time how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
