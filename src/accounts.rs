@@ -110,9 +110,7 @@ pub async fn list(readers: &Readers) -> Result<Vec<User>, AccountError> {
 
 /// Create a user with a password. The hash is computed here, off the writer thread.
 pub async fn add(writer: &Writer, new: NewUser, password: &str) -> Result<User, AccountError> {
-    let email = check_email(&new.email)?;
-    check_password(password)?;
-    let hash = hash_blocking(password).await?;
+    let (email, hash) = checked(&new.email, password).await?;
     let new = NewUser { email, ..new };
     let taken = new.email.clone();
     store::accounts::add(writer, new, hash)
@@ -127,9 +125,7 @@ pub async fn set_password(
     email: &str,
     password: &str,
 ) -> Result<User, AccountError> {
-    let email = check_email(email)?;
-    check_password(password)?;
-    let hash = hash_blocking(password).await?;
+    let (email, hash) = checked(email, password).await?;
     store::accounts::set_password(writer, email.clone(), hash, Timestamp::now())
         .await?
         .ok_or(AccountError::NoSuchUser(email))
@@ -162,6 +158,13 @@ pub async fn bootstrap_admin(
     };
     let created = store::accounts::add_first(writer, new, hash).await?;
     Ok(created.map(|user| (user, generated)))
+}
+
+/// The email as stored and the password's hash, once both pass the rules.
+async fn checked(email: &str, password: &str) -> Result<(String, String), AccountError> {
+    let email = check_email(email)?;
+    check_password(password)?;
+    Ok((email, hash_blocking(password).await?))
 }
 
 async fn hash_blocking(password: &str) -> Result<String, AccountError> {
