@@ -1,6 +1,7 @@
 //! Socket authentication waits for the database off the async threads: while an upgrade's
-//! session row cannot be read yet, the daemon goes on answering everyone else, and the upgrade
-//! is answered — as the logged-in user — once the row can be read.
+//! (or a join's) session row cannot be read yet, the daemon goes on answering everyone else,
+//! and the upgrade or join is answered — with the logged-in user's rights — once the row can
+//! be read.
 //!
 //! The database is made to wait the way another process can make it wait: a process holding
 //! SQLite's WAL read-mark locks (bytes 123..128 of the `-shm` file, which every read
@@ -104,27 +105,35 @@ async fn open_sockets(d: &Daemon) -> u64 {
         .expect("kaffediem_open_sockets in /metrics")
 }
 
-#[tokio::test]
-async fn an_upgrade_waiting_for_its_session_row_holds_up_nobody_and_is_then_answered() {
+/// A socket upgraded with the session cookie `cookie`.
+async fn with_cookie(url: String, cookie: String) -> Socket {
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "cookie",
+        HeaderValue::from_str(&cookie).expect("cookie header"),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the upgrade is answered");
+    Socket::from_ws(ws)
+}
+
+async fn admin_daemon() -> (Daemon, String) {
     let d = Daemon::start(false, |c| {
         c.bootstrap.admin_email = ADMIN_EMAIL.into();
         c.bootstrap.admin_password = ADMIN_PASSWORD.into();
     })
     .await;
     let cookie = login(&d, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    (d, cookie)
+}
+
+#[tokio::test]
+async fn an_upgrade_waiting_for_its_session_row_holds_up_nobody_and_is_then_answered() {
+    let (d, cookie) = admin_daemon().await;
     let held = ReadsHeld::on(&d.db).await;
 
-    let mut request = d.url("vsn=2.0.0").into_client_request().expect("request");
-    request.headers_mut().insert(
-        "cookie",
-        HeaderValue::from_str(&cookie).expect("cookie header"),
-    );
-    let upgrade = tokio::spawn(async move {
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("the upgrade is answered");
-        Socket::from_ws(ws)
-    });
+    let upgrade = tokio::spawn(with_cookie(d.url("vsn=2.0.0"), cookie));
     // The daemon has taken the socket's slot (it is in `connect`, waiting for the session
     // row), and it still answers another client meanwhile.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -147,5 +156,39 @@ async fn an_upgrade_waiting_for_its_session_row_holds_up_nobody_and_is_then_answ
         .expect("upgrade task");
     // Authenticated by its cookie, not let in as anonymous for want of a read.
     socket.join_ok("notifications:admin", json!({})).await;
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_join_rereading_its_session_holds_up_nobody_and_keeps_its_rights() {
+    let (d, cookie) = admin_daemon().await;
+    let mut socket = with_cookie(d.url("vsn=2.0.0"), cookie).await;
+    let held = ReadsHeld::on(&d.db).await;
+
+    // A join on a session socket reads the session again first; that read has to wait.
+    let join = tokio::spawn(async move {
+        let reply = socket.join("notifications:admin", json!({})).await;
+        (socket, reply)
+    });
+    // Let the daemon take the join frame (this runtime is the daemon's too).
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        open_sockets(&d).await,
+        1,
+        "the daemon answers others meanwhile"
+    );
+    assert!(
+        !join.is_finished(),
+        "the join cannot be answered before its session is read again"
+    );
+
+    drop(held);
+    let (_socket, reply) = tokio::time::timeout(WAIT, join)
+        .await
+        .expect("the join is answered once the database can be read")
+        .expect("join task");
+    assert_eq!(reply["status"], "ok", "{reply}");
     d.stop().await;
 }
