@@ -140,7 +140,7 @@ async fn an_upgrade_waiting_for_its_session_row_holds_up_nobody_and_is_then_answ
     while open_sockets(&d).await < 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the upgrade never reached the daemon"
+            "the daemon did not take the upgrade, or stopped answering others while it waited"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
