@@ -17,7 +17,7 @@
 
 pub mod limiter;
 mod login;
-mod origin;
+pub(crate) mod origin;
 pub mod password_checks;
 pub mod session_watch;
 mod socket;
