@@ -28,6 +28,7 @@ pub mod accounts;
 mod capture;
 pub mod demo;
 pub mod epoch;
+pub mod images;
 pub mod lock;
 pub mod menu;
 pub mod orders;
