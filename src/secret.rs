@@ -32,7 +32,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// API and `/metrics`, a socket param or `authToken` for sockets. One copy shared by every
 /// check (cheap to clone), replaced in place when the configuration is reloaded.
 #[derive(Clone, Default)]
-pub struct AdminToken(Arc<RwLock<Arc<str>>>);
+pub struct AdminToken(
+    /// Shared by every holder, so a reload reaches every check at once; empty: off.
+    Arc<RwLock<Arc<str>>>,
+);
 
 impl std::fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

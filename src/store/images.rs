@@ -8,9 +8,11 @@ use super::{Readers, StoreError};
 /// A stored image file, as `GET /api/files/item/{id}/{filename}` serves it.
 #[derive(Debug, Clone)]
 pub struct ImageFile {
+    /// As sniffed at upload, sent as `Content-Type`.
     pub content_type: String,
     /// The content hash the file is named by, sent as its `ETag`.
     pub etag: String,
+    /// The file itself (at most `limits.max_upload_bytes`).
     pub bytes: Vec<u8>,
 }
 

@@ -21,7 +21,9 @@ pub struct Identity {
 /// A valid session: which row (socket tokens are bound to it), and whose.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// The row's id: socket tokens are bound to it, and sockets are named `session:<id>`.
     pub id: i64,
+    /// Whose session it is, as their user row reads now.
     pub identity: Identity,
 }
 

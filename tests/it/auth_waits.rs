@@ -23,6 +23,7 @@ use crate::support::{Daemon, Socket, WAIT};
 /// A child process holding every WAL read-mark lock of a database; readers wait until it is
 /// dropped.
 struct ReadsHeld {
+    /// The process holding the locks, reaped when dropped.
     child: libc::pid_t,
     /// Closing it tells the child to let go and exit.
     release: libc::c_int,
