@@ -1,7 +1,7 @@
 //! Everything SQLite: opening and migrating the file (`schema.sql`), the single writer thread,
 //! the reader pool, change capture (update hook for our own commits, `PRAGMA data_version` +
 //! a table diff for other processes' commits), typed records with their JSON shapes, the menu
-//! tree, and the demo data.
+//! tree, users and sessions ([`accounts`], [`sessions`]), and the demo data.
 //!
 //! Architecture invariant: only the writer thread writes. Every commit it makes or observes
 //! becomes exactly one [`ChangeSet`] with the next `seq`, published in commit order on the
