@@ -156,7 +156,7 @@ impl Auth {
     }
 
     /// Have `f` told the id of every session that ends — a logout, or an end found by
-    /// [`Auth::watch_sessions`] or [`Auth::recheck`] — once it is gone from the database (to
+    /// [`Auth::watch_sessions`] or [`crate::channels::Authenticate::recheck`] — once it is gone from the database (to
     /// close the sockets it authenticated). Set once; later calls are ignored.
     pub fn on_session_revoked(&self, f: impl Fn(i64) + Send + Sync + 'static) {
         let _ = self.on_revoke.set(Box::new(f));

@@ -3,7 +3,7 @@
 //! the expiry passing. Every [`CHECK_EVERY`] the sessions behind open sockets are read back;
 //! the sockets of one that has ended are closed (1001), so their clients reconnect and are
 //! judged afresh. So are the sockets of an admin demoted meanwhile: their admin topics must
-//! not go on. A join also rechecks its socket's session at once ([`Auth::recheck`]).
+//! not go on. A join also rechecks its socket's session at once ([`crate::channels::Authenticate::recheck`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
