@@ -32,6 +32,7 @@ pub mod menu;
 pub mod orders;
 pub mod readers;
 pub mod records;
+pub mod replication;
 pub mod schema;
 pub mod stamps;
 pub mod write;

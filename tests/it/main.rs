@@ -19,6 +19,7 @@ mod group_commit;
 mod hostile;
 mod hostile_load;
 mod lists;
+mod litestream;
 mod log_level;
 mod ops;
 mod phoenix;
