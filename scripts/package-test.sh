@@ -117,6 +117,20 @@ check "postrm purges the units' state" contains "$work/control/postrm" "deb-syst
 check "the scripts are sound shell" sh -n "$work/control/postinst"
 sh -n "$work/control/prerm" && sh -n "$work/control/postrm" || fail "prerm/postrm do not parse"
 
+if command -v litestream >/dev/null; then
+  check "the Litestream example is a configuration Litestream reads" \
+    sh -c "litestream databases -config packaging/litestream.yml | grep -q '/var/lib/kaffediem/kaffediem.db'"
+fi
+if command -v systemd-analyze >/dev/null; then
+  # `verify` checks ExecStart exists: point it at a stand-in (Litestream is not in the package).
+  mkdir -p "$work/units"
+  sed "s|^ExecStart=/usr/bin/litestream|ExecStart=$(command -v true)|" \
+    "$work/tree/usr/lib/systemd/system/kaffediem-litestream.service" >"$work/units/kaffediem-litestream.service"
+  systemd-analyze verify "$work/units/kaffediem-litestream.service" >"$work/verify.log" 2>&1 || true
+  check "systemd-analyze verify: the Litestream unit is sound" \
+    sh -c "! grep -q 'kaffediem-litestream.service' '$work/verify.log'"
+fi
+
 if [ "$mode" = contents ]; then
   echo "==> package contents: all checks passed"
   exit 0
