@@ -22,6 +22,7 @@ mod lists;
 mod litestream;
 mod log_level;
 mod ops;
+mod package;
 mod phoenix;
 mod phoenix_fuzz_regressions;
 mod phoenix_longpoll;
