@@ -11,6 +11,11 @@
 //! connection, and the shutdown checkpoint is skipped. The WAL then stays beside the database
 //! after a stop (Litestream checkpoints it when it next runs): a copy of `kaffediem.db` alone is
 //! no longer a whole backup, `kaffediem backup` (SQLite's backup API) still is.
+//!
+//! Out of our hands: the start-up connections that migrate and settle the epoch before the
+//! writer's setting is made (SQLite's automatic checkpoints are PASSIVE: they never pass
+//! Litestream's read lock), and SQLite's checkpoint when the last connection to the file
+//! closes, which only happens when Litestream is not running (it keeps one open).
 
 use rusqlite::Connection;
 
