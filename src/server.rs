@@ -174,6 +174,15 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let epoch = settle_epoch(&path)?;
     let (store, feed) =
         Store::open(store_options, Arc::clone(&clock)).map_err(|e| open_error(&path, e))?;
+    if config.database.external_replication {
+        store::replication::leave_checkpoints_to_replicator(&store.writer)
+            .await
+            .map_err(|e| open_error(&path, e))?;
+        tracing::info!(
+            "database.external_replication: checkpoints of {} are left to the replicator (Litestream)",
+            path.display()
+        );
+    }
     if demo {
         match store::demo::load(&store.writer).await {
             Ok(true) => tracing::info!("loaded the demo café into {}", path.display()),

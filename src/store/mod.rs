@@ -34,6 +34,7 @@ pub mod menu;
 pub mod orders;
 pub mod readers;
 pub mod records;
+pub mod replication;
 pub mod schema;
 pub mod sessions;
 pub mod stamps;
