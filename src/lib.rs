@@ -10,7 +10,9 @@
 //! - [`channels`]: Kaffediem's topics (`collection:*`, `notifications:*`), per-subscriber
 //!   filters and the fan-out of change sets.
 //! - [`phoenix`]: the wire protocol only; knows nothing about cafés or SQLite.
-//! - [`accounts`]: users and their Argon2id password hashes (sessions are in `http::auth`).
+//! - [`accounts`]: users' Argon2id password hashes and the rules for accounts (their rows,
+//!   and sessions, are in `store`; cookies and socket tokens in `http::auth`).
+//! - [`secret`]: random tokens, constant-time comparison, the admin token: one home for each.
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
 //! - [`ops`]: the appliance around it: backup, check, systemd, metrics, config reload, logs.
@@ -22,5 +24,6 @@ pub mod config;
 pub mod http;
 pub mod ops;
 pub mod phoenix;
+pub mod secret;
 pub mod server;
 pub mod store;

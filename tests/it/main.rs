@@ -5,6 +5,7 @@ mod phoenix_test_app;
 
 mod api;
 mod auth;
+mod auth_waits;
 mod authz;
 mod body_fuzz;
 mod channels;
@@ -19,8 +20,10 @@ mod group_commit;
 mod hostile;
 mod hostile_load;
 mod lists;
+mod litestream;
 mod log_level;
 mod ops;
+mod package;
 mod phoenix;
 mod phoenix_fuzz_regressions;
 mod phoenix_longpoll;
