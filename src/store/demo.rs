@@ -338,8 +338,8 @@ pub fn history(
                 rng.random_bool(0.01),
                 lines.to_string(),
                 total,
-                super::write::stamp(placed),
-                super::write::stamp(handled),
+                super::records::format_timestamp(placed),
+                super::records::format_timestamp(handled),
             ])?;
             written += 1;
         }
