@@ -1,0 +1,87 @@
+//! What wakes the writer besides jobs: the watcher of the database files and the once-a-second
+//! tick; and the heartbeat it leaves on every round.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Msg;
+
+/// How often the writer looks for foreign commits when nothing else wakes it.
+pub(super) const FOREIGN_POLL: Duration = Duration::from_secs(1);
+
+/// How soon after a file event the writer looks again. The events come from the WAL writes;
+/// the commit becomes visible only when the other process then updates the shared-memory
+/// index, which raises no event, so the check made at the event itself can be too early.
+pub(super) const SETTLE: Duration = Duration::from_millis(30);
+
+/// When the writer thread last came round its loop: at least once a second while idle, after
+/// every batch while busy. A watchdog can tell a stuck writer from a quiet one by it.
+pub(super) struct Pulse {
+    epoch: Instant,
+    /// Milliseconds since `epoch` at the last round.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Pulse {
+    pub(super) fn new() -> Pulse {
+        Pulse {
+            epoch: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn beat(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    pub(super) fn since(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+}
+
+/// Watch the database's directory and wake the writer when the file or its WAL changes.
+/// Without a watcher (an unsupported file system) the once-a-second check still works.
+pub(super) fn watch(path: &Path, queue: mpsc::Sender<Msg>) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name()?.to_os_string();
+    let mut wal = name.clone();
+    wal.push("-wal");
+    // Several events arrive per commit; each wake-up costs the writer one PRAGMA.
+    let queue = Mutex::new(queue);
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        let ours = event
+            .paths
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == name || n == wal));
+        if ours {
+            let _ = queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(Msg::Wake);
+        }
+    };
+    let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(&dir, RecursiveMode::NonRecursive)?;
+        Ok(w)
+    });
+    match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the database directory; checking for outside writes once a second");
+            None
+        }
+    }
+}
