@@ -83,6 +83,8 @@ enum Msg {
     Job(Job),
     /// The watcher saw the database or its WAL change.
     Wake,
+    /// Publish pending foreign commits now, then answer ([`Writer::publish_foreign_now`]).
+    PublishForeign(oneshot::Sender<()>),
     /// Finish the queue, checkpoint, answer, stop.
     Shutdown(oneshot::Sender<Result<(), StoreError>>),
     /// The last handle was dropped.
@@ -249,6 +251,21 @@ impl Writer {
         }
     }
 
+    /// Publish now what another process committed and the writer has not published yet (it
+    /// would within a second anyway); answers once it is on the change feed. For a reader
+    /// that found unpublished rows ([`super::Store::snapshot`]).
+    pub async fn publish_foreign_now(&self) -> Result<(), StoreError> {
+        let (done, published) = oneshot::channel();
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        self.inner
+            .queue
+            .send(Msg::PublishForeign(done))
+            .map_err(|_| StoreError::Closed)?;
+        published.await.map_err(|_| StoreError::Closed)
+    }
+
     /// Finish the queued jobs, checkpoint the WAL with TRUNCATE, stop and join the thread.
     /// Later writes answer [`StoreError::Closed`].
     pub async fn shutdown(&self) -> Result<(), StoreError> {
@@ -337,6 +354,10 @@ impl Engine {
                         self.hook.take();
                         self.undo_shadow();
                     }
+                }
+                Ok(Msg::PublishForeign(done)) => {
+                    self.check_foreign();
+                    let _ = done.send(());
                 }
                 Ok(Msg::Wake) => {
                     self.check_foreign();
