@@ -1,12 +1,13 @@
 //! What wakes the writer besides jobs: the watcher of the database files and the once-a-second
 //! tick; and the heartbeat it leaves on every round.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::Msg;
+use crate::watch::FileWatch;
 
 /// How often the writer looks for foreign commits when nothing else wakes it.
 pub(super) const FOREIGN_POLL: Duration = Duration::from_secs(1);
@@ -45,42 +46,14 @@ impl Pulse {
 
 /// Watch the database's directory and wake the writer when the file or its WAL changes.
 /// Without a watcher (an unsupported file system) the once-a-second check still works.
-pub(super) fn watch(path: &Path, queue: mpsc::Sender<Msg>) -> Option<notify::RecommendedWatcher> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name()?.to_os_string();
-    let mut wal = name.clone();
-    wal.push("-wal");
+pub(super) fn watch(path: &Path, queue: mpsc::Sender<Msg>) -> Option<FileWatch> {
     // Several events arrive per commit; each wake-up costs the writer one PRAGMA.
-    let queue = Mutex::new(queue);
-    let handler = move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
-        let ours = event
-            .paths
-            .iter()
-            .any(|p| p.file_name().is_some_and(|n| n == name || n == wal));
-        if ours {
-            let _ = queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(Msg::Wake);
-        }
-    };
-    let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
-        w.watch(&dir, RecursiveMode::NonRecursive)?;
-        Ok(w)
-    });
-    match watcher {
+    match crate::watch::watch_file(path, &["-wal"], move || {
+        let _ = queue.send(Msg::Wake);
+    }) {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the database directory; checking for outside writes once a second");
+            tracing::warn!(error = %e, db = %path.display(), "cannot watch the database directory; checking for outside writes once a second");
             None
         }
     }
