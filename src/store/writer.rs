@@ -146,8 +146,9 @@ impl Writer {
                     feed,
                     undo: Vec::new(),
                     foreign_pending: false,
+                    pulse: beating,
                 };
-                engine.run(inbox, &beating);
+                engine.run(inbox);
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Writer {
@@ -165,6 +166,13 @@ impl Writer {
     /// (queueing, the transaction and the durable commit). Set once; later calls are ignored.
     pub fn observe_with(&self, observe: impl Fn(Duration) + Send + Sync + 'static) {
         let _ = self.inner.observer.set(Box::new(observe));
+    }
+
+    /// Database pages the writer's connection has looked at since it opened, as of its last
+    /// round or publication: a count (not a timing) of the work its commits and its search
+    /// for other processes' commits cost, for tests that hold it independent of the history.
+    pub fn pages_read(&self) -> u64 {
+        self.inner.pulse.pages()
     }
 
     /// How long ago the writer thread last came round its loop (it does at least once a
@@ -318,15 +326,19 @@ struct Engine {
     /// commits must not mark its rows published (a snapshot would then hold rows whose
     /// change set is still to come, and its screen would get them twice).
     foreign_pending: bool,
+    /// The heartbeat and page count the handle reads; pages are counted before every
+    /// publication, so a test that saw a change set reads a count that includes its work.
+    pulse: Arc<Pulse>,
 }
 
 impl Engine {
-    fn run(&mut self, inbox: mpsc::Receiver<Msg>, pulse: &Pulse) {
+    fn run(&mut self, inbox: mpsc::Receiver<Msg>) {
         let mut next_check = Instant::now() + FOREIGN_POLL;
         // A message taken off the queue while collecting a batch, handled next.
         let mut held: Option<Msg> = None;
         loop {
-            pulse.beat();
+            self.pulse.beat();
+            self.pulse.count_pages(&self.conn);
             let wait = next_check.saturating_duration_since(Instant::now());
             let msg = match held.take() {
                 Some(msg) => Ok(msg),

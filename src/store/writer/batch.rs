@@ -74,6 +74,7 @@ impl Engine {
         for (set, reply) in committed {
             if let Some(set) = set {
                 self.seq = self.seq.max(set.seq);
+                self.pulse.count_pages(&self.conn);
                 let _ = self.feed.send(Arc::new(set));
             }
             replies.push(reply);

@@ -76,6 +76,7 @@ impl Engine {
         self.data_version = version;
         self.counted = counted;
         self.seq = self.seq.max(prepared.set.seq);
+        self.pulse.count_pages(&self.conn);
         let _ = self.feed.send(Arc::new(prepared.set));
         Ok(())
     }

@@ -23,6 +23,10 @@ pub(super) struct Pulse {
     epoch: Instant,
     /// Milliseconds since `epoch` at the last round.
     last_ms: std::sync::atomic::AtomicU64,
+    /// Database pages the writer's connection has looked at since it opened (page-cache hits
+    /// and misses, as SQLite counts them), as of the last round or publication: what tests
+    /// read to bound the work a commit costs, whatever the size of the history.
+    pages: std::sync::atomic::AtomicU64,
 }
 
 impl Pulse {
@@ -30,12 +34,22 @@ impl Pulse {
         Pulse {
             epoch: Instant::now(),
             last_ms: std::sync::atomic::AtomicU64::new(0),
+            pages: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     pub(super) fn beat(&self) {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Record how many pages `conn` (the writer's) has looked at so far.
+    pub(super) fn count_pages(&self, conn: &rusqlite::Connection) {
+        self.pages.store(pages_looked_at(conn), Ordering::Relaxed);
+    }
+
+    pub(super) fn pages(&self) -> u64 {
+        self.pages.load(Ordering::Relaxed)
     }
 
     pub(super) fn since(&self) -> Duration {
@@ -57,4 +71,22 @@ pub(super) fn watch(path: &Path, queue: mpsc::Sender<Msg>) -> Option<FileWatch> 
             None
         }
     }
+}
+
+/// Pages `conn` has fetched from its page cache or the file since it was opened.
+fn pages_looked_at(conn: &rusqlite::Connection) -> u64 {
+    use rusqlite::ffi;
+    let mut total = 0u64;
+    for op in [ffi::SQLITE_DBSTATUS_CACHE_HIT, ffi::SQLITE_DBSTATUS_CACHE_MISS] {
+        let (mut current, mut highwater) = (0, 0);
+        // SAFETY: `conn` is open for the whole call and used by this thread only;
+        // `sqlite3_db_status` only writes the two integers we pass.
+        let rc = unsafe {
+            ffi::sqlite3_db_status(conn.handle(), op, &mut current, &mut highwater, 0)
+        };
+        if rc == ffi::SQLITE_OK {
+            total += u64::try_from(current).unwrap_or(0);
+        }
+    }
+    total
 }
