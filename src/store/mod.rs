@@ -1,7 +1,8 @@
 //! Everything SQLite: opening and migrating the file (`schema.sql`), the single writer thread,
-//! the reader pool, change capture (update hook for our own commits, `PRAGMA data_version` +
-//! a table diff for other processes' commits), typed records with their JSON shapes, the menu
-//! tree, and the demo data.
+//! the reader pool, change capture (triggers write every collection row change, ours or
+//! another process's, into a change log the writer drains as it publishes; `PRAGMA
+//! data_version` says when another process committed), typed records with their JSON shapes,
+//! the menu tree, and the demo data.
 //!
 //! Architecture invariant: only the writer thread writes. Every commit it makes or observes
 //! becomes exactly one [`ChangeSet`] with the next `seq`, published in commit order on the
@@ -25,6 +26,7 @@
 // against. Implementations live in the submodules.
 
 mod capture;
+pub mod change_log;
 pub mod demo;
 pub mod epoch;
 pub mod lock;
@@ -176,7 +178,10 @@ impl Store {
         let mut conn = schema::open_connection(&path)?;
         schema::migrate(&mut conn, &path)?;
         let (feed, changes) = tokio::sync::mpsc::unbounded_channel();
-        let writer = Writer::start(conn, &path, options.records, feed)?;
+        // Beside a running daemon (`kaffediem user`, `demo`) the daemon publishes our commits
+        // from the change log; taking them out of it here would hide them from its screens.
+        let publishes = !lock::held_elsewhere(&path);
+        let writer = Writer::start(conn, &path, options.records, feed, publishes)?;
         let readers = Readers::open(&path, options.readers)?;
         let snapshots = Readers::open(&path, SNAPSHOT_READERS)?;
         Ok((
@@ -245,15 +250,9 @@ impl Store {
 }
 
 /// Whether every collection row change in the database has been published (no commit by
-/// another process is waiting to be noticed).
+/// another process is waiting in the change log to be noticed).
 pub fn all_published(conn: &rusqlite::Connection) -> Result<bool, StoreError> {
-    let same: Option<bool> = conn.query_row(
-        "SELECT (SELECT value FROM kaffediem_meta WHERE key = 'collections_version') \
-              IS (SELECT value FROM kaffediem_meta WHERE key = 'published_version')",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(same.unwrap_or(false))
+    Ok(!change_log::pending(conn)?)
 }
 
 /// The last committed `seq` as seen by `conn` (read it in the same transaction as a snapshot,

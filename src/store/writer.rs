@@ -2,24 +2,29 @@
 //! job run there inside its own `BEGIN IMMEDIATE` transaction; every commit (ours, or another
 //! process's that we notice) becomes one [`ChangeSet`] on the change feed.
 //!
-//! Our commits: the update hook buffers touched rows; on `Ok` the rows are read back (inside
+//! Our commits: the schema's triggers log every collection row a job changes in the change
+//! log (`change_log`); on `Ok` the job's log rows are taken and its rows read back (inside
 //! the transaction, so the records are exactly what this commit wrote, whatever another
 //! process does next), `seq` is bumped, the transaction commits, and the change set is sent.
-//! On `Err`, a panic or a failed commit, everything rolls back and the buffer is dropped.
+//! On `Err`, a panic or a failed commit, everything rolls back, log rows included.
 //! Items carry their category's name, so a commit that changes a category's name also reads
 //! back that category's items (`capture::CategoryNames`).
 //!
-//! Foreign commits: `PRAGMA data_version` on this connection changes only when another
-//! connection commits. It is checked before every job, whenever `notify` reports a write to
-//! the database or its WAL, and at least once a second; a change triggers a diff of the
-//! collection tables against the shadow (see `capture`) — unless `collections_version`, a
-//! counter the schema's triggers bump on every collection row change, has not moved.
+//! Foreign commits: the same triggers log another process's row changes, which stay in the
+//! log until the writer publishes them. `PRAGMA data_version` on this connection changes only
+//! when another connection commits; it is checked whenever `notify` reports a write to the
+//! database or its WAL and at least once a second, and then a non-empty log is published as a
+//! change set of its own. Every batch also looks at the log under its write lock and
+//! publishes what it holds first, so a foreign commit is never folded into ours. The cost is
+//! the rows changed, never the size of the history. A writer opened beside a running daemon
+//! (`kaffediem user`, `demo`) leaves the log to the daemon.
 //!
 //! Group commit: the loop drains the jobs already queued (up to [`MAX_BATCH`]) into one
 //! transaction, each inside its own `SAVEPOINT`: released on `Ok` (with the job's own `seq`,
 //! read-back rows and change set), rolled back on `Err` or a panic without touching the
 //! others. After the single durable COMMIT the change sets go onto the feed in order and
 //! every job is answered. A lone job costs what it did before; under concurrent load one
+//! fsync serves the whole batch (measured in `BENCHMARKS.md`). [`Writer::write`] is unchanged.
 //!
 //! Where each part lives: this file, the handle ([`Writer`]), the thread's state and its loop,
 //! and the final checkpoint; `batch`, group commit with savepoints; `readback`, `seq` and the
@@ -43,10 +48,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, Transaction};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
-use super::capture::{self, CategoryNames, HookBuffer, Shadow};
-use super::{schema, ChangeSet, RecordCtx, StoreError};
-use batch::Undo;
-use foreign::{collections_version, data_version};
+use super::capture::{self, CategoryNames};
+use super::{change_log, schema, ChangeSet, RecordCtx, StoreError};
+use foreign::data_version;
 use wake::{watch, Pulse, FOREIGN_POLL, SETTLE};
 
 /// Most jobs committed together. Only jobs already waiting are taken (the writer never waits
@@ -113,15 +117,20 @@ impl Writer {
         path: &Path,
         ctx: RecordCtx,
         feed: UnboundedSender<Arc<ChangeSet>>,
+        publishes: bool,
     ) -> Result<Writer, StoreError> {
-        let hook = HookBuffer::default();
-        hook.install(&conn);
         let seq = capture::recover_seq(&conn, None)?;
-        // Baseline for foreign writes: data_version first, then the scan, so that a commit
-        // in between is seen as a (harmless, empty) change rather than missed.
         let data_version = data_version(&conn)?;
-        let counted = collections_version(&conn)?;
-        let shadow = Shadow::scan(&conn)?;
+        if publishes {
+            // Written while no daemon ran: in every snapshot already, and nobody to tell.
+            let stale = change_log::discard(&conn)?;
+            if stale > 0 {
+                tracing::info!(
+                    rows = stale,
+                    "changes made while the daemon was stopped are served by snapshots"
+                );
+            }
+        }
         let names = CategoryNames::scan(&conn)?;
         let (queue, inbox) = mpsc::channel();
         let watcher = watch(path, queue.clone());
@@ -137,15 +146,13 @@ impl Writer {
                     conn: Rc::new(conn),
                     path,
                     ctx,
-                    hook,
-                    shadow,
                     names,
                     data_version,
-                    counted,
                     seq,
                     feed,
                     undo: Vec::new(),
-                    foreign_pending: false,
+                    publishes,
+                    foreign_left: false,
                     pulse: beating,
                 };
                 engine.run(inbox);
@@ -306,26 +313,23 @@ struct Engine {
     /// For error messages.
     path: PathBuf,
     ctx: RecordCtx,
-    hook: HookBuffer,
-    /// What the collection tables held after the last commit we published.
-    shadow: Shadow,
     /// Category names as of the last commit we published (items show them).
     names: CategoryNames,
-    /// `PRAGMA data_version` as of the shadow.
+    /// `PRAGMA data_version` when the writer last looked for other processes' commits.
     data_version: i64,
-    /// `collections_version` (bumped by triggers on every collection row change, see
-    /// `schema.sql`) as of the shadow; `None` if an admin deleted it (then always diff).
-    counted: Option<i64>,
     /// The last `seq` published: the next is above it whatever the stored one says (a shell
     /// may set it to `'abc'` or lower it), so a `seq` is never handed out twice.
     seq: u64,
     feed: UnboundedSender<Arc<ChangeSet>>,
-    /// Shadow entries as they were before the current batch (see `undo_shadow`).
-    undo: Vec<Undo>,
-    /// Another process committed between the last foreign check and this batch's BEGIN: our
-    /// commits must not mark its rows published (a snapshot would then hold rows whose
-    /// change set is still to come, and its screen would get them twice).
-    foreign_pending: bool,
+    /// Category names as they were before the current batch changed them (see `undo_names`).
+    undo: Vec<(i64, Option<String>)>,
+    /// This is the daemon's writer: it drains the change log and publishes. A writer beside
+    /// a running daemon (`kaffediem user`, `demo`) leaves the log to the daemon, which
+    /// publishes its commits like any other process's.
+    publishes: bool,
+    /// The change log still held rows after the last try to publish them (a read-back
+    /// failed): look again at the next tick, even if nobody committed since.
+    foreign_left: bool,
     /// The heartbeat and page count the handle reads; pages are counted before every
     /// publication, so a test that saw a change set reads a count that includes its work.
     pulse: Arc<Pulse>,
@@ -357,14 +361,15 @@ impl Engine {
                             Err(_) => break,
                         }
                     }
-                    // Publish a foreign commit first, so it is not mistaken for ours.
-                    self.check_foreign();
+                    // A foreign commit still in the log is published first, in the batch.
+                    if self.publishes {
+                        self.notice_foreign();
+                    }
                     // A bug past the jobs themselves (reading back, the menu) must not take the
                     // writer down either: the transaction rolls back as the stack unwinds.
                     if catch_unwind(AssertUnwindSafe(|| self.run_batch(batch))).is_err() {
                         tracing::error!("the writer panicked while committing; rolled back");
-                        self.hook.take();
-                        self.undo_shadow();
+                        self.undo_names();
                     }
                 }
                 Ok(Msg::PublishForeign(done)) => {

@@ -8,6 +8,7 @@ mod auth;
 mod authz;
 mod bench;
 mod body_fuzz;
+mod capture;
 mod channels;
 mod clock;
 mod database;

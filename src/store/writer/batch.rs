@@ -7,24 +7,17 @@ use std::sync::Arc;
 
 use rusqlite::{Transaction, TransactionBehavior};
 
-use super::super::capture;
-use super::super::{schema, ChangeSet, Collection, StoreError};
-use super::{collections_version, Engine, Job, Reply};
+use super::super::{change_log, schema, ChangeSet, StoreError};
+use super::{Engine, Job, Outcome, Reply};
 
 /// Savepoint wrapping each job of a batch (jobs may nest their own under other names).
 const JOB_SAVEPOINT: &str = "kaffediem_job";
 
-/// One shadow entry as it was before the current batch changed it.
-pub(super) enum Undo {
-    Row(Collection, i64, Option<u64>),
-    CategoryName(i64, Option<String>),
-}
-
 impl Engine {
     /// Run `jobs` in one transaction, each in its own savepoint; commit once; publish one
-    /// change set per committed job, in order; then answer every job.
-    pub(super) fn run_batch(&mut self, jobs: Vec<Job>) {
-        self.hook.take();
+    /// change set per committed job, in order; then answer every job. What other processes
+    /// committed and the change log still holds goes first, as a change set of its own.
+    pub(super) fn run_batch(&mut self, mut jobs: Vec<Job>) {
         // `new_unchecked` borrows the connection shared; this thread is its only user.
         let conn = Rc::clone(&self.conn);
         let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
@@ -39,36 +32,39 @@ impl Engine {
                 return;
             }
         };
-        let counted_before = collections_version(&tx);
-        self.foreign_pending =
-            matches!(&counted_before, Ok(Some(c)) if self.counted.is_some_and(|k| k != *c));
+        // Under the write lock nobody else can add to the log until we commit.
+        let foreign = match (self.publishes, change_log::pending(&tx)) {
+            (true, Ok(true)) => {
+                tracing::info!("publishing what another process committed");
+                jobs.insert(0, foreign_commits());
+                true
+            }
+            (true, Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the change log");
+                false
+            }
+            _ => false,
+        };
         // Jobs whose savepoint was released: their change set (if they changed a collection
         // row) and their answer, both held until the COMMIT is durable.
         let mut committed: Vec<(Option<ChangeSet>, Reply)> = Vec::with_capacity(jobs.len());
         self.undo.clear();
-        for job in jobs {
-            if let Some(done) = self.run_in_savepoint(&tx, job) {
+        for (i, job) in jobs.into_iter().enumerate() {
+            if let Some(done) = self.run_in_savepoint(&tx, job, foreign && i == 0) {
                 committed.push(done);
             }
         }
         if committed.is_empty() {
             return; // Nothing to commit; dropping `tx` rolls back (a no-op).
         }
-        let counted_after = collections_version(&tx);
         if let Err(e) = tx.commit() {
             let e = schema::unavailable(&self.path, e);
             tracing::warn!(error = %e, "commit failed; rolled back");
-            self.undo_shadow();
+            self.undo_names();
             for (_, reply) in committed {
                 reply(Some(copy(&e)));
             }
             return;
-        }
-        // Our commit moved the counter; if nobody else had moved it before our BEGIN, the
-        // shadow is current up to `counted_after`. Otherwise leave it stale, so the next
-        // check diffs and finds the other process's rows.
-        if counted_before.ok().flatten() == self.counted && self.counted.is_some() {
-            self.counted = counted_after.ok().flatten();
         }
         let mut replies = Vec::with_capacity(committed.len());
         for (set, reply) in committed {
@@ -85,13 +81,20 @@ impl Engine {
     }
 
     /// One job inside `SAVEPOINT`: `Some` with its change set and answer when released,
-    /// `None` when it was rolled back (and already answered, unless it panicked).
+    /// `None` when it was rolled back (and already answered, unless it panicked). Its change
+    /// set is what it added to the change log (`whole_log`: everything the log holds, for
+    /// the job that publishes other processes' commits).
     fn run_in_savepoint(
         &mut self,
         tx: &Transaction<'_>,
         job: Job,
+        whole_log: bool,
     ) -> Option<(Option<ChangeSet>, Reply)> {
-        self.hook.take();
+        let mark = match (self.publishes, whole_log) {
+            (false, _) => None,
+            (true, true) => Some(Ok(i64::MIN)),
+            (true, false) => Some(change_log::mark(tx)),
+        };
         if let Err(e) = tx.execute_batch(&format!("SAVEPOINT {JOB_SAVEPOINT}")) {
             let outcome = job(Err(schema::unavailable(&self.path, e)));
             (outcome.reply)(None);
@@ -111,11 +114,15 @@ impl Engine {
             (outcome.reply)(None);
             return None;
         }
-        let touched = self.hook.take();
-        let changes = capture::collapse(&touched, |c, id| self.shadow.contains(c, id));
-        let prepared = match (changes.is_empty(), outcome.new_day) {
-            (true, None) => Ok(None),
-            (_, new_day) => self
+        // A writer beside the daemon leaves its rows in the log: the daemon publishes them.
+        let changes = match mark {
+            None => Ok(Vec::new()),
+            Some(mark) => mark.and_then(|after| change_log::drain(tx, after)),
+        };
+        let prepared = match (changes, outcome.new_day) {
+            (Err(e), _) => Err(self.classify(e)),
+            (Ok(changes), None) if changes.is_empty() => Ok(None),
+            (Ok(changes), new_day) => self
                 .prepare(tx, &changes)
                 .map(|mut p| {
                     p.set.new_day = new_day;
@@ -130,15 +137,11 @@ impl Engine {
         });
         match released {
             Ok(prepared) => {
-                // Later jobs of the batch collapse their rows against this job's result.
+                // Later jobs of the batch compare category names with this job's result.
                 let set = prepared.map(|p| {
-                    for (c, id, hash) in p.hashes {
-                        self.undo.push(Undo::Row(c, id, self.shadow.hash(c, id)));
-                        self.shadow.set(c, id, hash);
-                    }
                     for (id, name) in p.names {
                         let before = self.names.set(id, name);
-                        self.undo.push(Undo::CategoryName(id, before));
+                        self.undo.push((id, before));
                     }
                     p.set
                 });
@@ -153,25 +156,19 @@ impl Engine {
         }
     }
 
-    /// Undo the current job's savepoint and forget the rows it touched.
+    /// Undo the current job's savepoint (its rows and their change-log entries).
     fn rollback_savepoint(&mut self, tx: &Transaction<'_>) {
         let sql = format!("ROLLBACK TO {JOB_SAVEPOINT}; RELEASE {JOB_SAVEPOINT}");
         if let Err(e) = tx.execute_batch(&sql) {
             tracing::error!(error = %e, "cannot roll back a write job's savepoint");
         }
-        self.hook.take();
     }
 
-    /// Put back the shadow entries the current batch changed (its COMMIT failed, or it
+    /// Put back the category names the current batch changed (its COMMIT failed, or it
     /// panicked): the rows are as they were before the batch.
-    pub(super) fn undo_shadow(&mut self) {
-        while let Some(undo) = self.undo.pop() {
-            match undo {
-                Undo::Row(c, id, hash) => self.shadow.set(c, id, hash),
-                Undo::CategoryName(id, name) => {
-                    self.names.set(id, name);
-                }
-            }
+    pub(super) fn undo_names(&mut self) {
+        while let Some((id, name)) = self.undo.pop() {
+            self.names.set(id, name);
         }
     }
 }
@@ -187,4 +184,19 @@ pub(super) fn copy(e: &StoreError) -> StoreError {
         StoreError::Closed => StoreError::Closed,
         StoreError::Sqlite(e) => StoreError::Unavailable(e.to_string()),
     }
+}
+
+/// The job that publishes other processes' commits: it writes nothing; its change set is the
+/// change log as it stands. Nobody waits for its answer; a failure leaves the log for the
+/// next try.
+fn foreign_commits() -> Job {
+    Box::new(|_| Outcome {
+        commit: true,
+        new_day: None,
+        reply: Box::new(|failed| {
+            if let Some(e) = failed {
+                tracing::warn!(error = %e, "could not publish another process's commit yet");
+            }
+        }),
+    })
 }

@@ -8,12 +8,10 @@ use super::super::capture::{self, RowChange};
 use super::super::{menu, records, Change, ChangeSet, Collection, Op, StoreError};
 use super::Engine;
 
-/// What [`Engine::prepare`] read inside the transaction: the change set, and what the shadow
-/// and the category names become once it is published.
+/// What [`Engine::prepare`] read inside the transaction: the change set, and what the
+/// category names become once it is published.
 pub(super) struct Prepared {
     pub(super) set: ChangeSet,
-    /// Each changed row's new hash (`None`: the row is gone).
-    pub(super) hashes: Vec<(Collection, i64, Option<u64>)>,
     /// Each category whose name changed, with the new one (`None`: the category is gone).
     pub(super) names: Vec<(i64, Option<String>)>,
 }
@@ -27,20 +25,15 @@ impl Engine {
         changes: &[RowChange],
     ) -> Result<Prepared, StoreError> {
         let seq = capture::next_seq(conn, self.seq)?;
-        // Everything the collections hold now is what this change set publishes: readers
-        // compare this with `collections_version` to spot unpublished foreign commits.
-        // Unless a foreign commit is still to be published: then readers must keep seeing it
-        // as unpublished, so that they have the writer publish it first.
-        if !self.foreign_pending {
-            conn.execute(
+        // Kept as a floor for `seq` (see `capture::recover_seq`); readers look at the change
+        // log to tell whether everything is published.
+        conn.execute(
             "INSERT INTO kaffediem_meta (key, value) \
              SELECT 'published_version', value FROM kaffediem_meta WHERE key = 'collections_version' \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [],
-            )?;
-        }
+            [],
+        )?;
         let mut out = Vec::with_capacity(changes.len());
-        let mut hashes = Vec::with_capacity(changes.len());
         let colors = match changes.iter().any(|c| c.0 == Collection::Order) {
             true => Some(records::label_colors(conn)?),
             false => None,
@@ -50,12 +43,8 @@ impl Engine {
                 Op::Delete => None,
                 _ => records::get_with(conn, collection, id, &self.ctx, colors.as_ref())?,
             };
-            let hash = match record {
-                Some(_) => capture::row_hash(conn, collection, id)?,
-                None => None,
-            };
-            hashes.push((collection, id, hash));
-            // A row the hook saw written but that is gone now is a delete.
+            // A row logged as written but gone now is a delete (an `INSERT OR REPLACE`
+            // replaced it away).
             let op = if record.is_none() { Op::Delete } else { op };
             out.push(Change {
                 collection,
@@ -79,6 +68,6 @@ impl Engine {
             menu,
             new_day: None,
         };
-        Ok(Prepared { set, hashes, names })
+        Ok(Prepared { set, names })
     }
 }

@@ -77,13 +77,15 @@ pub(super) fn watch(path: &Path, queue: mpsc::Sender<Msg>) -> Option<FileWatch> 
 fn pages_looked_at(conn: &rusqlite::Connection) -> u64 {
     use rusqlite::ffi;
     let mut total = 0u64;
-    for op in [ffi::SQLITE_DBSTATUS_CACHE_HIT, ffi::SQLITE_DBSTATUS_CACHE_MISS] {
+    for op in [
+        ffi::SQLITE_DBSTATUS_CACHE_HIT,
+        ffi::SQLITE_DBSTATUS_CACHE_MISS,
+    ] {
         let (mut current, mut highwater) = (0, 0);
         // SAFETY: `conn` is open for the whole call and used by this thread only;
         // `sqlite3_db_status` only writes the two integers we pass.
-        let rc = unsafe {
-            ffi::sqlite3_db_status(conn.handle(), op, &mut current, &mut highwater, 0)
-        };
+        let rc =
+            unsafe { ffi::sqlite3_db_status(conn.handle(), op, &mut current, &mut highwater, 0) };
         if rc == ffi::SQLITE_OK {
             total += u64::try_from(current).unwrap_or(0);
         }
