@@ -5,4 +5,5 @@
 
 mod history;
 mod shell;
+mod triggers;
 mod upgrade;
