@@ -197,13 +197,16 @@ CREATE TABLE image (
 -- daemon publishes these rows and deletes them in the same transaction, so the table holds only
 -- what another process committed and the daemon has not published yet: a shell edit of one
 -- order costs the daemon one row here, however many orders the file holds. `op` is 'create',
--- 'update' (also: the row was there before this statement) or 'delete'. The same triggers bump
--- `collections_version`, a floor for `seq` should the shell break it.
+-- 'update' (also: the row was there before this statement) or 'delete'; `before`, for an
+-- order that was there, its fields screens filter on as they were (JSON), so the daemon need
+-- not keep every order in memory to tell a screen an order left its filter. The same triggers
+-- bump `collections_version`, a floor for `seq` should the shell break it.
 CREATE TABLE kaffediem_changes (
     id         INTEGER PRIMARY KEY,
     collection TEXT    NOT NULL,
     row_id     INTEGER NOT NULL,
-    op         TEXT    NOT NULL
+    op         TEXT    NOT NULL,
+    before     TEXT
 );
 
 -- `published_version`: the `collections_version` as of the last change set the daemon

@@ -124,6 +124,7 @@ pub fn republish_items(
                     id,
                     op: Op::Update,
                     record: Some(Arc::new(record)),
+                    before: None,
                 });
             }
         }

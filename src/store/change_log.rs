@@ -8,9 +8,13 @@
 //! look at. Finding what another process changed costs the rows it changed, not a scan of
 //! every table.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use serde_json::{json, Value};
 
 use super::capture::{collapse, RowChange};
+use super::records::{format_timestamp, normalize_timestamp};
 use super::{Collection, Op, StoreError};
 
 /// The triggers that log one collection's row changes: `(name, CREATE TRIGGER …)`.
@@ -30,7 +34,9 @@ use super::{Collection, Op, StoreError};
 pub fn triggers(collection: Collection, unique: &[Vec<String>]) -> Vec<(String, String)> {
     let n = collection.name();
     let t = format!("\"{n}\"");
-    let log = "INSERT INTO kaffediem_changes (collection, row_id, op)";
+    let log = "INSERT INTO kaffediem_changes (collection, row_id, op, before)";
+    let old = before(collection, "OLD.");
+    let row = before(collection, "");
     let bump = "UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';";
     let same_key: String = unique
         .iter()
@@ -52,26 +58,26 @@ pub fn triggers(collection: Collection, unique: &[Vec<String>]) -> Vec<(String, 
             format!("{n}_insert_captured"),
             format!(
                 "CREATE TRIGGER \"{n}_insert_captured\" AFTER INSERT ON {t} BEGIN\n    \
-                 {log} VALUES ('{n}', NEW.id, 'create');\n    {bump}\nEND"
+                 {log} VALUES ('{n}', NEW.id, 'create', NULL);\n    {bump}\nEND"
             ),
         ),
         (
             format!("{n}_replace_captured"),
             format!(
                 "CREATE TRIGGER \"{n}_replace_captured\" BEFORE INSERT ON {t} BEGIN\n    \
-                 {log} SELECT '{n}', id, 'update' FROM {t} WHERE id = NEW.id{same_key};\nEND"
+                 {log} SELECT '{n}', id, 'update', {row} FROM {t} WHERE id = NEW.id{same_key};\nEND"
             ),
         ),
         (
             format!("{n}_update_captured"),
             format!(
                 "CREATE TRIGGER \"{n}_update_captured\" BEFORE UPDATE ON {t} BEGIN\n    \
-                 {log} SELECT '{n}', id, 'update' FROM {t} \
+                 {log} SELECT '{n}', id, 'update', {row} FROM {t} \
                  WHERE (NEW.id IS NOT OLD.id{key_changed}) \
                  AND id IS NOT OLD.id AND (id = NEW.id{same_key});\n    \
                  {log} VALUES ('{n}', OLD.id, \
-                 CASE WHEN NEW.id IS OLD.id THEN 'update' ELSE 'delete' END);\n    \
-                 {log} SELECT '{n}', NEW.id, 'create' WHERE NEW.id IS NOT OLD.id;\n    \
+                 CASE WHEN NEW.id IS OLD.id THEN 'update' ELSE 'delete' END, {old});\n    \
+                 {log} SELECT '{n}', NEW.id, 'create', NULL WHERE NEW.id IS NOT OLD.id;\n    \
                  {bump}\nEND"
             ),
         ),
@@ -79,10 +85,23 @@ pub fn triggers(collection: Collection, unique: &[Vec<String>]) -> Vec<(String, 
             format!("{n}_delete_captured"),
             format!(
                 "CREATE TRIGGER \"{n}_delete_captured\" BEFORE DELETE ON {t} BEGIN\n    \
-                 {log} VALUES ('{n}', OLD.id, 'delete');\n    {bump}\nEND"
+                 {log} VALUES ('{n}', OLD.id, 'delete', {old});\n    {bump}\nEND"
             ),
         ),
     ]
+}
+
+/// What the log keeps of a row as it was (`row` prefixes its columns: `OLD.`, or nothing in
+/// a `SELECT` from the table): for an order, the fields screens filter on (see
+/// [`super::Change::before`]); `NULL` for the other collections.
+fn before(collection: Collection, row: &str) -> String {
+    match collection {
+        Collection::Order => format!(
+            "json_object('inserted_at', {row}inserted_at, 'updated_at', {row}updated_at, \
+             'customer_id', {row}customer_id, 'state', {row}state, 'day_id', {row}day_id)"
+        ),
+        _ => "NULL".to_owned(),
+    }
 }
 
 /// The UNIQUE column sets of `collection`'s table other than its id, as the file declares them
@@ -172,20 +191,33 @@ pub fn mark(conn: &Connection) -> Result<i64, StoreError> {
         .query_row([], |r| r.get(0))?)
 }
 
-/// Take the rows of the log after `after` (inside the publishing transaction): the net
-/// change per row, in first-touch order. Rows naming no collection (written by hand) are
-/// dropped.
-pub fn drain(conn: &Connection, after: i64) -> Result<Vec<RowChange>, StoreError> {
+/// What a job or a foreign commit left in the log: one net change per row, and for each
+/// order that was there before, its filter fields as they were.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Net change per row, in first-touch order.
+    pub changes: Vec<RowChange>,
+    /// Order id → the order's fields before the commit, in the record's JSON shape
+    /// (`inserted_at` normalized like the record's, `customer_id`, `state`, `day_id`).
+    pub before: HashMap<i64, Value>,
+}
+
+/// Take the rows of the log after `after` (inside the publishing transaction). Rows naming
+/// no collection (written by hand) are dropped.
+pub fn drain(conn: &Connection, after: i64) -> Result<Drained, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT collection, row_id, op FROM kaffediem_changes WHERE id > ?1 ORDER BY id",
+        "SELECT collection, row_id, op, before FROM kaffediem_changes WHERE id > ?1 ORDER BY id",
     )?;
     let mut rows = stmt.query([after])?;
     let mut ops = Vec::new();
+    let mut before = HashMap::new();
+    let mut seen = HashSet::new();
     while let Some(row) = rows.next()? {
         let name: Option<String> = row.get(0).ok();
         let id: Option<i64> = row.get(1).ok();
         let op: Option<String> = row.get(2).ok();
-        let Some(collection) = name.as_deref().and_then(Collection::from_name) else {
+        let (Some(collection), Some(id)) = (name.as_deref().and_then(Collection::from_name), id)
+        else {
             continue;
         };
         let op = match op.as_deref() {
@@ -193,14 +225,43 @@ pub fn drain(conn: &Connection, after: i64) -> Result<Vec<RowChange>, StoreError
             Some("delete") => Op::Delete,
             _ => Op::Update,
         };
-        if let Some(id) = id {
-            ops.push((collection, id, op));
+        // The first entry of a row tells how it was before the commit.
+        if collection == Collection::Order && seen.insert(id) {
+            let fields: Option<String> = row.get(3).ok().flatten();
+            if let Some(fields) = fields.as_deref().and_then(order_before) {
+                before.insert(id, fields);
+            }
         }
+        ops.push((collection, id, op));
     }
     drop(rows);
     conn.prepare_cached("DELETE FROM kaffediem_changes WHERE id > ?1")?
         .execute([after])?;
-    Ok(collapse(&ops))
+    Ok(Drained {
+        changes: collapse(&ops),
+        before,
+    })
+}
+
+/// An order's logged fields in the record's shape; a junk `inserted_at` read as the record
+/// shows it (its `updated_at`, else the epoch).
+fn order_before(logged: &str) -> Option<Value> {
+    let fields: Value = serde_json::from_str(logged).ok()?;
+    let stamp = |key: &str| {
+        fields
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(normalize_timestamp)
+    };
+    let inserted_at = stamp("inserted_at")
+        .or_else(|| stamp("updated_at"))
+        .unwrap_or_else(|| format_timestamp(jiff::Timestamp::UNIX_EPOCH));
+    Some(json!({
+        "inserted_at": inserted_at,
+        "customer_id": fields.get("customer_id").and_then(Value::as_i64),
+        "state": fields.get("state").and_then(Value::as_str).unwrap_or_default(),
+        "day_id": fields.get("day_id").and_then(Value::as_i64),
+    }))
 }
 
 /// Forget what the log holds (at start: rows written while no daemon ran are in every

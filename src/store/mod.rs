@@ -65,6 +65,12 @@ pub struct Change {
     /// The record read back after the commit, in the same JSON shape as snapshots and the HTTP
     /// API; `None` for a delete.
     pub record: Option<Arc<serde_json::Value>>,
+    /// For an order that was there before the commit: the fields screens filter on as they
+    /// were (`inserted_at`, `customer_id`, `state`, `day_id`, in the record's JSON shape),
+    /// from the change log. The fan-out compares them with the new record to tell a screen
+    /// that an order left or entered its filter, without keeping every order in memory.
+    /// `None` for a created order and for the other collections.
+    pub before: Option<Arc<serde_json::Value>>,
 }
 
 /// Everything one committed transaction changed. Row changes are collapsed per row (create
@@ -267,4 +273,26 @@ pub fn current_seq(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
         )
         .optional()?;
     Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+/// Database pages `conn` has looked at since it was opened (its page-cache hits and misses,
+/// as SQLite counts them): the work of a read or a write, counted rather than timed, for the
+/// tests that hold what serving today costs independent of the history.
+pub fn pages_looked_at(conn: &rusqlite::Connection) -> u64 {
+    use rusqlite::ffi;
+    let mut total = 0u64;
+    for op in [
+        ffi::SQLITE_DBSTATUS_CACHE_HIT,
+        ffi::SQLITE_DBSTATUS_CACHE_MISS,
+    ] {
+        let (mut current, mut highwater) = (0, 0);
+        // SAFETY: `conn` is open for the whole call and not used elsewhere meanwhile (we
+        // hold `&` of it on this thread); `sqlite3_db_status` only writes the two integers.
+        let rc =
+            unsafe { ffi::sqlite3_db_status(conn.handle(), op, &mut current, &mut highwater, 0) };
+        if rc == ffi::SQLITE_OK {
+            total += u64::try_from(current).unwrap_or(0);
+        }
+    }
+    total
 }

@@ -212,7 +212,8 @@ fn change_log(tx: &Transaction<'_>) -> Result<(), StoreError> {
              id         INTEGER PRIMARY KEY,
              collection TEXT    NOT NULL,
              row_id     INTEGER NOT NULL,
-             op         TEXT    NOT NULL
+             op         TEXT    NOT NULL,
+             before     TEXT
          );
          CREATE INDEX IF NOT EXISTS order_updated ON \"order\" (updated_at);",
     )?;

@@ -116,14 +116,14 @@ impl Engine {
         }
         // A writer beside the daemon leaves its rows in the log: the daemon publishes them.
         let changes = match mark {
-            None => Ok(Vec::new()),
+            None => Ok(change_log::Drained::default()),
             Some(mark) => mark.and_then(|after| change_log::drain(tx, after)),
         };
         let prepared = match (changes, outcome.new_day) {
             (Err(e), _) => Err(self.classify(e)),
-            (Ok(changes), None) if changes.is_empty() => Ok(None),
-            (Ok(changes), new_day) => self
-                .prepare(tx, &changes)
+            (Ok(drained), None) if drained.changes.is_empty() => Ok(None),
+            (Ok(drained), new_day) => self
+                .prepare(tx, &drained)
                 .map(|mut p| {
                     p.set.new_day = new_day;
                     Some(p)

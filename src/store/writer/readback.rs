@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::super::capture::{self, RowChange};
+use super::super::capture;
+use super::super::change_log::Drained;
 use super::super::{menu, records, Change, ChangeSet, Collection, Op, StoreError};
 use super::Engine;
 
@@ -22,8 +23,9 @@ impl Engine {
     pub(super) fn prepare(
         &self,
         conn: &Connection,
-        changes: &[RowChange],
+        drained: &Drained,
     ) -> Result<Prepared, StoreError> {
+        let changes = &drained.changes;
         let seq = capture::next_seq(conn, self.seq)?;
         // Kept as a floor for `seq` (see `capture::recover_seq`); readers look at the change
         // log to tell whether everything is published.
@@ -51,6 +53,10 @@ impl Engine {
                 id,
                 op,
                 record: record.map(Arc::new),
+                before: match collection {
+                    Collection::Order => drained.before.get(&id).cloned().map(Arc::new),
+                    _ => None,
+                },
             });
         }
         let names = self.names.renamed(&out);

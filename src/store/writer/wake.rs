@@ -45,7 +45,8 @@ impl Pulse {
 
     /// Record how many pages `conn` (the writer's) has looked at so far.
     pub(super) fn count_pages(&self, conn: &rusqlite::Connection) {
-        self.pages.store(pages_looked_at(conn), Ordering::Relaxed);
+        self.pages
+            .store(super::super::pages_looked_at(conn), Ordering::Relaxed);
     }
 
     pub(super) fn pages(&self) -> u64 {
@@ -71,24 +72,4 @@ pub(super) fn watch(path: &Path, queue: mpsc::Sender<Msg>) -> Option<FileWatch> 
             None
         }
     }
-}
-
-/// Pages `conn` has fetched from its page cache or the file since it was opened.
-fn pages_looked_at(conn: &rusqlite::Connection) -> u64 {
-    use rusqlite::ffi;
-    let mut total = 0u64;
-    for op in [
-        ffi::SQLITE_DBSTATUS_CACHE_HIT,
-        ffi::SQLITE_DBSTATUS_CACHE_MISS,
-    ] {
-        let (mut current, mut highwater) = (0, 0);
-        // SAFETY: `conn` is open for the whole call and used by this thread only;
-        // `sqlite3_db_status` only writes the two integers we pass.
-        let rc =
-            unsafe { ffi::sqlite3_db_status(conn.handle(), op, &mut current, &mut highwater, 0) };
-        if rc == ffi::SQLITE_OK {
-            total += u64::try_from(current).unwrap_or(0);
-        }
-    }
-    total
 }

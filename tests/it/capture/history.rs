@@ -1,12 +1,16 @@
 //! A year of orders (and more) in the file: a shell edit of one order costs what it costs on
-//! an almost empty database, and so does start-up.
+//! an almost empty database, and so do start-up and the reads that serve today.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kaffediem::clock::SystemClock;
-use kaffediem::store::{ChangeFeed, ChangeSet, Collection, Op, RecordCtx, Store, StoreOptions};
+use kaffediem::store::records::{self, Window};
+use kaffediem::store::{
+    self, stamps, ChangeFeed, ChangeSet, Collection, Op, OrderQuery, RecordCtx, Stop, Store,
+    StoreOptions,
+};
 use rusqlite::Connection;
 
 /// Past orders written into the file while the daemon is stopped.
@@ -126,4 +130,74 @@ async fn a_shell_update_of_one_order_costs_the_same_with_200_000_orders_as_with_
         start_big <= start_small * 2 + 16,
         "starting read {start_big} pages with {HISTORY} orders, {start_small} with 10"
     );
+}
+
+/// Pages each read the daemon makes to serve today costs on a file holding `history` past
+/// orders and 20 of the last hour: (newest stamp at start, the fan-out's start, today's join
+/// snapshot / HTTP list).
+async fn today_costs(path: &Path, history: i64) -> [u64; 3] {
+    let (store, _) = open(path);
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+    fill(path, history);
+    let sh = shell(path);
+    sh.execute_batch(
+        r#"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20)
+           INSERT INTO "order" (uuid, items) SELECT printf('today-%d', i), '[]' FROM n;
+           DELETE FROM kaffediem_changes;"#,
+    )
+    .expect("today's orders");
+    let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let ctx = RecordCtx {
+        public_url: "http://kaffe.test:4000".into(),
+    };
+    let reader = shell(path);
+    let cost = |read: &dyn Fn(&Connection)| {
+        let before = store::pages_looked_at(&reader);
+        read(&reader);
+        store::pages_looked_at(&reader) - before
+    };
+    let stamp = cost(&|c| {
+        stamps::newest(c).expect("newest").expect("a stamp");
+    });
+    let fanout = cost(&|c| {
+        let today = records::order_fields(c, hour_ago).expect("fields");
+        assert_eq!(today.len(), 20);
+    });
+    let snapshot = cost(&|c| {
+        let query = OrderQuery {
+            since: Some(hour_ago),
+            ..OrderQuery::default()
+        };
+        let listed = records::list_bounded(
+            c,
+            Collection::Order,
+            &query,
+            Window::Newest(2000),
+            &ctx,
+            &Stop::never(),
+        )
+        .expect("list");
+        assert_eq!(listed.records.len(), 20);
+        assert_eq!(listed.total, 20);
+    });
+    [stamp, fanout, snapshot]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_today_reads_the_same_pages_with_200_000_past_orders_as_with_ten() {
+    let small = tempfile::tempdir().expect("tempdir");
+    let few = today_costs(&small.path().join("kaffediem.db"), 10).await;
+    let big = tempfile::tempdir().expect("tempdir");
+    let many = today_costs(&big.path().join("kaffediem.db"), HISTORY).await;
+    eprintln!("pages read (newest stamp, fan-out start, today's snapshot): {few:?} → {many:?}");
+    for (what, (few, many)) in ["newest stamp", "fan-out start", "today's snapshot"]
+        .iter()
+        .zip(few.into_iter().zip(many))
+    {
+        assert!(
+            many <= few * 2 + 16,
+            "{what} read {many} pages with {HISTORY} orders, {few} with 10"
+        );
+    }
 }

@@ -202,3 +202,70 @@ async fn the_cli_writing_beside_the_daemon_reaches_its_screens() {
     assert!(change["record"]["name"].is_string(), "{change}");
     drop(daemon);
 }
+
+/// An order's change carries its filter fields as they were before the commit (the fan-out
+/// compares them with the new record instead of keeping every order in memory): for a shell
+/// edit of an order from last month as for one of ours.
+#[tokio::test]
+async fn an_order_change_carries_the_fields_it_had_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kaffediem.db");
+    let (store, mut feed) = open(&path);
+    let sh = shell(&path);
+    sh.execute(
+        r#"INSERT INTO "order" (id, customer_id, day_id, state, items, inserted_at)
+           VALUES (1, 5, 117, 'dispatched', '[]', '2026-01-05T08:00:00.000Z')"#,
+        [],
+    )
+    .expect("old order");
+    let set = next(&mut feed).await;
+    assert_eq!(ops(&set), vec![(Collection::Order, 1, Op::Create)]);
+    assert!(
+        set.changes[0].before.is_none(),
+        "a created order had nothing before"
+    );
+
+    sh.execute(
+        r#"UPDATE "order" SET customer_id = 6, state = 'completed' WHERE id = 1"#,
+        [],
+    )
+    .expect("shell update");
+    let set = next(&mut feed).await;
+    assert_eq!(ops(&set), vec![(Collection::Order, 1, Op::Update)]);
+    assert_eq!(
+        set.changes[0].before.as_deref(),
+        Some(
+            &json!({"inserted_at": "2026-01-05T08:00:00.000000Z", "customer_id": 5,
+                     "state": "dispatched", "day_id": 117})
+        )
+    );
+    assert_eq!(
+        set.changes[0].record.as_deref().expect("record")["customer_id"],
+        6
+    );
+
+    // Our own write: the same.
+    store
+        .writer
+        .write(|tx| {
+            tx.execute(r#"UPDATE "order" SET state = 'received' WHERE id = 1"#, [])?;
+            Ok::<_, kaffediem::store::StoreError>(())
+        })
+        .await
+        .expect("write");
+    let set = next(&mut feed).await;
+    assert_eq!(
+        set.changes[0].before.as_deref().expect("before")["state"],
+        "completed"
+    );
+
+    sh.execute(r#"DELETE FROM "order" WHERE id = 1"#, [])
+        .expect("shell delete");
+    let set = next(&mut feed).await;
+    assert_eq!(ops(&set), vec![(Collection::Order, 1, Op::Delete)]);
+    assert_eq!(
+        set.changes[0].before.as_deref().expect("before")["customer_id"],
+        6
+    );
+    store.shutdown().await.expect("shutdown");
+}
