@@ -16,6 +16,7 @@
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
 //! - [`ops`]: the appliance around it: backup, check, systemd, metrics, config reload, logs.
+//! - [`watch`]: the file watcher the config reload and the writer share.
 
 pub mod accounts;
 pub mod channels;
@@ -27,3 +28,4 @@ pub mod phoenix;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod watch;
