@@ -9,8 +9,6 @@
 pub mod body;
 pub mod collections;
 
-use std::sync::Arc;
-
 use crate::http::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
@@ -181,59 +179,34 @@ pub async fn caller(app: &App, headers: &HeaderMap) -> Caller {
     }
 }
 
-/// Answer a request under `/api/` (sessions are routed before this).
-pub async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    match dispatch(app, req, &path).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(&method, &path),
-    }
+/// `GET /api/menu`: the whole tree.
+pub async fn menu(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    caller(app, req.headers())
+        .await
+        .may_read(app.settings().public_read)?;
+    let ctx = app.record_ctx(req.headers());
+    // The whole tree is a bulk read: on the snapshot lane, never in front of logins and
+    // orders however many clients ask for it.
+    let tree = app
+        .store
+        .snapshots
+        .read(move |conn| menu::build(conn, &ctx))
+        .await?;
+    Ok(json_response(StatusCode::OK, &tree))
 }
 
-async fn dispatch(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    path: &str,
+/// `GET /api/files/item/{id}/{filename}`: an item's image (`filename` as it came in the path).
+pub async fn item_image(
+    app: &App,
+    req: &Request<Incoming>,
+    id: i64,
+    filename: &str,
 ) -> Result<Response<Body>, ApiError> {
-    if let Some(rest) = path.strip_prefix("/api/collections/") {
-        return collections::route(app, req, rest).await;
-    }
-    if path == "/api/menu" {
-        if req.method() != Method::GET {
-            return Err(ApiError::MethodNotAllowed("GET"));
-        }
-        caller(app, req.headers())
-            .await
-            .may_read(app.settings().public_read)?;
-        let ctx = app.record_ctx(req.headers());
-        // The whole tree is a bulk read: on the snapshot lane, never in front of logins and
-        // orders however many clients ask for it.
-        let tree = app
-            .store
-            .snapshots
-            .read(move |conn| menu::build(conn, &ctx))
-            .await?;
-        return Ok(json_response(StatusCode::OK, &tree));
-    }
-    if let Some(rest) = path.strip_prefix("/api/files/") {
-        let parts: Vec<&str> = rest.split('/').collect();
-        let [collection, id, filename] = parts[..] else {
-            return Err(ApiError::NotFound("not found"));
-        };
-        let (Some(id), "item") = (id.parse::<i64>().ok(), collection) else {
-            return Err(ApiError::NotFound("file not found"));
-        };
-        if req.method() != Method::GET {
-            return Err(ApiError::MethodNotAllowed("GET"));
-        }
-        caller(app, req.headers())
-            .await
-            .may_read(app.settings().public_read)?;
-        let filename = percent_decode(filename);
-        return super::images::serve(app, req.headers(), id, filename).await;
-    }
-    Err(ApiError::NotFound("not found"))
+    caller(app, req.headers())
+        .await
+        .may_read(app.settings().public_read)?;
+    let filename = percent_decode(filename);
+    super::images::serve(app, req.headers(), id, filename).await
 }
 
 /// Decode `%XX` escapes and `+` (query strings). Invalid escapes are kept as they are.

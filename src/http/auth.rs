@@ -24,7 +24,7 @@ use crate::http::Incoming;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{self, HeaderValue};
-use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::{HeaderMap, Request, Response, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use rusqlite::OptionalExtension;
 use serde::Deserialize;
@@ -35,8 +35,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 
-use super::api::ApiError;
-use super::cors::Cors;
 use super::{error, json_response, Body};
 use limiter::{Key, Limiter};
 use password_checks::PasswordChecks;
@@ -230,45 +228,7 @@ impl Auth {
         })
     }
 
-    /// Answer `/api/session` (POST login, GET current, DELETE logout) and
-    /// `/api/session/token`; `Err(req)` hands back any other request untouched (including
-    /// `OPTIONS`, which the CORS layer answers).
-    /// `cors` judges, as for every API write, whether a login or logout comes from a page
-    /// that may write (a foreign page could otherwise log a visitor into its own account, or
-    /// the admin out).
-    pub async fn route(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        cors: &Cors,
-    ) -> Result<Response<Body>, Request<Incoming>> {
-        let path = req.uri().path();
-        if !matches!(path, "/api/session" | "/api/session/token") || req.method() == Method::OPTIONS
-        {
-            return Err(req);
-        }
-        let token_route = path == "/api/session/token";
-        let writes = matches!(*req.method(), Method::POST | Method::DELETE) && !token_route;
-        let mut response = match (req.method(), token_route) {
-            _ if writes && !cors.may_write(req.headers()) => {
-                let (method, path) = (req.method().clone(), path.to_owned());
-                ApiError::CrossSite.into_response(&method, &path)
-            }
-            (&Method::POST, false) => self.login(req, peer).await,
-            (&Method::GET, false) => self.current(req.headers()).await,
-            (&Method::DELETE, false) => self.logout(req.headers()).await,
-            (&Method::GET, true) => self.socket_token(req.headers()).await,
-            (_, false) => method_not_allowed("GET, POST, DELETE"),
-            (_, true) => method_not_allowed("GET"),
-        };
-        // Answers here carry who someone is; no cache may keep them.
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Ok(response)
-    }
-
-    async fn login(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub(crate) async fn login(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let credentials = match read_login(req).await {
             Ok(c) => c,
             Err(response) => return response,
@@ -362,7 +322,7 @@ impl Auth {
         with_cookie(json_response(StatusCode::OK, &data(&identity)), &cookie)
     }
 
-    async fn current(&self, headers: &HeaderMap) -> Response<Body> {
+    pub(crate) async fn current(&self, headers: &HeaderMap) -> Response<Body> {
         if let Some(hit) = self.session(headers).await {
             return json_response(StatusCode::OK, &data(&hit.identity));
         }
@@ -384,7 +344,7 @@ impl Auth {
         }
     }
 
-    async fn logout(&self, headers: &HeaderMap) -> Response<Body> {
+    pub(crate) async fn logout(&self, headers: &HeaderMap) -> Response<Body> {
         if let Some(token) = session_cookie(headers) {
             let hash = token_hash(token);
             let deleted = self
@@ -407,7 +367,7 @@ impl Auth {
         )
     }
 
-    async fn socket_token(&self, headers: &HeaderMap) -> Response<Body> {
+    pub(crate) async fn socket_token(&self, headers: &HeaderMap) -> Response<Body> {
         let Some(hit) = self.session(headers).await else {
             return error(StatusCode::UNAUTHORIZED, "not logged in");
         };
@@ -587,14 +547,6 @@ fn too_many_checks() -> Response<Body> {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
-    response
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 

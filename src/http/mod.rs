@@ -21,6 +21,7 @@ pub mod cors;
 pub mod deadline;
 pub mod forwarded;
 pub mod images;
+pub mod routes;
 
 use crate::channels::Cafe;
 use crate::clock::Clock;
@@ -244,45 +245,22 @@ pub struct ClientAddr(pub SocketAddr);
 async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     // Behind a reverse proxy every peer is the proxy; rate limits and log lines are about
     // the client it forwards.
-    let client = app.client_addr(req.headers(), peer);
-    req.extensions_mut().insert(ClientAddr(client));
+    let client = ClientAddr(app.client_addr(req.headers(), peer));
+    req.extensions_mut().insert(client);
     // HEAD is GET without the body, on every route that answers GET: routed as a GET here
     // once; hyper knows the request was a HEAD and sends the head only (Content-Length of
     // the body it would have sent). Not on the socket paths: a GET there opens a socket.
     if req.method() == Method::HEAD && !req.uri().path().starts_with("/socket/") {
         *req.method_mut() = Method::GET;
     }
-    let path = req.uri().path().to_owned();
-    let origin = app.cors.origin(req.headers());
-    let has_origin = req.headers().contains_key(header::ORIGIN);
-    let mut response = match (req.method(), path.as_str()) {
-        (_, "/socket/websocket") => app.endpoint.upgrade(req, client),
-        // LongPoll answers carry Phoenix's own CORS headers (`*`, echoed allow-headers).
-        (_, "/socket/longpoll") => return app.endpoint.long_poll(req, client).await,
-        (&Method::OPTIONS, _) => cors::preflight(),
-        (&Method::GET, "/healthz") => healthz(app).await,
-        (&Method::GET, "/metrics") => crate::ops::metrics::guarded(app, req.headers(), client),
-        (_, "/healthz") | (_, "/metrics") => method_not_allowed("GET, HEAD"),
-        (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
-            match app.auth.route(req, client, &app.cors).await {
-                Ok(response) => response,
-                Err(_) => error(StatusCode::NOT_FOUND, "not found"),
-            }
-        }
-        (_, p) if p.starts_with("/api/") => api::route(app, req).await,
-        _ => error(StatusCode::NOT_FOUND, "not found"),
-    };
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        cors::decorate(&mut response, origin, has_origin);
-    }
-    response
+    routes::route(app, req, client).await
 }
 
 /// How long `/healthz` waits for the database before it answers 503.
 const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// 200 `ok` when the daemon passes the check the watchdog pings on, else 503.
-async fn healthz(app: &App) -> Response<Body> {
+pub(crate) async fn healthz(app: &App) -> Response<Body> {
     let store = &app.store;
     match crate::ops::health::check(&store.readers, &store.writer, HEALTH_WAIT).await {
         Ok(()) => text(StatusCode::OK, "ok"),

@@ -9,6 +9,7 @@ mod joins;
 mod metrics_access;
 mod origin;
 mod ping_flood;
+mod routes;
 mod sockets_per_address;
 
 use std::net::SocketAddr;

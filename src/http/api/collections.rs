@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::http::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::body::{self, Form};
@@ -23,80 +23,80 @@ use crate::store::write::{self, STATES};
 use crate::store::{records, Collection, OrderQuery, RecordCtx, Stop};
 use std::net::IpAddr;
 
-const LIST_METHODS: &str = "GET, POST";
-const RECORD_METHODS: &str = "GET, PATCH, PUT, DELETE";
-
-/// `rest` is the path after `/api/collections/`.
-pub async fn route(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    rest: &str,
+/// `GET /api/collections/{c}/records`
+pub async fn list(
+    app: &App,
+    req: &Request<Incoming>,
+    collection: Collection,
 ) -> Result<Response<Body>, ApiError> {
-    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    let (name, id) = match parts[..] {
-        [name, "records"] => (name, None),
-        [name, "records", id] => (name, Some(id)),
-        _ => return Err(ApiError::NotFound("not found")),
-    };
-    let Some(collection) = Collection::from_name(name) else {
-        return Err(ApiError::NotFound("unknown collection"));
-    };
-    let method = req.method().clone();
-    let allowed = match id {
-        None => matches!(method, Method::GET | Method::POST),
-        Some(_) => matches!(
-            method,
-            Method::GET | Method::PATCH | Method::PUT | Method::DELETE
-        ),
-    };
-    if !allowed {
-        return Err(ApiError::MethodNotAllowed(if id.is_none() {
-            LIST_METHODS
-        } else {
-            RECORD_METHODS
-        }));
-    }
-    if method != Method::GET && !app.cors.may_write(req.headers()) {
-        return Err(ApiError::CrossSite);
-    }
     let who = caller(app, req.headers()).await;
-    let settings = app.settings();
-    match method {
-        Method::GET => who.may_read(settings.public_read)?,
-        Method::POST if collection == Collection::Order => {
-            if who == Caller::Anonymous {
-                return Err(ApiError::Unauthorized);
-            }
-        }
-        _ => who.must_be_admin()?,
-    }
-    let id = match id {
-        None => None,
-        // Ids are integers; anything else cannot name a record.
-        Some(id) => Some(
-            id.parse::<i64>()
-                .map_err(|_| ApiError::NotFound("record not found"))?,
-        ),
-    };
+    who.may_read(app.settings().public_read)?;
+    list_records(app, req, collection, reader(who)).await
+}
 
-    match (method, id) {
-        (Method::GET, None) => list(app, &req, collection, reader(who)).await,
-        (Method::GET, Some(id)) => get(app, &req, collection, id, reader(who)).await,
-        (Method::DELETE, Some(id)) => delete(app, collection, id).await,
-        (Method::POST, None) => {
-            let (form, ctx) = read_body(app, req, collection).await?;
-            if collection == Collection::Order {
-                place_order(app, form, who, ctx).await
-            } else {
-                create(app, collection, form, ctx).await
-            }
+/// `GET /api/collections/{c}/records/{id}`
+pub async fn get(
+    app: &App,
+    req: &Request<Incoming>,
+    collection: Collection,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let who = caller(app, req.headers()).await;
+    who.may_read(app.settings().public_read)?;
+    get_record(app, req, collection, record_id(id)?, reader(who)).await
+}
+
+/// `POST /api/collections/{c}/records`: any logged-in user may place an order; everything
+/// else is for admins.
+pub async fn create(
+    app: &App,
+    req: Request<Incoming>,
+    collection: Collection,
+) -> Result<Response<Body>, ApiError> {
+    let who = caller(app, req.headers()).await;
+    if collection == Collection::Order {
+        if who == Caller::Anonymous {
+            return Err(ApiError::Unauthorized);
         }
-        (_, Some(id)) => {
-            let (form, ctx) = read_body(app, req, collection).await?;
-            update(app, collection, id, form, ctx).await
-        }
-        _ => Err(ApiError::NotFound("not found")),
+    } else {
+        who.must_be_admin()?;
     }
+    let (form, ctx) = read_body(app, req, collection).await?;
+    if collection == Collection::Order {
+        place_order(app, form, who, ctx).await
+    } else {
+        create_record(app, collection, form, ctx).await
+    }
+}
+
+/// `PATCH` and `PUT /api/collections/{c}/records/{id}` (both partial).
+pub async fn update(
+    app: &App,
+    req: Request<Incoming>,
+    collection: Collection,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    caller(app, req.headers()).await.must_be_admin()?;
+    let id = record_id(id)?;
+    let (form, ctx) = read_body(app, req, collection).await?;
+    update_record(app, collection, id, form, ctx).await
+}
+
+/// `DELETE /api/collections/{c}/records/{id}`
+pub async fn delete(
+    app: &App,
+    req: &Request<Incoming>,
+    collection: Collection,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    caller(app, req.headers()).await.must_be_admin()?;
+    delete_record(app, collection, record_id(id)?).await
+}
+
+/// Ids are integers; anything else cannot name a record.
+fn record_id(id: &str) -> Result<i64, ApiError> {
+    id.parse::<i64>()
+        .map_err(|_| ApiError::NotFound("record not found"))
 }
 
 /// The decoded body of a write, and how to render the record it answers with.
@@ -123,10 +123,6 @@ const MAX_PER_PAGE: usize = 500;
 /// `perPage` when only `page` is given.
 const DEFAULT_PER_PAGE: usize = 100;
 
-/// A plain JSON array, as the frontend expects (SPEC 5), bounded (SPEC 10): with `page` /
-/// `perPage` that page in snapshot order; without, at most `limits.snapshot_max_records`
-/// records, the newest (and for orders without `from_date`, the last
-/// `limits.order_snapshot_days` days). `X-Total-Count` says how many match in all.
 /// Who the caller is to an order's `customer_id` (SPEC 6).
 fn reader(who: Caller) -> Reader {
     match who {
@@ -136,7 +132,11 @@ fn reader(who: Caller) -> Reader {
     }
 }
 
-async fn list(
+/// A plain JSON array, as the frontend expects (SPEC 5), bounded (SPEC 10): with `page` /
+/// `perPage` that page in snapshot order; without, at most `limits.snapshot_max_records`
+/// records, the newest (and for orders without `from_date`, the last
+/// `limits.order_snapshot_days` days). `X-Total-Count` says how many match in all.
+async fn list_records(
     app: &App,
     req: &Request<Incoming>,
     collection: Collection,
@@ -286,7 +286,7 @@ fn order_query(
     })
 }
 
-async fn get(
+async fn get_record(
     app: &App,
     req: &Request<Incoming>,
     collection: Collection,
@@ -310,7 +310,7 @@ async fn get(
     }
 }
 
-async fn create(
+async fn create_record(
     app: &App,
     collection: Collection,
     form: Form,
@@ -334,7 +334,7 @@ async fn create(
     Ok(json_response(StatusCode::CREATED, &record))
 }
 
-async fn update(
+async fn update_record(
     app: &App,
     collection: Collection,
     id: i64,
@@ -360,7 +360,11 @@ async fn update(
     Ok(json_response(StatusCode::OK, &record))
 }
 
-async fn delete(app: &App, collection: Collection, id: i64) -> Result<Response<Body>, ApiError> {
+async fn delete_record(
+    app: &App,
+    collection: Collection,
+    id: i64,
+) -> Result<Response<Body>, ApiError> {
     let clock = Arc::clone(&app.clock);
     app.store
         .writer
