@@ -205,46 +205,24 @@ pub async fn item_image(
     caller(app, req.headers())
         .await
         .may_read(app.settings().public_read)?;
-    let filename = percent_decode(filename);
+    let filename = path_segment(filename);
     super::images::serve(app, req.headers(), id, filename).await
 }
 
-/// Decode `%XX` escapes and `+` (query strings). Invalid escapes are kept as they are.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The query string's `key=value` pairs (`application/x-www-form-urlencoded`: `%XX` and `+`
+/// decoded, a broken escape kept as it came; a repeated key: the last wins). The socket
+/// transports read theirs the same way (`phoenix::transport::parse_query`).
+pub fn query_pairs(query: Option<&str>) -> Map<String, Value> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(key, value)| (key.into_owned(), Value::String(value.into_owned())))
+        .collect()
 }
 
-/// The query string's `key=value` pairs, decoded (a repeated key: the last wins).
-pub fn query_pairs(query: Option<&str>) -> Map<String, Value> {
-    let mut pairs = Map::new();
-    for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        pairs.insert(percent_decode(k), Value::String(percent_decode(v)));
-    }
-    pairs
+/// A path segment with its `%XX` escapes decoded (`+` is a plus in a path).
+pub fn path_segment(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -258,7 +236,10 @@ mod tests {
         assert_eq!(q["customer_id"], "7");
         assert_eq!(q["state"], "a b");
         assert_eq!(q["x"], "");
-        assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+        assert_eq!(query_pairs(Some("v=bad%zz%"))["v"], "bad%zz%");
+        // `from_str_radix` takes a sign: the decoder this replaced read `%+9` as a tab.
+        assert_eq!(query_pairs(Some("perPage=2%+9"))["perPage"], "2% 9");
+        assert_eq!(path_segment("a+b%20c.png"), "a+b c.png");
     }
 
     #[test]

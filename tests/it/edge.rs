@@ -8,6 +8,7 @@ mod http_details;
 mod joins;
 mod metrics_access;
 mod origin;
+mod percent;
 mod ping_flood;
 mod routes;
 mod sockets_per_address;
