@@ -23,6 +23,41 @@ use lookup::{Key, Lookup, MenuItem, MenuValue};
 /// The first `day_id` of every local day.
 pub const FIRST_DAY_ID: i64 = 101;
 
+/// Where an order is on its way to the customer (SPEC 4), in the order it passes the states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderState {
+    Received,
+    Production,
+    Completed,
+    Dispatched,
+}
+
+impl OrderState {
+    /// Every state, in the order an order passes through them.
+    pub const ALL: [OrderState; 4] = [
+        OrderState::Received,
+        OrderState::Production,
+        OrderState::Completed,
+        OrderState::Dispatched,
+    ];
+
+    /// The state as stored and sent (`"received"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Received => "received",
+            OrderState::Production => "production",
+            OrderState::Completed => "completed",
+            OrderState::Dispatched => "dispatched",
+        }
+    }
+
+    /// The state named `name` exactly; `None` for anything else (a shell-edited row may hold
+    /// any text).
+    pub fn parse(name: &str) -> Option<OrderState> {
+        OrderState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 /// What the placement did.
 #[derive(Debug)]
 pub struct Placed {

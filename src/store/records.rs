@@ -133,7 +133,7 @@ pub struct OrderQuery {
     /// Orders inserted at or after this instant.
     pub since: Option<jiff::Timestamp>,
     pub customer_id: Option<i64>,
-    pub state: Option<String>,
+    pub state: Option<super::orders::OrderState>,
 }
 
 /// Every record of `collection`, in snapshot order (SPEC 3.1).
@@ -271,7 +271,7 @@ fn order_clauses(query: &OrderQuery) -> (String, Vec<rusqlite::types::Value>) {
     }
     if let Some(state) = &query.state {
         clauses.push("t.state = ?");
-        params.push(state.clone().into());
+        params.push(state.as_str().to_owned().into());
     }
     match clauses.is_empty() {
         true => (String::new(), params),

@@ -20,6 +20,7 @@ mod hostile;
 mod hostile_load;
 mod lists;
 mod log_level;
+mod order_query;
 mod ops;
 mod phoenix;
 mod phoenix_fuzz_regressions;

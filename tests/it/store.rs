@@ -602,7 +602,7 @@ async fn orders_can_be_listed_by_time_customer_and_state() {
     assert_eq!(
         query(OrderQuery {
             customer_id: Some(7),
-            state: Some("completed".into()),
+            state: Some(kaffediem::store::orders::OrderState::Completed),
             since: Some(since),
         })
         .await,

@@ -8,19 +8,19 @@ use std::sync::Arc;
 use crate::http::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::body::{self, Form};
 use super::{caller, query_pairs, ApiError, Caller};
-use crate::channels::default_first_day;
-use crate::channels::filter::{local_date, FromDate, OrderFilter};
+use crate::channels::filter::local_date;
 use crate::channels::privacy::{self, Reader};
+use crate::channels::query::ListQuery;
 use crate::http::{empty, json_response, App, Body, ClientAddr};
 use crate::phoenix::per_address::client_key;
 use crate::store::orders::{self, Customer};
 use crate::store::records::Window;
-use crate::store::write::{self, STATES};
-use crate::store::{records, Collection, OrderQuery, RecordCtx, Stop};
+use crate::store::write;
+use crate::store::{records, Collection, RecordCtx, Stop};
 use std::net::IpAddr;
 
 /// `GET /api/collections/{c}/records`
@@ -118,11 +118,6 @@ async fn read_body(
     Ok((form, app.record_ctx(&parts.headers)))
 }
 
-/// Largest `perPage` (SPEC 10).
-const MAX_PER_PAGE: usize = 500;
-/// `perPage` when only `page` is given.
-const DEFAULT_PER_PAGE: usize = 100;
-
 /// Who the caller is to an order's `customer_id` (SPEC 6).
 fn reader(who: Caller) -> Reader {
     match who {
@@ -144,12 +139,13 @@ async fn list_records(
 ) -> Result<Response<Body>, ApiError> {
     let ctx = app.record_ctx(req.headers());
     let settings = app.settings();
-    let pairs = query_pairs(req.uri().query());
-    let page = paging(&pairs)?;
-    let query = match collection {
-        Collection::Order => order_query(app, &pairs, page.is_none())?,
-        _ => OrderQuery::default(),
-    };
+    let asked =
+        ListQuery::parse(collection, &query_pairs(req.uri().query())).map_err(ApiError::Invalid)?;
+    let page = asked.page;
+    // An unpaged order list without `from_date` covers what an order join without it does.
+    let today = local_date(app.clock.now(), &app.tz);
+    let days = page.is_none().then_some(settings.order_snapshot_days);
+    let query = asked.orders.bounded(today, days).query(today, &app.tz);
     // Whose orders a customer filter shows is private: only one's own (admins: any).
     if query.customer_id.is_some_and(|c| !reader.may_filter_by(c)) {
         return Err(ApiError::Forbidden);
@@ -205,85 +201,6 @@ impl Drop for SetOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
-}
-
-/// `page` (from 1) and `perPage` (1 to [`MAX_PER_PAGE`]); `None` when neither is given.
-fn paging(pairs: &Map<String, Value>) -> Result<Option<Window>, ApiError> {
-    let number = |key: &str, max: usize| -> Result<Option<usize>, Value> {
-        match pairs.get(key).and_then(Value::as_str) {
-            None => Ok(None),
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
-                _ if max == usize::MAX => Err(json!(["must be a whole number from 1"])),
-                _ => Err(json!([format!("must be a whole number from 1 to {max}")])),
-            },
-        }
-    };
-    let mut errors = Map::new();
-    let page = number("page", usize::MAX).unwrap_or_else(|e| {
-        errors.insert("page".into(), e);
-        None
-    });
-    let per_page = number("perPage", MAX_PER_PAGE).unwrap_or_else(|e| {
-        errors.insert("perPage".into(), e);
-        None
-    });
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
-    if page.is_none() && per_page.is_none() {
-        return Ok(None);
-    }
-    let limit = per_page.unwrap_or(DEFAULT_PER_PAGE);
-    let offset = page.unwrap_or(1).saturating_sub(1).saturating_mul(limit);
-    Ok(Some(Window::Page { offset, limit }))
-}
-
-/// `from_date` (`today` | `YYYY-MM-DD`, from local midnight in the café's zone),
-/// `customer_id` and `state`, checked as strictly as the channel's join options. Without
-/// `from_date`, an unpaged list gets the window of an order join without it.
-fn order_query(
-    app: &App,
-    pairs: &Map<String, Value>,
-    unpaged: bool,
-) -> Result<OrderQuery, ApiError> {
-    let mut options = Map::new();
-    for key in ["from_date", "customer_id"] {
-        if let Some(v) = pairs.get(key) {
-            options.insert(key.into(), v.clone());
-        }
-    }
-    let filter = OrderFilter::from_join_payload(&json!({ "options": options }));
-    let state = pairs
-        .get("state")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let bad_state = state.as_deref().is_some_and(|s| !STATES.contains(&s));
-    let mut errors = match &filter {
-        Ok(_) => Map::new(),
-        Err(Value::Object(errors)) => errors.clone(),
-        Err(other) => Map::from_iter([("options".to_owned(), other.clone())]),
-    };
-    if bad_state {
-        errors.insert(
-            "state".into(),
-            json!(["must be one of received, production, completed, dispatched"]),
-        );
-    }
-    let mut filter = match filter {
-        Ok(filter) if errors.is_empty() => filter,
-        _ => return Err(ApiError::Invalid(errors)),
-    };
-    let today = local_date(app.clock.now(), &app.tz);
-    if unpaged && filter.from == FromDate::Any {
-        let days = app.settings().order_snapshot_days;
-        filter.from = FromDate::Day(default_first_day(today, days));
-    }
-    Ok(OrderQuery {
-        since: filter.since(today, &app.tz),
-        customer_id: filter.customer_id,
-        state,
-    })
 }
 
 async fn get_record(
