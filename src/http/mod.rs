@@ -19,8 +19,8 @@ pub mod api;
 pub mod auth;
 pub mod cors;
 pub mod deadline;
-pub mod forwarded;
 pub mod images;
+pub mod metrics;
 pub mod routes;
 
 use crate::channels::Cafe;
@@ -30,10 +30,10 @@ use crate::phoenix::Endpoint;
 use crate::store::orders::OrderLimits;
 use crate::store::{RecordCtx, Store};
 
+use crate::net::{ClientAddr, IpRange, TrustedProxies};
 use auth::Auth;
 use cors::Cors;
 pub use deadline::Incoming;
-use forwarded::TrustedProxies;
 
 pub type Body = Full<Bytes>;
 
@@ -49,6 +49,8 @@ pub struct App {
     pub tz: TimeZone,
     /// Allowed frontend origins; replaced on config reload.
     pub cors: Cors,
+    /// What `/metrics` shows besides the endpoint's own figures, made by whoever serves.
+    pub metrics: Arc<crate::ops::metrics::Sources>,
     settings: RwLock<Settings>,
     /// `http.trusted_proxies`: whose forwarding headers name the client; replaced on reload.
     proxies: RwLock<TrustedProxies>,
@@ -74,7 +76,7 @@ pub struct Settings {
     /// Open TCP connections one client address may hold (`limits.max_connections_per_address`).
     pub max_connections_per_address: usize,
     /// Who may read `/metrics` besides loopback and the admin token (`http.metrics_allowed`).
-    pub metrics_allowed: Vec<forwarded::IpRange>,
+    pub metrics_allowed: Vec<IpRange>,
     /// Days of orders an unpaged order list without `from_date` holds
     /// (`limits.order_snapshot_days`, as an order join).
     pub order_snapshot_days: u32,
@@ -101,7 +103,7 @@ impl Settings {
                 .http
                 .metrics_allowed
                 .iter()
-                .filter_map(|a| forwarded::IpRange::parse(a).ok())
+                .filter_map(|a| IpRange::parse(a).ok())
                 .collect(),
             order_snapshot_days: config.limits.order_snapshot_days,
             snapshot_max_records: config.limits.snapshot_max_records,
@@ -115,6 +117,7 @@ impl App {
         endpoint: Arc<Endpoint<Cafe>>,
         auth: Arc<Auth>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<crate::ops::metrics::Sources>,
         config: &Config,
     ) -> App {
         App {
@@ -122,6 +125,7 @@ impl App {
             endpoint,
             auth,
             clock,
+            metrics,
             tz: config.time_zone(),
             cors: Cors::new(config.http.allowed_origins.clone()),
             settings: RwLock::new(Settings::from_config(config)),
@@ -236,11 +240,6 @@ pub async fn handle(
     }
     Ok(response)
 }
-
-/// The client a request came from (after `http.trusted_proxies`), for routes that share
-/// something per client (the bulk lane's turns).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
 
 async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     // Behind a reverse proxy every peer is the proxy; rate limits and log lines are about

@@ -12,7 +12,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response};
 
 use super::api::{self, collections, ApiError};
-use super::{cors, App, Body, ClientAddr, Incoming};
+use super::{cors, App, Body, Incoming};
+use crate::net::ClientAddr;
 use crate::store::Collection;
 
 /// What a request's path names, before its method is looked at.
@@ -141,7 +142,7 @@ async fn dispatch(
     use Resource::*;
     match (req.method().clone(), resource) {
         (Method::GET, Healthz) => Ok(super::healthz(app).await),
-        (Method::GET, Metrics) => Ok(crate::ops::metrics::guarded(app, req.headers(), client.0)),
+        (Method::GET, Metrics) => Ok(super::metrics::guarded(app, req.headers(), client.0)),
 
         (Method::POST, Session) => {
             same_origin(app, &req)?;
