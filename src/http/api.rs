@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use super::{error, json_response, method_not_allowed, App, Body};
 use crate::channels::constant_time_eq;
 use crate::store::write::WriteError;
-use crate::store::{menu, StoreError};
+use crate::store::{self, menu, StoreError};
 
 /// Why a request was not answered with what it asked for.
 #[derive(Debug)]
@@ -51,7 +51,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             StoreError::Closed => ApiError::Unavailable("the daemon is shutting down".into()),
-            StoreError::Sqlite(e) if cannot_write(&e) => ApiError::Unavailable(e.to_string()),
+            StoreError::Sqlite(e) if store::cannot_write(&e) => {
+                ApiError::Unavailable(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -65,16 +67,6 @@ impl From<WriteError> for ApiError {
             WriteError::Store(e) => e.into(),
         }
     }
-}
-
-/// SQLite failures that mean "not now" rather than "bug": the file is read-only, the disk is
-/// full, another process holds the lock too long.
-fn cannot_write(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode::*;
-    matches!(
-        e.sqlite_error_code(),
-        Some(ReadOnly | DiskFull | DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure)
-    )
 }
 
 impl ApiError {
@@ -256,6 +248,12 @@ mod tests {
             None,
         );
         assert_eq!(status(StoreError::Sqlite(read_only)), 503);
+        // Not ours to write (a changed owner): the Pi's state, not a bug.
+        let denied = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_PERM),
+            None,
+        );
+        assert_eq!(status(StoreError::Sqlite(denied)), 503);
         assert_eq!(
             status(StoreError::Sqlite(rusqlite::Error::InvalidQuery)),
             500

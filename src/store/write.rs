@@ -304,14 +304,6 @@ pub fn stamp(now: Timestamp) -> String {
     now.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
 }
 
-/// The table name, quoted where SQL needs it (`"order"`).
-fn table(collection: Collection) -> &'static str {
-    match collection {
-        Collection::Order => "\"order\"",
-        other => other.name(),
-    }
-}
-
 /// Read the writable fields of `body`: the columns to set, or the 422. With `create`, required
 /// fields must be present.
 fn columns(
@@ -377,7 +369,7 @@ fn nullable(kind: Kind) -> bool {
 }
 
 fn exists(tx: &Transaction<'_>, collection: Collection, id: i64) -> Result<bool, StoreError> {
-    let sql = format!("SELECT 1 FROM {} WHERE id = ?1", table(collection));
+    let sql = format!("SELECT 1 FROM {} WHERE id = ?1", collection.table());
     Ok(tx.query_row(&sql, [id], |_| Ok(())).optional()?.is_some())
 }
 
@@ -440,7 +432,7 @@ pub fn create(
     let marks = vec!["?"; columns.len()].join(", ");
     let sql = format!(
         "INSERT INTO {} ({}) VALUES ({marks})",
-        table(collection),
+        collection.table(),
         names.join(", ")
     );
     tx.execute(
@@ -477,7 +469,7 @@ pub fn update(
     let sets: Vec<String> = columns.iter().map(|(n, _)| format!("{n} = ?")).collect();
     let sql = format!(
         "UPDATE {} SET {} WHERE id = ?",
-        table(collection),
+        collection.table(),
         sets.join(", ")
     );
     let params = columns
@@ -530,7 +522,7 @@ pub fn delete(
         }
         _ => {}
     }
-    let sql = format!("DELETE FROM {} WHERE id = ?1", table(collection));
+    let sql = format!("DELETE FROM {} WHERE id = ?1", collection.table());
     tx.execute(&sql, [id])?;
     Ok(())
 }
