@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::clock::Clock;
 use crate::phoenix::{Broadcast, Payload};
 use crate::store::menu::Menu;
+use crate::store::orders::OrderState;
 use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, Store};
 
 use super::filter::{local_date, local_midnight, FromDate, OrderKey};
@@ -246,8 +247,9 @@ impl Fanout {
                 );
                 batch.push(TopicKey::Admin, msg);
             }
+            let completed = Some(OrderState::Completed);
             let completed_now =
-                key.state == "completed" && old.as_ref().is_none_or(|o| o.state != "completed");
+                key.state == completed && old.as_ref().is_none_or(|o| o.state != completed);
             let ready_for = key
                 .customer_id
                 .filter(|c| completed_now && topics.has_subscribers(TopicKey::User(*c)));

@@ -6,6 +6,8 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde_json::Value;
 
+use crate::store::orders::OrderState;
+
 /// Where an order subscriber's window starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FromDate {
@@ -57,7 +59,8 @@ impl OrderFilter {
 pub struct OrderKey {
     pub inserted_at: Timestamp,
     pub customer_id: Option<i64>,
-    pub state: String,
+    /// `None`: the record holds no state we know (a shell-edited row).
+    pub state: Option<OrderState>,
     pub day_id: Option<i64>,
 }
 
@@ -71,8 +74,7 @@ impl OrderKey {
             state: record
                 .get("state")
                 .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+                .and_then(OrderState::parse),
             day_id: record.get("day_id").and_then(Value::as_i64),
         })
     }

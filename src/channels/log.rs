@@ -263,7 +263,7 @@ mod tests {
         OrderKey {
             inserted_at: at(inserted_at),
             customer_id: Some(customer),
-            state: "received".into(),
+            state: Some(crate::store::orders::OrderState::Received),
             day_id: Some(101),
         }
     }

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 pub use price::{in_bounds, item_total, stored_nok, Choice, MAX_NOK};
 
 use super::records::Collection;
-use super::write::{self, invalid, Errors, WriteError, STATES};
+use super::write::{self, invalid, Errors, WriteError};
 use super::{RecordCtx, StoreError};
 use lookup::{Key, Lookup, MenuItem, MenuValue};
 
@@ -133,7 +133,7 @@ pub fn place(
     // Only admins move an order through the kitchen (SPEC 6): a customer's order starts as
     // `received` with nothing missing, whatever the body says.
     let (state, missing_information) = match customer {
-        Customer::Forced(_) => ("received".to_owned(), false),
+        Customer::Forced(_) => (OrderState::Received, false),
         Customer::AsGiven => (order_state(body, &mut errors), missing(body, &mut errors)),
     };
     let lines = match body.get("items") {
@@ -198,7 +198,7 @@ pub fn place(
             uuid,
             customer_id,
             day_id,
-            state,
+            state.as_str(),
             missing_information,
             items,
             total_nok,
@@ -231,17 +231,19 @@ fn too_large(bytes: usize, limits: OrderLimits) -> Result<(), WriteError> {
 }
 
 /// The body's `state` (admins only): absent means `received`.
-fn order_state(body: &Map<String, Value>, errors: &mut Errors) -> String {
+fn order_state(body: &Map<String, Value>, errors: &mut Errors) -> OrderState {
     match body.get("state") {
-        None | Some(Value::Null) => "received".to_owned(),
-        Some(Value::String(s)) if STATES.contains(&s.as_str()) => s.clone(),
-        Some(_) => {
-            errors.add(
-                "state",
-                "must be one of received, production, completed, dispatched",
-            );
-            String::new()
-        }
+        None | Some(Value::Null) => OrderState::Received,
+        Some(given) => given
+            .as_str()
+            .and_then(OrderState::parse)
+            .unwrap_or_else(|| {
+                errors.add(
+                    "state",
+                    "must be one of received, production, completed, dispatched",
+                );
+                OrderState::Received
+            }),
     }
 }
 

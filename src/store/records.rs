@@ -286,7 +286,8 @@ pub struct OrderFields {
     pub id: i64,
     pub inserted_at: jiff::Timestamp,
     pub customer_id: Option<i64>,
-    pub state: String,
+    /// `None`: the row holds no state we know (a shell-edited row).
+    pub state: Option<super::orders::OrderState>,
     pub day_id: Option<i64>,
 }
 
@@ -305,7 +306,7 @@ pub fn order_fields(conn: &Connection) -> Result<Vec<OrderFields>, StoreError> {
             r.get::<_, Option<String>>(3)
                 .ok()
                 .flatten()
-                .unwrap_or_default(),
+                .and_then(|s| super::orders::OrderState::parse(&s)),
             r.get::<_, Option<i64>>(4).ok().flatten(),
         ))
     })?;

@@ -140,9 +140,6 @@ const fn field(name: &'static str, kind: Kind, required: bool) -> Field {
     }
 }
 
-/// The order states, in the order an order passes through them.
-pub const STATES: [&str; 4] = ["received", "production", "completed", "dispatched"];
-
 use Kind::*;
 
 const CATEGORY: &[Field] = &[
@@ -243,7 +240,9 @@ pub fn coerce(kind: Kind, value: &Value) -> Result<Sql, &'static str> {
             _ => Err("must be a customization value id (a string) or null"),
         },
         Kind::State => match value {
-            Value::String(s) if STATES.contains(&s.as_str()) => Ok(Sql::Text(s.clone())),
+            Value::String(s) if super::orders::OrderState::parse(s).is_some() => {
+                Ok(Sql::Text(s.clone()))
+            }
             _ => Err("must be one of received, production, completed, dispatched"),
         },
     }
