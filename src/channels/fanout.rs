@@ -2,7 +2,7 @@
 //! broadcasts, each built and encoded once and queued to every matching subscriber.
 //!
 //! It owns the one piece of state that filters need beyond the change itself: for every
-//! order, the fields filters look at ([`OrderKey`]), so that an update can be compared with
+//! order, the fields filters look at ([`OrderFacts`]), so that an update can be compared with
 //! the order's previous state (leaving a filter → `delete`, entering it → `create`), and so
 //! that the `"today"` window can drop the previous day's orders at local midnight.
 
@@ -18,10 +18,10 @@ use serde_json::{json, Value};
 use crate::clock::Clock;
 use crate::phoenix::{Broadcast, Payload};
 use crate::store::menu::Menu;
-use crate::store::orders::OrderState;
+use crate::store::orders::{OrderFacts, OrderState};
 use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, Store};
 
-use super::filter::{local_date, local_midnight, FromDate, OrderKey};
+use super::filter::{local_date, local_midnight, FromDate};
 use super::log::{self, ChangeLog, Logged};
 use super::privacy::{self, Reader};
 use super::registry::{Batch, Registry, TopicKey, Topics};
@@ -35,7 +35,7 @@ pub struct Fanout {
     clock: Arc<dyn Clock>,
     tz: TimeZone,
     /// Filter fields of every order in the database, by id.
-    orders: HashMap<i64, OrderKey>,
+    orders: HashMap<i64, OrderFacts>,
     /// The local day the `"today"` subscribers are currently on.
     today: Date,
     /// The last commit applied; change sets at or below it are already reflected.
@@ -61,7 +61,7 @@ impl Fanout {
         let orders = fields
             .into_iter()
             .map(|o| {
-                let key = OrderKey {
+                let key = OrderFacts {
                     inserted_at: o.inserted_at,
                     customer_id: o.customer_id,
                     state: o.state,
@@ -177,9 +177,9 @@ impl Fanout {
         batch: &mut Batch,
         seq: u64,
         change: &Change,
-    ) -> Option<OrderKey> {
+    ) -> Option<OrderFacts> {
         let old = self.orders.remove(&change.id);
-        let new = change.record.as_deref().and_then(OrderKey::from_record);
+        let new = change.record.as_deref().and_then(|r| r.order.clone());
         if let Some(key) = &new {
             self.orders.insert(change.id, key.clone());
         }
@@ -189,7 +189,7 @@ impl Fanout {
         // One broadcast per action, built on first need and shared by every filter group;
         // for an order with a customer, two: with `customer_id` for admins and that
         // customer, without it for everyone else (SPEC 6).
-        let customer = change.record.as_deref().and_then(privacy::customer_of);
+        let customer = new.as_ref().and_then(|k| k.customer_id);
         let mut built: [Option<(Arc<Broadcast>, Arc<Broadcast>)>; 3] = [None, None, None];
         for filter in topics.order_filters() {
             let since = filter.since(self.today, &self.tz);
@@ -299,7 +299,7 @@ impl Fanout {
         batch: &mut Batch,
         seq: u64,
         day: Date,
-    ) -> Option<(jiff::Timestamp, Vec<(i64, OrderKey)>)> {
+    ) -> Option<(jiff::Timestamp, Vec<(i64, OrderFacts)>)> {
         if day <= self.today {
             return None;
         }
@@ -307,7 +307,7 @@ impl Fanout {
         self.opening = None;
         let from = local_midnight(previous, &self.tz);
         let to = local_midnight(day, &self.tz);
-        let mut left: Vec<(i64, OrderKey)> = self
+        let mut left: Vec<(i64, OrderFacts)> = self
             .orders
             .iter()
             .filter(|(_, k)| k.inserted_at >= from && k.inserted_at < to)

@@ -1,12 +1,10 @@
 //! An order subscriber's filter (SPEC 3.1): which orders it sees, in its snapshot and in its
 //! live stream. The options it comes from are parsed in [`super::query`].
 
+use crate::store::orders::OrderFacts;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use serde_json::Value;
-
-use crate::store::orders::OrderState;
 
 /// Where an order subscriber's window starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,40 +41,13 @@ impl OrderFilter {
     }
 
     /// Whether an order with these attributes is in the window.
-    pub fn matches(&self, order: &OrderKey, since: Option<Timestamp>) -> bool {
+    pub fn matches(&self, order: &OrderFacts, since: Option<Timestamp>) -> bool {
         if let Some(customer) = self.customer_id {
             if order.customer_id != Some(customer) {
                 return false;
             }
         }
         since.is_none_or(|since| order.inserted_at >= since)
-    }
-}
-
-/// What filters look at in an order, kept per order id by the fan-out so that an update can
-/// be compared against the order's previous state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderKey {
-    pub inserted_at: Timestamp,
-    pub customer_id: Option<i64>,
-    /// `None`: the record holds no state we know (a shell-edited row).
-    pub state: Option<OrderState>,
-    pub day_id: Option<i64>,
-}
-
-impl OrderKey {
-    /// Read the filter-relevant fields from an order record's JSON.
-    pub fn from_record(record: &Value) -> Option<OrderKey> {
-        let inserted_at = record.get("inserted_at")?.as_str()?.parse().ok()?;
-        Some(OrderKey {
-            inserted_at,
-            customer_id: record.get("customer_id").and_then(Value::as_i64),
-            state: record
-                .get("state")
-                .and_then(Value::as_str)
-                .and_then(OrderState::parse),
-            day_id: record.get("day_id").and_then(Value::as_i64),
-        })
     }
 }
 

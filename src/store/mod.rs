@@ -61,8 +61,8 @@ pub struct Change {
     pub id: i64,
     pub op: Op,
     /// The record read back after the commit, in the same JSON shape as snapshots and the HTTP
-    /// API; `None` for a delete.
-    pub record: Option<Arc<serde_json::Value>>,
+    /// API, with an order's facts typed; `None` for a delete.
+    pub record: Option<Arc<records::Record>>,
 }
 
 /// Everything one committed transaction changed. Row changes are collapsed per row (create

@@ -58,6 +58,34 @@ impl OrderState {
     }
 }
 
+/// What the core decides on about an order (filters, the `"today"` window, `new_order` and
+/// `order_ready`), typed once where the record is read back; the JSON goes to the edges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderFacts {
+    pub inserted_at: Timestamp,
+    pub customer_id: Option<i64>,
+    /// `None`: the row holds no state we know (a shell-edited row).
+    pub state: Option<OrderState>,
+    pub day_id: Option<i64>,
+}
+
+impl OrderFacts {
+    /// The facts of an order record as it is rendered (SPEC 4). `None` when its
+    /// `inserted_at` is not an instant (a record the filters cannot place).
+    pub fn of_record(record: &Value) -> Option<OrderFacts> {
+        let inserted_at = record.get("inserted_at")?.as_str()?.parse().ok()?;
+        Some(OrderFacts {
+            inserted_at,
+            customer_id: record.get("customer_id").and_then(Value::as_i64),
+            state: record
+                .get("state")
+                .and_then(Value::as_str)
+                .and_then(OrderState::parse),
+            day_id: record.get("day_id").and_then(Value::as_i64),
+        })
+    }
+}
+
 /// What the placement did.
 #[derive(Debug)]
 pub struct Placed {

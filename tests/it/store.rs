@@ -800,7 +800,7 @@ fn item_records(set: Arc<ChangeSet>) -> Vec<(i64, Op, Value)> {
         .iter()
         .filter(|c| c.collection == Collection::Item)
         .map(|c| {
-            let record = c.record.as_deref().cloned().unwrap_or(Value::Null);
+            let record = c.record.as_deref().map_or(Value::Null, |r| r.json.clone());
             (c.id, c.op, record)
         })
         .collect()
