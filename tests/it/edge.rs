@@ -7,6 +7,7 @@ mod connections;
 mod http_details;
 mod joins;
 mod metrics_access;
+mod metrics_per_daemon;
 mod origin;
 mod percent;
 mod ping_flood;
