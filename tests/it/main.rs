@@ -24,6 +24,7 @@ mod lists;
 mod litestream;
 mod log_level;
 mod ops;
+mod order_query;
 mod package;
 mod phoenix;
 mod phoenix_fuzz_regressions;
