@@ -14,16 +14,20 @@
 //!   and sessions, are in `store`; cookies and socket tokens in `http::auth`).
 //! - [`secret`]: random tokens, constant-time comparison, the admin token: one home for each.
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
+//! - [`net`]: client addresses and trusted proxies, shared by `config` and `http`.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
 //! - [`ops`]: the appliance around it: backup, check, systemd, metrics, config reload, logs.
+//! - [`watch`]: the file watcher the config reload and the writer share.
 
 pub mod accounts;
 pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod net;
 pub mod ops;
 pub mod phoenix;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod watch;

@@ -267,7 +267,6 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         writes: Some(writes),
         clock: Some(cafe_clock),
     });
-    metrics::register(&endpoint, &sources);
 
     tracing::info!("listening on {addr}");
 
@@ -276,6 +275,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         Arc::clone(&endpoint),
         Arc::clone(&auth),
         Arc::clone(&clock),
+        sources,
         &config,
     ));
     let config_watch = config_path.and_then(|path| {
@@ -327,7 +327,6 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             tracing::error!(error = %e, "database shutdown failed");
         }
         final_high_water(&path, &epoch.id);
-        drop(sources);
         // Released only once the database is closed and checkpointed.
         drop(lock);
         tracing::info!("stopped");

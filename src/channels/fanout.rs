@@ -1,10 +1,12 @@
 //! The fan-out: consumes the change feed in commit order and turns every [`ChangeSet`] into
 //! broadcasts, each built and encoded once and queued to every matching subscriber.
 //!
-//! It owns the one piece of state that filters need beyond the change itself: for every
-//! order, the fields filters look at ([`OrderKey`]), so that an update can be compared with
-//! the order's previous state (leaving a filter → `delete`, entering it → `create`), and so
-//! that the `"today"` window can drop the previous day's orders at local midnight.
+//! An order's change carries the fields filters look at as they were before the commit
+//! ([`store::Change::before`], from the change log), so that an update can be compared with
+//! the order's previous state (leaving a filter → `delete`, entering it → `create`). The one
+//! piece of state it keeps is those fields ([`OrderFacts`]) for the current day's orders, so
+//! that the `"today"` window can drop them at local midnight: memory follows one day, not
+//! the history.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,9 +20,10 @@ use serde_json::{json, Value};
 use crate::clock::Clock;
 use crate::phoenix::{Broadcast, Payload};
 use crate::store::menu::Menu;
+use crate::store::orders::{OrderFacts, OrderState};
 use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, Store};
 
-use super::filter::{local_date, local_midnight, FromDate, OrderKey};
+use super::filter::{local_date, local_midnight, FromDate};
 use super::log::{self, ChangeLog, Logged};
 use super::privacy::{self, Reader};
 use super::registry::{Batch, Registry, TopicKey, Topics};
@@ -33,8 +36,11 @@ pub struct Fanout {
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     tz: TimeZone,
-    /// Filter fields of every order in the database, by id.
-    orders: HashMap<i64, OrderKey>,
+    /// Filter fields of the orders inserted since the current day's local midnight, by id:
+    /// the ones the midnight roll-over takes off `"today"` screens. (An older order's
+    /// previous fields come with its change, [`store::Change::before`], so the history is
+    /// never held in memory.)
+    orders: HashMap<i64, OrderFacts>,
     /// The local day the `"today"` subscribers are currently on.
     today: Date,
     /// The last commit applied; change sets at or below it are already reflected.
@@ -56,11 +62,14 @@ impl Fanout {
         tz: TimeZone,
         retention: SignedDuration,
     ) -> Result<Fanout, store::StoreError> {
-        let (seq, fields) = store.snapshot(store::records::order_fields).await?;
+        let since = local_midnight(local_date(clock.now(), &tz), &tz);
+        let (seq, fields) = store
+            .snapshot(move |conn| store::records::order_fields(conn, since))
+            .await?;
         let orders = fields
             .into_iter()
             .map(|o| {
-                let key = OrderKey {
+                let key = OrderFacts {
                     inserted_at: o.inserted_at,
                     customer_id: o.customer_id,
                     state: o.state,
@@ -176,11 +185,14 @@ impl Fanout {
         batch: &mut Batch,
         seq: u64,
         change: &Change,
-    ) -> Option<OrderKey> {
-        let old = self.orders.remove(&change.id);
-        let new = change.record.as_deref().and_then(OrderKey::from_record);
-        if let Some(key) = &new {
-            self.orders.insert(change.id, key.clone());
+    ) -> Option<OrderFacts> {
+        self.orders.remove(&change.id);
+        let old = change.before.clone();
+        let new = change.record.as_deref().and_then(|r| r.order.clone());
+        if let Some(key) = new.as_ref() {
+            if key.inserted_at >= local_midnight(self.today, &self.tz) {
+                self.orders.insert(change.id, key.clone());
+            }
         }
         // The order was new to us when the commit created it, or when we never saw it.
         let old = if change.op == Op::Create { None } else { old };
@@ -188,7 +200,7 @@ impl Fanout {
         // One broadcast per action, built on first need and shared by every filter group;
         // for an order with a customer, two: with `customer_id` for admins and that
         // customer, without it for everyone else (SPEC 6).
-        let customer = change.record.as_deref().and_then(privacy::customer_of);
+        let customer = new.as_ref().and_then(|k| k.customer_id);
         let mut built: [Option<(Arc<Broadcast>, Arc<Broadcast>)>; 3] = [None, None, None];
         for filter in topics.order_filters() {
             let since = filter.since(self.today, &self.tz);
@@ -246,8 +258,9 @@ impl Fanout {
                 );
                 batch.push(TopicKey::Admin, msg);
             }
+            let completed = Some(OrderState::Completed);
             let completed_now =
-                key.state == "completed" && old.as_ref().is_none_or(|o| o.state != "completed");
+                key.state == completed && old.as_ref().is_none_or(|o| o.state != completed);
             let ready_for = key
                 .customer_id
                 .filter(|c| completed_now && topics.has_subscribers(TopicKey::User(*c)));
@@ -297,7 +310,7 @@ impl Fanout {
         batch: &mut Batch,
         seq: u64,
         day: Date,
-    ) -> Option<(jiff::Timestamp, Vec<(i64, OrderKey)>)> {
+    ) -> Option<(jiff::Timestamp, Vec<(i64, OrderFacts)>)> {
         if day <= self.today {
             return None;
         }
@@ -305,13 +318,15 @@ impl Fanout {
         self.opening = None;
         let from = local_midnight(previous, &self.tz);
         let to = local_midnight(day, &self.tz);
-        let mut left: Vec<(i64, OrderKey)> = self
+        let mut left: Vec<(i64, OrderFacts)> = self
             .orders
             .iter()
             .filter(|(_, k)| k.inserted_at >= from && k.inserted_at < to)
             .map(|(id, k)| (*id, k.clone()))
             .collect();
         left.sort_unstable_by_key(|(id, _)| *id);
+        // Only the new day's orders are kept: older ones bring their fields with their change.
+        self.orders.retain(|_, k| k.inserted_at >= to);
         // A busy day's deletes are one batch: a screen they would swamp resyncs instead, and
         // its rejoin with `since` replays them from the log.
         for filter in topics.order_filters() {

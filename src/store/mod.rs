@@ -1,7 +1,8 @@
 //! Everything SQLite: opening and migrating the file (`schema.sql`), the single writer thread,
-//! the reader pool, change capture (update hook for our own commits, `PRAGMA data_version` +
-//! a table diff for other processes' commits), typed records with their JSON shapes, the menu
-//! tree, users and sessions ([`accounts`], [`sessions`]), and the demo data.
+//! the reader pool, change capture (triggers write every collection row change, ours or
+//! another process's, into a change log the writer drains as it publishes; `PRAGMA
+//! data_version` says when another process committed), typed records with their JSON shapes,
+//! the menu tree, users and sessions ([`accounts`], [`sessions`]), and the demo data.
 //!
 //! Architecture invariant: only the writer thread writes. Every commit it makes or observes
 //! becomes exactly one [`ChangeSet`] with the next `seq`, published in commit order on the
@@ -26,6 +27,7 @@
 
 pub mod accounts;
 mod capture;
+pub mod change_log;
 pub mod demo;
 pub mod epoch;
 pub mod images;
@@ -65,8 +67,14 @@ pub struct Change {
     pub id: i64,
     pub op: Op,
     /// The record read back after the commit, in the same JSON shape as snapshots and the HTTP
-    /// API; `None` for a delete.
-    pub record: Option<Arc<serde_json::Value>>,
+    /// API, with an order's facts typed; `None` for a delete.
+    pub record: Option<Arc<records::Record>>,
+    /// For an order that was there before the commit: the facts screens filter on as they
+    /// were (`inserted_at`, `customer_id`, `state`, `day_id`), from the change log. The
+    /// fan-out compares them with the new record to tell a screen that an order left or
+    /// entered its filter, without keeping every order in memory. `None` for a created order
+    /// and for the other collections.
+    pub before: Option<orders::OrderFacts>,
 }
 
 /// Everything one committed transaction changed. Row changes are collapsed per row (create
@@ -121,18 +129,37 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
-    /// "Cannot take writes right now" errors (disk full, read-only, I/O error, locked by
-    /// another process past the busy timeout) become [`StoreError::Unavailable`], so that a
-    /// write job's `?` reports them as such; everything else stays [`StoreError::Sqlite`].
+    /// Errors that [`cannot_write`] names become [`StoreError::Unavailable`], so that a job's
+    /// `?` reports them as such; everything else stays [`StoreError::Sqlite`].
     fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::*;
-        match e.sqlite_error_code() {
-            Some(ReadOnly | DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked) => {
-                StoreError::Unavailable(e.to_string())
-            }
-            _ => StoreError::Sqlite(e),
+        if cannot_write(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Sqlite(e)
         }
     }
+}
+
+/// The one rule for "the database cannot take writes right now" (a 503 and a warning, not a
+/// 500 and a bug report): the file is read-only, the disk is full, an I/O error, another
+/// process holds the lock past the busy timeout — or the file (or its `-wal`, `-shm`, a temp
+/// file) cannot be opened or is not ours to write (`CANTOPEN`, `PERM`). Those last two are
+/// the Pi's state too (a remounted card, a changed owner, a full temp dir) and pass when it is
+/// mended, so they are no more a bug than a full disk.
+pub fn cannot_write(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            ReadOnly
+                | DiskFull
+                | SystemIoFailure
+                | CannotOpen
+                | PermissionDenied
+                | DatabaseBusy
+                | DatabaseLocked
+        )
+    )
 }
 
 /// How to open the store.
@@ -180,7 +207,10 @@ impl Store {
         let mut conn = schema::open_connection(&path)?;
         schema::migrate(&mut conn, &path)?;
         let (feed, changes) = tokio::sync::mpsc::unbounded_channel();
-        let writer = Writer::start(conn, &path, options.records, feed)?;
+        // Beside a running daemon (`kaffediem user`, `demo`) the daemon publishes our commits
+        // from the change log; taking them out of it here would hide them from its screens.
+        let publishes = !lock::held_elsewhere(&path);
+        let writer = Writer::start(conn, &path, options.records, feed, publishes)?;
         let readers = Readers::open(&path, options.readers)?;
         let snapshots = Readers::open(&path, SNAPSHOT_READERS)?;
         Ok((
@@ -238,8 +268,7 @@ impl Store {
             if clean || attempts >= 3 {
                 return Ok((seq, value));
             }
-            // Any job makes the writer publish pending foreign commits before it runs.
-            self.writer.write(|_tx| Ok::<(), StoreError>(())).await?;
+            self.writer.publish_foreign_now().await?;
         }
     }
 
@@ -250,15 +279,9 @@ impl Store {
 }
 
 /// Whether every collection row change in the database has been published (no commit by
-/// another process is waiting to be noticed).
+/// another process is waiting in the change log to be noticed).
 pub fn all_published(conn: &rusqlite::Connection) -> Result<bool, StoreError> {
-    let same: Option<bool> = conn.query_row(
-        "SELECT (SELECT value FROM kaffediem_meta WHERE key = 'collections_version') \
-              IS (SELECT value FROM kaffediem_meta WHERE key = 'published_version')",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(same.unwrap_or(false))
+    Ok(!change_log::pending(conn)?)
 }
 
 /// The last committed `seq` as seen by `conn` (read it in the same transaction as a snapshot,
@@ -273,4 +296,74 @@ pub fn current_seq(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
         )
         .optional()?;
     Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+/// Database pages `conn` has looked at since it was opened (its page-cache hits and misses,
+/// as SQLite counts them): the work of a read or a write, counted rather than timed, for the
+/// tests that hold what serving today costs independent of the history.
+pub fn pages_looked_at(conn: &rusqlite::Connection) -> u64 {
+    use rusqlite::ffi;
+    let mut total = 0u64;
+    for op in [
+        ffi::SQLITE_DBSTATUS_CACHE_HIT,
+        ffi::SQLITE_DBSTATUS_CACHE_MISS,
+    ] {
+        let (mut current, mut highwater) = (0, 0);
+        // SAFETY: `conn` is open for the whole call and not used elsewhere meanwhile (we
+        // hold `&` of it on this thread); `sqlite3_db_status` only writes the two integers.
+        let rc =
+            unsafe { ffi::sqlite3_db_status(conn.handle(), op, &mut current, &mut highwater, 0) };
+        if rc == ffi::SQLITE_OK {
+            total += u64::try_from(current).unwrap_or(0);
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    /// One rule, whichever way an error reaches `StoreError`: `?` in a job, or opening and
+    /// committing with the file named (`schema::unavailable`).
+    #[test]
+    fn a_file_that_cannot_be_opened_or_written_is_unavailable_however_it_is_met() {
+        use rusqlite::ffi::*;
+        let path = std::path::Path::new("/srv/kaffediem.db");
+        for code in [
+            SQLITE_READONLY,
+            SQLITE_FULL,
+            SQLITE_IOERR,
+            SQLITE_CANTOPEN,
+            SQLITE_PERM,
+            SQLITE_BUSY,
+            SQLITE_LOCKED,
+        ] {
+            assert!(
+                matches!(StoreError::from(sqlite(code)), StoreError::Unavailable(_)),
+                "code {code} through ?"
+            );
+            assert!(
+                matches!(
+                    schema::unavailable(path, sqlite(code)),
+                    StoreError::Unavailable(why) if why.contains("/srv/kaffediem.db")
+                ),
+                "code {code} with the path"
+            );
+        }
+        for code in [SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_CORRUPT] {
+            assert!(matches!(
+                StoreError::from(sqlite(code)),
+                StoreError::Sqlite(_)
+            ));
+            assert!(matches!(
+                schema::unavailable(path, sqlite(code)),
+                StoreError::Sqlite(_)
+            ));
+        }
+    }
 }

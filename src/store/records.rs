@@ -12,6 +12,9 @@ use serde_json::{json, Map, Value};
 
 use super::{Stop, StoreError};
 
+mod record;
+pub use record::Record;
+
 /// The seven collections, each one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Collection {
@@ -133,7 +136,7 @@ pub struct OrderQuery {
     /// Orders inserted at or after this instant.
     pub since: Option<jiff::Timestamp>,
     pub customer_id: Option<i64>,
-    pub state: Option<String>,
+    pub state: Option<super::orders::OrderState>,
 }
 
 /// Every record of `collection`, in snapshot order (SPEC 3.1).
@@ -271,7 +274,7 @@ fn order_clauses(query: &OrderQuery) -> (String, Vec<rusqlite::types::Value>) {
     }
     if let Some(state) = &query.state {
         clauses.push("t.state = ?");
-        params.push(state.clone().into());
+        params.push(state.as_str().to_owned().into());
     }
     match clauses.is_empty() {
         true => (String::new(), params),
@@ -286,16 +289,24 @@ pub struct OrderFields {
     pub id: i64,
     pub inserted_at: jiff::Timestamp,
     pub customer_id: Option<i64>,
-    pub state: String,
+    /// `None`: the row holds no state we know (a shell-edited row).
+    pub state: Option<super::orders::OrderState>,
     pub day_id: Option<i64>,
 }
 
-/// [`OrderFields`] of every order (a junk `inserted_at` read as the record shows it).
-pub fn order_fields(conn: &Connection) -> Result<Vec<OrderFields>, StoreError> {
+/// [`OrderFields`] of every order inserted at or after `since` (a junk `inserted_at` read as
+/// the record shows it): the orders of the café day, not the history.
+pub fn order_fields(
+    conn: &Connection,
+    since: jiff::Timestamp,
+) -> Result<Vec<OrderFields>, StoreError> {
+    // A range of the `inserted_at` index. Junk stamps that start with a letter sort after
+    // every date, so they are read too, and kept if the record shows them as recent.
     let mut stmt = conn.prepare_cached(
-        r#"SELECT id, inserted_at, customer_id, state, day_id, updated_at FROM "order" ORDER BY id"#,
+        r#"SELECT id, inserted_at, customer_id, state, day_id, updated_at FROM "order"
+           WHERE inserted_at >= ?1"#,
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([format_timestamp(since)], |r| {
         // As the record shows it (see `timestamp`): an order with a junk stamp still counts.
         let at = timestamp(r, 1, 5).as_str().map(str::to_owned);
         Ok((
@@ -305,7 +316,7 @@ pub fn order_fields(conn: &Connection) -> Result<Vec<OrderFields>, StoreError> {
             r.get::<_, Option<String>>(3)
                 .ok()
                 .flatten()
-                .unwrap_or_default(),
+                .and_then(|s| super::orders::OrderState::parse(&s)),
             r.get::<_, Option<i64>>(4).ok().flatten(),
         ))
     })?;
@@ -315,7 +326,8 @@ pub fn order_fields(conn: &Connection) -> Result<Vec<OrderFields>, StoreError> {
         let Some(inserted_at) = at
             .as_deref()
             .and_then(normalize_timestamp)
-            .and_then(|t| t.parse().ok())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .filter(|at| *at >= since)
         else {
             continue;
         };
@@ -341,7 +353,7 @@ pub fn get(
         Collection::Order => Some(label_colors(conn)?),
         _ => None,
     };
-    get_with(conn, collection, id, ctx, colors.as_ref())
+    Ok(get_with(conn, collection, id, ctx, colors.as_ref())?.map(|r| r.json))
 }
 
 /// [`get`] with the keys' label colours already read (from [`label_colors`]), for reading
@@ -352,12 +364,15 @@ pub(crate) fn get_with(
     id: i64,
     ctx: &RecordCtx,
     colors: Option<&HashMap<i64, Value>>,
-) -> Result<Option<Value>, StoreError> {
+) -> Result<Option<Record>, StoreError> {
     let sql = format!("{} WHERE t.id = ?1", collection.select());
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
-        Some(row) => Ok(Some(to_json(collection, row, ctx, colors))),
+        Some(row) => Ok(Some(Record::new(
+            collection,
+            to_json(collection, row, ctx, colors),
+        ))),
         None => Ok(None),
     }
 }

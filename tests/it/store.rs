@@ -602,7 +602,7 @@ async fn orders_can_be_listed_by_time_customer_and_state() {
     assert_eq!(
         query(OrderQuery {
             customer_id: Some(7),
-            state: Some("completed".into()),
+            state: Some(kaffediem::store::orders::OrderState::Completed),
             since: Some(since),
         })
         .await,
@@ -800,7 +800,7 @@ fn item_records(set: Arc<ChangeSet>) -> Vec<(i64, Op, Value)> {
         .iter()
         .filter(|c| c.collection == Collection::Item)
         .map(|c| {
-            let record = c.record.as_deref().cloned().unwrap_or(Value::Null);
+            let record = c.record.as_deref().map_or(Value::Null, |r| r.json.clone());
             (c.id, c.op, record)
         })
         .collect()
