@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod accounts;
+pub mod barrier;
 pub mod http;
 pub mod process;
 
