@@ -204,6 +204,7 @@ pub fn response(app: &App) -> Response<Body> {
         messages_sent: load(&m.messages_sent),
         bytes_sent: load(&m.bytes_sent),
         slow_closed: load(&m.slow_closed),
+        waiting_polls: load(&m.waiting_polls),
         ..Figures::default()
     };
     if let Some(sources) = sources_of(&app.endpoint) {
@@ -251,6 +252,8 @@ pub struct Figures {
     /// `None`: nobody counts them (the family is left out).
     pub broadcasts: Option<u64>,
     pub slow_closed: u64,
+    /// Long polls held open, waiting for frames (clients on the LongPoll fallback).
+    pub waiting_polls: u64,
     /// `None`: nobody counts them (the family is left out).
     pub resyncs: Option<u64>,
     /// Bulk reads (snapshots, lists) run, skipped and stopped because their reader had gone;
@@ -317,6 +320,12 @@ pub fn render(f: &Figures) -> String {
         "counter",
         "Sockets closed because their outbound queue was full (close code 1013).",
         f.slow_closed,
+    );
+    out.single(
+        "kaffediem_long_polls_waiting",
+        "gauge",
+        "LongPoll requests held open now, waiting for frames for their session.",
+        f.waiting_polls,
     );
     if let Some(resyncs) = f.resyncs {
         out.single(
