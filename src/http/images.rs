@@ -6,13 +6,12 @@
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
-use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 
 use super::api::ApiError;
 use super::{empty, App, Body};
+use crate::store::images::{self, StoredImage};
 use crate::store::write::Image;
-use crate::store::StoreError;
 
 /// Hex digits of the SHA-256 kept as the ETag (128 bits: collisions are not a concern).
 const ETAG_HEX: usize = 32;
@@ -71,23 +70,14 @@ pub async fn serve(
     let found = app
         .store
         .readers
-        .read(move |conn| -> Result<_, StoreError> {
-            Ok(conn
-                .query_row(
-                    "SELECT content_type, etag, bytes FROM image WHERE item_id = ?1 AND filename = ?2",
-                    rusqlite::params![item_id, filename],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Vec<u8>>(2)?,
-                        ))
-                    },
-                )
-                .optional()?)
-        })
+        .read(move |conn| images::find(conn, item_id, &filename))
         .await?;
-    let Some((content_type, etag, bytes)) = found else {
+    let Some(StoredImage {
+        content_type,
+        etag,
+        bytes,
+    }) = found
+    else {
         return Err(ApiError::NotFound("image not found"));
     };
     let tag = format!("\"{etag}\"");

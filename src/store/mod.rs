@@ -27,6 +27,7 @@
 mod capture;
 pub mod demo;
 pub mod epoch;
+pub mod images;
 pub mod lock;
 pub mod menu;
 pub mod orders;
