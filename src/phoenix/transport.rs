@@ -19,11 +19,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::frame::Vsn;
 use super::longpoll::LongPolls;
+use super::origin::origin_allowed_by;
 use super::outbox::SocketShared;
 use super::per_address::{AddressSlot, PerAddress};
 use super::rate::AddressBuckets;
 use super::{ConnectInfo, SocketHandler};
-use crate::http::cors::origin_allowed_by;
 
 /// Settings of the endpoint; replaceable while running ([`Endpoint::set_config`]).
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub struct EndpointConfig {
     /// Joins all sockets of one client address may make per minute, same rule.
     pub joins_per_minute_per_address: u32,
     /// Refuse upgrades whose `Origin` is neither the daemon's own origin nor allowed (the rule
-    /// of HTTP writes, `http::cors::origin_allowed`).
+    /// of HTTP writes, [`super::origin::origin_allowed`]).
     pub check_origin: bool,
     /// Allowed origins, e.g. `https://kaffediem.example` (scheme, host and port compared).
     pub allowed_origins: Vec<String>,
