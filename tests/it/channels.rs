@@ -235,10 +235,13 @@ async fn order_leaving_a_customer_filter_is_deleted_for_that_subscriber() {
 
 #[tokio::test]
 async fn from_date_today_drops_the_previous_days_orders_at_local_midnight() {
-    let daemon = Daemon::demo().await;
-    // 23:59:57 in Oslo (UTC+1 in winter).
+    // 23:59:57 in Oslo (UTC+1 in winter), from the start: a clock set after the start made
+    // the fan-out roll its day over from today's date to 2036 at its next tick, which under
+    // load came after the kitchen joined and deleted the earlier day's order from its screen.
     let before_midnight: jiff::Timestamp = "2036-12-01T22:59:57Z".parse().expect("ts");
-    daemon.clock.set(before_midnight);
+    let clock = kaffediem::clock::OffsetClock::new();
+    clock.set(before_midnight);
+    let daemon = Daemon::start_with_clock(clock, true, |_| {}).await;
     let shell = daemon.shell();
     let late = insert_order(&shell, 7, 150, Some("2036-12-01T22:59:50.000000Z"));
     let earlier_day = insert_order(&shell, 7, 120, Some("2036-11-30T12:00:00.000000Z"));

@@ -42,6 +42,16 @@ impl Daemon {
     }
 
     pub async fn start(demo: bool, configure: impl FnOnce(&mut Config)) -> Daemon {
+        Daemon::start_with_clock(OffsetClock::new(), demo, configure).await
+    }
+
+    /// [`Daemon::start`] on `clock`, already set: what the daemon reads at start (the café's
+    /// day the fan-out begins with) comes from it, so no roll-over races the test's first steps.
+    pub async fn start_with_clock(
+        clock: Arc<OffsetClock>,
+        demo: bool,
+        configure: impl FnOnce(&mut Config),
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("kaffediem.db");
         let mut config = Config::default();
@@ -50,7 +60,6 @@ impl Daemon {
         config.database.path = db.clone();
         config.access.admin_token = "admin-secret".into();
         configure(&mut config);
-        let clock = OffsetClock::new();
         let running = server::start(server::Options {
             config,
             config_path: None,
