@@ -29,3 +29,4 @@ mod privacy;
 mod snapshots;
 mod store;
 mod support;
+mod tidy;
