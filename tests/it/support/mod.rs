@@ -167,7 +167,9 @@ impl Socket {
         }
     }
 
-    /// Frames arriving within `window` (used to prove that something does NOT arrive).
+    /// Frames arriving within `window`. To prove that something does NOT arrive, use a
+    /// barrier instead ([`Socket::frames_before_barrier`]): a window proves nothing on a
+    /// loaded machine and costs its length every run.
     pub async fn recv_for(&mut self, window: Duration) -> Vec<Value> {
         let mut frames = Vec::new();
         let deadline = tokio::time::Instant::now() + window;
