@@ -92,6 +92,9 @@ fn tidy_capture_triggers_are_told_from_the_others() {
         None,
         "writes only its own table"
     );
+    // Logged before the row changes, to a change log, named anyhow.
+    let before = "CREATE TRIGGER \"order_update_captured\" BEFORE UPDATE ON \"order\" BEGIN\n    INSERT INTO kaffediem_changes (collection, row_id, op) VALUES ('order', OLD.id, CASE WHEN NEW.id IS OLD.id THEN 'update' ELSE 'delete' END);\nEND";
+    assert_eq!(capture_trigger(before, "order"), Some("UPDATE"));
     let partial = "CREATE TRIGGER z AFTER UPDATE OF name ON category BEGIN UPDATE kaffediem_meta SET value = 1; END";
     assert_eq!(
         capture_trigger(partial, "category"),
