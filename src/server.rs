@@ -418,13 +418,7 @@ fn spawn_high_water(readers: store::Readers, path: PathBuf, epoch: String) -> Jo
 
 /// The last high-water mark, after the writer has stopped: everything committed is in it.
 fn final_high_water(path: &std::path::Path, epoch: &str) {
-    let written = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(StoreError::from)
-    .and_then(|conn| store::epoch::write_mark(&conn, path, epoch));
-    if let Err(e) = written {
+    if let Err(e) = store::epoch::write_final_mark(path, epoch) {
         tracing::warn!(error = %e, "cannot write the high-water mark");
     }
 }

@@ -128,6 +128,7 @@ impl Sources {
             messages_sent: load(&endpoint.messages_sent),
             bytes_sent: load(&endpoint.bytes_sent),
             slow_closed: load(&endpoint.slow_closed),
+            waiting_polls: load(&endpoint.waiting_polls),
             joined: self.registry.lock().counts(),
             commits: load(&c.commits),
             orders_created: load(&c.orders_created),
@@ -165,6 +166,8 @@ pub struct Figures {
     /// `None`: nobody counts them (the family is left out).
     pub broadcasts: Option<u64>,
     pub slow_closed: u64,
+    /// Long polls held open, waiting for frames (clients on the LongPoll fallback).
+    pub waiting_polls: u64,
     /// `None`: nobody counts them (the family is left out).
     pub resyncs: Option<u64>,
     /// Bulk reads (snapshots, lists) run, skipped and stopped because their reader had gone;
@@ -231,6 +234,12 @@ pub fn render(f: &Figures) -> String {
         "counter",
         "Sockets closed because their outbound queue was full (close code 1013).",
         f.slow_closed,
+    );
+    out.single(
+        "kaffediem_long_polls_waiting",
+        "gauge",
+        "LongPoll requests held open now, waiting for frames for their session.",
+        f.waiting_polls,
     );
     if let Some(resyncs) = f.resyncs {
         out.single(

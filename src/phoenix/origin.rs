@@ -1,6 +1,6 @@
-//! The origin rule (Phoenix's `check_origin`): what a page on another site may make a
-//! visitor's browser do — open a socket here, and (through `http::cors`) write with their
-//! cookie. Origins are compared by scheme, host and port.
+//! The origin rule for requests a foreign page could make a visitor's browser send with their
+//! cookie: socket opens here, and the daemon's HTTP writes (`http::cors`, which uses it).
+//! Generic HTTP: origins are compared by scheme, host and port.
 
 use hyper::header::{self, HeaderMap};
 
@@ -87,6 +87,8 @@ pub fn origin_allowed_by(headers: &HeaderMap, allowed: &[String]) -> bool {
     origin_allowed(headers, &parse_all(allowed))
 }
 
+/// The origins of `origins` that parse (entries that are no origin are skipped: that trusts
+/// less, never more).
 pub fn parse_all(origins: &[String]) -> Vec<Origin> {
     origins.iter().filter_map(|o| Origin::parse(o)).collect()
 }

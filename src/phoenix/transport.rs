@@ -78,6 +78,9 @@ pub struct Metrics {
     pub messages_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub slow_closed: AtomicU64,
+    /// Long polls held open now, waiting for frames for their session: how many clients sit
+    /// on the LongPoll fallback, and what a test waits for before it acts on a waiting poll.
+    pub waiting_polls: AtomicU64,
 }
 
 /// "Going away": the close code of a forced disconnect, as in Phoenix.

@@ -34,3 +34,4 @@ mod privacy;
 mod snapshots;
 mod store;
 mod support;
+mod tidy;
