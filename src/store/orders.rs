@@ -322,9 +322,12 @@ pub fn next_day_id(tx: &Transaction<'_>, now: Timestamp, tz: &TimeZone) -> Resul
         .start_of_day()
         .map(|z| z.timestamp())
         .unwrap_or(now);
-    // Stored stamps are RFC 3339 UTC text with a `Z`, so text order is time order.
+    // Stored stamps are RFC 3339 UTC text with a `Z`, so text order is time order. `+day_id`
+    // keeps SQLite from answering MAX through the `order_day` index, which walks down past
+    // days' higher numbers until it meets one of today's (the whole history, late in a day
+    // with few orders); the `order_inserted` range reads today's orders only.
     let max: Option<i64> = tx.query_row(
-        "SELECT MAX(day_id) FROM \"order\" WHERE inserted_at >= ?1",
+        "SELECT MAX(+day_id) FROM \"order\" WHERE inserted_at >= ?1",
         [format_timestamp(midnight)],
         |r| r.get(0),
     )?;

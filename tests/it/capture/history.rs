@@ -134,8 +134,8 @@ async fn a_shell_update_of_one_order_costs_the_same_with_200_000_orders_as_with_
 
 /// Pages each read the daemon makes to serve today costs on a file holding `history` past
 /// orders and 20 of the last hour: (newest stamp at start, the fan-out's start, today's join
-/// snapshot / HTTP list).
-async fn today_costs(path: &Path, history: i64) -> [u64; 3] {
+/// snapshot / HTTP list, the next order's `day_id`).
+async fn today_costs(path: &Path, history: i64) -> [u64; 4] {
     let (store, _) = open(path);
     store.shutdown().await.expect("shutdown");
     drop(store);
@@ -148,6 +148,19 @@ async fn today_costs(path: &Path, history: i64) -> [u64; 3] {
     )
     .expect("today's orders");
     let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    // A zone where it is 00:30 now: the history (ten hours old and older) is of past days and
+    // the 20 orders just inserted are today's, numbered 101…120 as placement would.
+    let now = jiff::Timestamp::now();
+    let since_midnight_utc = now.as_second().rem_euclid(86_400);
+    let offset = i32::try_from(1_800 - since_midnight_utc).expect("seconds of a day");
+    let half_past_midnight =
+        jiff::tz::TimeZone::fixed(jiff::tz::Offset::from_seconds(offset).expect("offset"));
+    sh.execute(
+        r#"UPDATE "order" SET day_id = 100 + CAST(substr(uuid, 7) AS INTEGER)
+           WHERE uuid LIKE 'today-%'"#,
+        [],
+    )
+    .expect("number today's orders");
     let ctx = RecordCtx {
         public_url: "http://kaffe.test:4000".into(),
     };
@@ -181,7 +194,14 @@ async fn today_costs(path: &Path, history: i64) -> [u64; 3] {
         assert_eq!(listed.records.len(), 20);
         assert_eq!(listed.total, 20);
     });
-    [stamp, fanout, snapshot]
+    // Placing an order numbers it after the day's highest `day_id`: past days' numbers ran
+    // higher than today's so far, and they must not be walked through.
+    let day_id = cost(&|c| {
+        let tx = c.unchecked_transaction().expect("transaction");
+        let next = store::orders::next_day_id(&tx, now, &half_past_midnight).expect("next day_id");
+        assert_eq!(next, 121, "after today's 20 orders, numbered 101…120");
+    });
+    [stamp, fanout, snapshot, day_id]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,10 +210,17 @@ async fn serving_today_reads_the_same_pages_with_200_000_past_orders_as_with_ten
     let few = today_costs(&small.path().join("kaffediem.db"), 10).await;
     let big = tempfile::tempdir().expect("tempdir");
     let many = today_costs(&big.path().join("kaffediem.db"), HISTORY).await;
-    eprintln!("pages read (newest stamp, fan-out start, today's snapshot): {few:?} → {many:?}");
-    for (what, (few, many)) in ["newest stamp", "fan-out start", "today's snapshot"]
-        .iter()
-        .zip(few.into_iter().zip(many))
+    eprintln!(
+        "pages read (newest stamp, fan-out start, today's snapshot, next day_id): {few:?} → {many:?}"
+    );
+    for (what, (few, many)) in [
+        "newest stamp",
+        "fan-out start",
+        "today's snapshot",
+        "the next order's day_id",
+    ]
+    .iter()
+    .zip(few.into_iter().zip(many))
     {
         assert!(
             many <= few * 2 + 16,
