@@ -12,6 +12,7 @@
 //! - [`phoenix`]: the wire protocol only; knows nothing about cafés or SQLite.
 //! - [`accounts`]: users and their Argon2id password hashes (sessions are in `http::auth`).
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
+//! - [`import`]: `kaffediem import kaffebase`: a café's data from the old backend's file.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
 //! - [`ops`]: the appliance around it: backup, check, systemd, metrics, config reload, logs.
 
@@ -20,6 +21,7 @@ pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod import;
 pub mod ops;
 pub mod phoenix;
 pub mod server;

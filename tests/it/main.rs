@@ -18,6 +18,7 @@ mod foreign_race;
 mod group_commit;
 mod hostile;
 mod hostile_load;
+mod import;
 mod lists;
 mod log_level;
 mod ops;
