@@ -18,9 +18,14 @@ pub enum Resolved {
 }
 
 pub fn resolve(image: &str, dir: Option<&Path>, max_bytes: usize) -> Resolved {
-    let lower = image.to_ascii_lowercase();
-    if lower.starts_with("https://") || lower.starts_with("http://") {
-        return Resolved::Url(image.to_owned());
+    // The scheme in lower case: that is how the daemon tells a URL from a stored file name.
+    for scheme in ["https://", "http://"] {
+        if image.len() > scheme.len()
+            && image.is_char_boundary(scheme.len())
+            && image[..scheme.len()].eq_ignore_ascii_case(scheme)
+        {
+            return Resolved::Url(format!("{scheme}{}", &image[scheme.len()..]));
+        }
     }
     let Some(dir) = dir else {
         return Resolved::Missing("is a local path: give --images DIR with its file".into());

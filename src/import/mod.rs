@@ -102,6 +102,12 @@ pub fn kaffebase(options: &Options, progress: &mut Progress) -> Result<String, I
             options.source.display()
         )));
     }
+    if let Some(dir) = options.images.as_deref().filter(|d| !d.is_dir()) {
+        return Err(ImportError::Source(format!(
+            "--images {}: not a directory",
+            dir.display()
+        )));
+    }
     let source = source::open(&options.source)?;
     let now = records::format_timestamp(jiff::Timestamp::now());
     let mut cafe = model::Cafe::default();
@@ -123,6 +129,12 @@ pub fn kaffebase(options: &Options, progress: &mut Progress) -> Result<String, I
         &mut report,
         progress,
     )?;
+    let tokens = source::count(&source, "users_tokens")?;
+    if tokens > 0 {
+        report.notes.push(format!(
+            "users_tokens ({tokens} old sessions and e-mail tokens) not imported: everyone logs in once more"
+        ));
+    }
     drop(source);
 
     let from = options.source.display();

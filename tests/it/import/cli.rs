@@ -311,3 +311,23 @@ fn many_orders_show_a_progress_line_on_a_terminal_and_nothing_when_piped() {
     assert!(screen.lines().count() < 60, "{screen}");
     assert_eq!(ids(&site, r#"SELECT count(*) FROM "order""#), [20_004]);
 }
+
+#[test]
+fn newest_rows_still_in_the_old_files_wal_are_imported_and_the_file_is_not_written() {
+    let site = Site::new();
+    let kb = Kaffebase::create(&site.path("crashed.db"));
+    kb.conn
+        .pragma_update(None, "wal_autocheckpoint", 0)
+        .expect("no checkpoints");
+    kb.clean_cafe();
+    // The old backend is still running (or crashed): its last commits are only in the -wal.
+    let before = fingerprint(&kb.path);
+    let wal = std::path::PathBuf::from(format!("{}-wal", kb.path.display()));
+    assert!(std::fs::metadata(&wal).expect("a -wal").len() > 0);
+
+    let report = report(&import(&site, &kb.path, &[]));
+    assert_eq!(counts(&report, "order"), [4, 4, 0, 0], "{report}");
+    assert!(fingerprint(&kb.path) == before, "the old file changed");
+    assert_eq!(ids(&site, "SELECT id FROM item ORDER BY id"), [1, 2, 3, 4]);
+    drop(kb);
+}
