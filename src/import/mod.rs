@@ -155,6 +155,7 @@ pub fn kaffebase(options: &Options, progress: &mut Progress) -> Result<String, I
     let lock = DaemonLock::try_acquire(&options.target).map_err(ImportError::Write)?;
     let mut conn = schema::open_connection(&options.target)?;
     schema::migrate(&mut conn, &options.target)?;
+    let started = std::time::Instant::now();
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(ImportError::write)?;
@@ -176,6 +177,11 @@ pub fn kaffebase(options: &Options, progress: &mut Progress) -> Result<String, I
     )?;
     tx.commit().map_err(ImportError::write)?;
     drop(conn);
+    // The daemon's writes (orders!) wait this long when it serves the same file.
+    report.notes.push(format!(
+        "the write transaction held the database for {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
     let next = match lock {
         Lock::Taken(held) => {
             drop(held);

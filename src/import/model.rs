@@ -142,4 +142,7 @@ pub struct Cafe {
     pub values: Vec<Value>,
     pub items: Vec<Item>,
     pub orders: Vec<Order>,
+    /// Users skipped as a duplicate email → the user kept with that email: their orders
+    /// follow the person, so the customer's history stays whole.
+    pub merged_users: std::collections::HashMap<i64, i64>,
 }

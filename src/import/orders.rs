@@ -52,6 +52,7 @@ pub fn read(
             .collect(),
     };
     let total = source::count(conn, "order")?;
+    let merged = cafe.merged_users.clone();
     let mut uuids = HashSet::new();
     // (local day, day_id) → orders, for the note on numbers the old backend handed out twice.
     let mut days: BTreeMap<(String, i64), Vec<i64>> = BTreeMap::new();
@@ -84,7 +85,10 @@ pub fn read(
             ));
             0
         });
-        let customer_id = match row.raw("customer_id") {
+        if matches!(row.raw("inserted_at"), rusqlite::types::ValueRef::Null) {
+            why.push(format!("no inserted_at; stamped {}", stamps.inserted_at));
+        }
+        let mut customer_id = match row.raw("customer_id") {
             rusqlite::types::ValueRef::Null => None,
             raw => values::int(raw).or_else(|| {
                 why.push(format!(
@@ -94,6 +98,13 @@ pub fn read(
                 None
             }),
         };
+        if let Some(kept) = customer_id.and_then(|c| merged.get(&c)) {
+            why.push(format!(
+                "customer {} was a duplicate account of user {kept}; now user {kept}'s",
+                customer_id.unwrap_or_default()
+            ));
+            customer_id = Some(*kept);
+        }
         let stored_state = row.text("state").unwrap_or_default();
         let state = stored_state.trim().to_lowercase();
         let state = if STATES.contains(&state.as_str()) {
@@ -126,7 +137,11 @@ pub fn read(
         let examples: Vec<String> = shared
             .iter()
             .take(5)
-            .map(|((day, n), ids)| format!("{day} #{n}: orders {ids:?}"))
+            .map(|((day, n), ids)| {
+                let shown: Vec<String> = ids.iter().take(4).map(i64::to_string).collect();
+                let more = if ids.len() > 4 { ", …" } else { "" };
+                format!("{day} #{n}: orders {}{more}", shown.join(", "))
+            })
             .collect();
         report.notes.push(format!(
             "{} day numbers were handed to more than one order of the same day by the old backend; kept as they were (e.g. {})",

@@ -45,6 +45,7 @@ pub fn read(
         }
         let folded = email.to_lowercase();
         if let Some(first) = emails.get(&folded) {
+            cafe.merged_users.insert(id, *first);
             report.skipped(
                 "users",
                 id,

@@ -141,6 +141,8 @@ fn odd_rows_are_each_skipped_or_altered_and_named() {
         "order 7: altered: unreadable inserted_at \"last tuesday\"; no items_data; no items",
         "order 8: altered: items_data is not a JSON list (\"not json\"); no items",
         "day numbers were handed to more than one order of the same day",
+        "order 9: altered: no inserted_at; stamped ",
+        "customer 5 was a duplicate account of user 2; now user 2's",
     ] {
         assert!(report.contains(expected), "missing {expected:?} in:\n{report}");
     }
@@ -154,6 +156,7 @@ fn odd_rows_are_each_skipped_or_altered_and_named() {
     assert_eq!(one(r#"SELECT total_nok FROM "order" WHERE id = 5"#), 56);
     assert_eq!(one("SELECT count(*) FROM item WHERE id IN (9, 10)"), 0);
     assert_eq!(one("SELECT count(*) FROM user WHERE id = 5"), 0);
+    assert_eq!(one(r#"SELECT customer_id FROM "order" WHERE id = 9"#), 2);
     // Order 7's stamp came from its updated_at; the two 105s of one day are both kept.
     let stamp: String = db
         .query_row(r#"SELECT inserted_at FROM "order" WHERE id = 7"#, [], |r| {

@@ -274,7 +274,8 @@ INSERT INTO status (id, open, show_message, message_id) VALUES (2, 0, 1, 99);
                 r#"
 INSERT INTO "order" (id, uuid, customer_id, day_id, items_data, state, missing_information, inserted_at, updated_at)
   VALUES (7, 'odd-7', NULL, 105, NULL, 'completed', 0, 'last tuesday', '2025-11-18 09:00:00'),
-         (8, 'odd-8', 3, 105, 'not json', 'completed', 1, '2025-11-18 09:00:01', NULL);
+         (8, 'odd-8', 3, 105, 'not json', 'completed', 1, '2025-11-18 09:00:01', NULL),
+         (9, 'odd-9', 5, 106, '[]', 'completed', 0, NULL, NULL);
 "#,
             )
             .expect("odd orders");
