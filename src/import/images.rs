@@ -81,3 +81,56 @@ fn read(path: &Path, max_bytes: usize) -> Resolved {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    #[test]
+    fn urls_stay_paths_are_read_from_the_directory_and_checked_like_uploads() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("static");
+        std::fs::create_dir_all(dir.join("images")).expect("mkdir");
+        std::fs::write(dir.join("images/bolle.png"), PNG).expect("png");
+        std::fs::write(dir.join("notes.png"), b"not an image").expect("text");
+        std::fs::write(dir.join("big.png"), [PNG, &[0u8; 64]].concat()).expect("big");
+        std::fs::write(root.path().join("secret.png"), PNG).expect("outside");
+
+        assert!(matches!(
+            resolve("HTTPS://cdn.kafe.no/a.png", None, 100),
+            Resolved::Url(u) if u == "https://cdn.kafe.no/a.png"
+        ));
+        let stored = resolve("/images/bolle.png", Some(&dir), 100);
+        assert!(matches!(&stored, Resolved::Stored(i) if i.content_type == "image/png"));
+        // Only the file name is left of a path from elsewhere.
+        assert!(matches!(
+            resolve("/srv/old/uploads/bolle.png", Some(&dir), 100),
+            Resolved::Missing(_)
+        ));
+        assert!(matches!(
+            resolve("bolle.png", Some(&dir), 100),
+            Resolved::Missing(_)
+        ));
+        assert!(matches!(
+            resolve("images/bolle.png", Some(&dir), 100),
+            Resolved::Stored(_)
+        ));
+        for refused in [
+            "notes.png",
+            "big.png",
+            "../secret.png",
+            "images/../../secret.png",
+        ] {
+            assert!(
+                matches!(resolve(refused, Some(&dir), 40), Resolved::Missing(_)),
+                "{refused}"
+            );
+        }
+        assert!(matches!(
+            resolve("/images/bolle.png", None, 100),
+            Resolved::Missing(_)
+        ));
+    }
+}
