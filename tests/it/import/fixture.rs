@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 /// The tables as the old migrations create them, in migration order.
 pub const KAFFEBASE_DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS "schema_migrations" ("version" INTEGER PRIMARY KEY, "inserted_at" TEXT);
-CREATE TABLE "users" ("id" INTEGER PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL COLLATE NOCASE, "hashed_password" TEXT, "confirmed_at" TEXT, "inserted_at" TEXT NOT NULL, "updated_at" TEXT NOT NULL);
+CREATE TABLE "users" ("id" INTEGER PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL, "hashed_password" TEXT, "confirmed_at" TEXT, "inserted_at" TEXT NOT NULL, "updated_at" TEXT NOT NULL);
 CREATE UNIQUE INDEX "users_email_index" ON "users" ("email");
 CREATE TABLE "users_tokens" ("id" INTEGER PRIMARY KEY AUTOINCREMENT, "user_id" INTEGER NOT NULL CONSTRAINT "users_tokens_user_id_fkey" REFERENCES "users"("id") ON DELETE CASCADE, "token" BLOB NOT NULL, "context" TEXT NOT NULL, "sent_to" TEXT, "authenticated_at" TEXT, "inserted_at" TEXT NOT NULL);
 CREATE INDEX "users_tokens_user_id_index" ON "users_tokens" ("user_id");
@@ -240,8 +240,7 @@ INSERT INTO status VALUES (1, 1, 1, 1, '{at}', '{at}');
             .execute_batch(
                 r#"
 PRAGMA foreign_keys = OFF;
--- A hand-made restore lost the unique index: the same person twice, in other case.
-DROP INDEX users_email_index;
+-- The old unique index on email compares case-sensitively: the same person twice.
 INSERT INTO users (id, email, hashed_password, inserted_at, updated_at, name, username, is_admin)
   VALUES (5, 'KARI@kafe.no', NULL, '2025-11-17 10:21:33', '2025-11-17 10:21:33', 'Kari igjen', 'kari2', 0),
          (6, 'nopass@kafe.no', NULL, '2025-11-17T10:21:33', '2025-11-17T10:21:33', 'Uten passord', 'nopass', 0);
