@@ -64,6 +64,7 @@ async fn screens_get_an_import_made_while_serving_as_one_resync_each() {
     // Today's busy morning: more orders than a screen's queue could take as events.
     kb.many_orders_today(1500);
     let old = kb.close();
+    let old_path = old.to_str().expect("utf-8").to_owned();
 
     let mut screen = daemon.socket("").await;
     let today = json!({"options": {"from_date": "today"}});
@@ -119,7 +120,13 @@ async fn screens_get_an_import_made_while_serving_as_one_resync_each() {
         call(daemon.addr, "POST", "/api/session")
             .json(&json!({"email": email, "password": password}))
     };
-    assert_eq!(login(KARI.0, KARI.1).send().await.status, 200);
+    let kari = login(KARI.0, KARI.1).send().await;
+    assert_eq!(kari.status, 200);
+    let cookie = kari
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
     let hash: String = daemon
         .shell()
         .query_row("SELECT password_hash FROM user WHERE id = 2", [], |r| {
@@ -131,5 +138,33 @@ async fn screens_get_an_import_made_while_serving_as_one_resync_each() {
     let admin = login(ADMIN_EMAIL, ADMIN_PASSWORD).send().await;
     assert_eq!(admin.status, 200, "{}", admin.text());
     assert_eq!(admin.json()["data"]["id"], 4);
+
+    // Again with --replace, still while serving: the accounts are the old file's again, so
+    // Kari's session here is over and her bcrypt hash is back until her next login.
+    let session = || call(daemon.addr, "GET", "/api/session").header("cookie", &cookie);
+    assert_eq!(session().send().await.status, 200);
+    let mut again = Command::new(BIN);
+    again
+        .args(["import", "kaffebase", old_path.as_str(), "--replace"])
+        .current_dir(dir.path())
+        .env("KAFFEDIEM_DB", &daemon.db)
+        .env_remove("KAFFEDIEM_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    let replaced = super::report(
+        &tokio::task::spawn_blocking(move || run(again))
+            .await
+            .expect("ran"),
+    );
+    assert!(
+        replaced.contains("--replace: the target's 4 accounts"),
+        "{replaced}"
+    );
+    assert_ne!(
+        session().send().await.status,
+        200,
+        "the old session still works"
+    );
+    assert_eq!(login(KARI.0, KARI.1).send().await.status, 200);
     daemon.stop().await;
 }
