@@ -17,6 +17,32 @@ cargo test --all-targets
 echo "==> cargo build --all-targets"
 cargo build --all-targets
 
+# The Debian package (scripts/package-test.sh): its contents wherever cargo-deb is installed;
+# the install → upgrade → remove → purge cycle with dpkg on a throwaway machine only (root, no
+# systemd as PID 1, no Kaffediem installed: CI), or where KAFFEDIEM_PACKAGE_CYCLE=1 allows it.
+# CI sets KAFFEDIEM_REQUIRE_PACKAGE_TEST, and there it never skips.
+package_mode=""
+if command -v cargo-deb >/dev/null && command -v dpkg-deb >/dev/null; then
+  package_mode=contents
+  if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null &&
+    { [ -n "${KAFFEDIEM_REQUIRE_PACKAGE_TEST:-}" ] || [ -n "${KAFFEDIEM_PACKAGE_CYCLE:-}" ] ||
+      { [ ! -d /run/systemd/system ] && [ ! -e /etc/kaffediem ] && [ ! -e /var/lib/kaffediem ] &&
+        ! dpkg-query -W kaffediem >/dev/null 2>&1; }; }; then
+    package_mode=cycle
+  fi
+fi
+if [ -n "${KAFFEDIEM_REQUIRE_PACKAGE_TEST:-}" ] && [ "$package_mode" != cycle ]; then
+  echo "the package cycle is required here: root, dpkg and cargo-deb (cargo install cargo-deb --version 3.8.0 --locked)" >&2
+  exit 1
+fi
+if [ -n "$package_mode" ]; then
+  echo "==> Debian package ($package_mode)"
+  # one at a time on a machine: the cycle installs into /etc and /var/lib
+  flock /tmp/kaffediem-package-test.lock bash scripts/package-test.sh "$package_mode"
+else
+  echo "==> Debian package: SKIPPED (cargo-deb or dpkg-deb not installed)"
+fi
+
 echo "==> JavaScript conformance suite (tests/js)"
 cd "$root/tests/js"
 if [ ! -d node_modules ]; then

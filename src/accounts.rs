@@ -1,38 +1,23 @@
-//! Café accounts: users and their Argon2id password hashes. Used by the daemon (login, the
-//! first admin) and by `kaffediem user add|passwd|list`.
+//! Café accounts: the rules for users (valid emails and passwords, the first admin) and
+//! their Argon2id password hashes. Used by the daemon (login, the first admin) and by
+//! `kaffediem user add|passwd|list`; the rows are kept by [`crate::store::accounts`], through
+//! the writer and the quick read lane like every other table, so the CLI runs beside the
+//! daemon (which sees its writes as foreign commits).
 //!
-//! Invariant: a password hash goes from [`hash_password`] into the `user` table and back into
-//! [`verify_password`], nowhere else — [`User`] has no hash field, so nothing can return or
-//! log one by accident.
+//! Invariant: a password hash goes from [`hash_password`] into the `user` table (through
+//! `store::accounts`) and back into [`verify_password`], nowhere else — [`User`] has no hash
+//! field, so nothing can return or log one by accident.
 
 use std::sync::LazyLock;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use jiff::Timestamp;
-use rusqlite::{params, OptionalExtension};
 
-use crate::http::auth::token::{random_bytes, sql_time};
-use crate::store::{Readers, StoreError, Writer};
+use crate::secret::{random_bytes, random_token};
+use crate::store::{self, Readers, StoreError, Writer};
 
-/// A user as anyone outside this module sees them: never with the hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: i64,
-    pub email: String,
-    pub name: String,
-    pub username: Option<String>,
-    pub is_admin: bool,
-}
-
-/// The fields of a user to create.
-#[derive(Debug, Clone)]
-pub struct NewUser {
-    pub email: String,
-    pub name: String,
-    pub username: Option<String>,
-    pub is_admin: bool,
-}
+pub use crate::store::accounts::{NewUser, User};
 
 /// What can go wrong managing accounts.
 #[derive(Debug)]
@@ -67,12 +52,6 @@ impl std::error::Error for AccountError {}
 impl From<StoreError> for AccountError {
     fn from(e: StoreError) -> Self {
         AccountError::Store(e)
-    }
-}
-
-impl From<rusqlite::Error> for AccountError {
-    fn from(e: rusqlite::Error) -> Self {
-        AccountError::Store(StoreError::Sqlite(e))
     }
 }
 
@@ -114,9 +93,8 @@ pub fn is_bcrypt(hash: &str) -> bool {
 /// A hash no password matches in practice, with the same cost as a real one: a login for an
 /// unknown email verifies against it, so timing does not tell which emails have accounts.
 pub fn decoy_hash() -> &'static str {
-    static DECOY: LazyLock<String> = LazyLock::new(|| {
-        hash_password(&crate::http::auth::token::random_token()).unwrap_or_default()
-    });
+    static DECOY: LazyLock<String> =
+        LazyLock::new(|| hash_password(&random_token()).unwrap_or_default());
     &DECOY
 }
 
@@ -140,86 +118,19 @@ fn check_email(email: &str) -> Result<String, AccountError> {
     Ok(email.to_owned())
 }
 
-const USER_COLUMNS: &str = "id, email, name, username, is_admin";
-
-fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    Ok(User {
-        id: row.get(0)?,
-        email: row.get(1)?,
-        name: row.get(2)?,
-        username: row.get(3)?,
-        is_admin: row.get(4)?,
-    })
-}
-
-/// The user with `email` (case-insensitive) and their stored hash, for checking a login.
-pub fn find_for_login(
-    conn: &rusqlite::Connection,
-    email: &str,
-) -> Result<Option<(User, String)>, StoreError> {
-    let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM user WHERE email = ?1");
-    Ok(conn
-        .query_row(&sql, [email.trim()], |row| {
-            Ok((user_row(row)?, row.get(5)?))
-        })
-        .optional()?)
-}
-
-/// The admin with the lowest id (`auth.dev_auto_login` logs in as them).
-pub fn first_admin(conn: &rusqlite::Connection) -> Result<Option<User>, StoreError> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM user WHERE is_admin = 1 ORDER BY id LIMIT 1");
-    Ok(conn.query_row(&sql, [], user_row).optional()?)
-}
-
 /// Every user, by id.
 pub async fn list(readers: &Readers) -> Result<Vec<User>, AccountError> {
-    readers
-        .read(|conn| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM user ORDER BY id");
-            let mut stmt = conn.prepare(&sql)?;
-            let users = stmt
-                .query_map([], user_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(users)
-        })
-        .await
+    Ok(store::accounts::list(readers).await?)
 }
 
 /// Create a user with a password. The hash is computed here, off the writer thread.
 pub async fn add(writer: &Writer, new: NewUser, password: &str) -> Result<User, AccountError> {
-    let email = check_email(&new.email)?;
-    check_password(password)?;
-    let hash = hash_blocking(password).await?;
+    let (email, hash) = checked(&new.email, password).await?;
     let new = NewUser { email, ..new };
-    writer
-        .write(move |tx| {
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM user WHERE email = ?1)",
-                [&new.email],
-                |r| r.get(0),
-            )?;
-            if taken {
-                return Err(AccountError::EmailTaken(new.email));
-            }
-            insert_user(tx, &new, &hash)
-        })
-        .await
-}
-
-fn insert_user(
-    tx: &rusqlite::Transaction<'_>,
-    new: &NewUser,
-    hash: &str,
-) -> Result<User, AccountError> {
-    let sql = format!(
-        "INSERT INTO user (email, name, username, is_admin, password_hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5) RETURNING {USER_COLUMNS}"
-    );
-    Ok(tx.query_row(
-        &sql,
-        params![new.email, new.name, new.username, new.is_admin, hash],
-        user_row,
-    )?)
+    let taken = new.email.clone();
+    store::accounts::add(writer, new, hash)
+        .await?
+        .ok_or(AccountError::EmailTaken(taken))
 }
 
 /// Give the user with `email` a new password and end all their sessions (the usual reason
@@ -229,24 +140,10 @@ pub async fn set_password(
     email: &str,
     password: &str,
 ) -> Result<User, AccountError> {
-    let email = check_email(email)?;
-    check_password(password)?;
-    let hash = hash_blocking(password).await?;
-    let now = sql_time(Timestamp::now());
-    writer
-        .write(move |tx| {
-            let sql = format!(
-                "UPDATE user SET password_hash = ?2, updated_at = ?3 WHERE email = ?1 \
-                 RETURNING {USER_COLUMNS}"
-            );
-            let user = tx
-                .query_row(&sql, params![email, hash, now], user_row)
-                .optional()?
-                .ok_or_else(|| AccountError::NoSuchUser(email.clone()))?;
-            tx.execute("DELETE FROM session WHERE user_id = ?1", [user.id])?;
-            Ok(user)
-        })
-        .await
+    let (email, hash) = checked(email, password).await?;
+    store::accounts::set_password(writer, email.clone(), hash, Timestamp::now())
+        .await?
+        .ok_or(AccountError::NoSuchUser(email))
 }
 
 /// On a database without users, create the first admin. With `configured_password` empty a
@@ -258,18 +155,11 @@ pub async fn bootstrap_admin(
     email: &str,
     configured_password: &str,
 ) -> Result<Option<(User, Option<String>)>, AccountError> {
-    let has_users: bool = readers
-        .read(|conn| -> Result<bool, StoreError> {
-            Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM user)", [], |r| r.get(0))?)
-        })
-        .await?;
-    if has_users {
+    if store::accounts::any(readers).await? {
         return Ok(None);
     }
     let email = check_email(email)?;
-    let generated = configured_password
-        .is_empty()
-        .then(crate::http::auth::token::random_token);
+    let generated = configured_password.is_empty().then(random_token);
     let password = generated
         .as_deref()
         .unwrap_or(configured_password)
@@ -281,18 +171,15 @@ pub async fn bootstrap_admin(
         username: None,
         is_admin: true,
     };
-    let created = writer
-        .write(move |tx| {
-            // Checked again inside the write: another process may have added a user since.
-            let has_users: bool =
-                tx.query_row("SELECT EXISTS (SELECT 1 FROM user)", [], |r| r.get(0))?;
-            if has_users {
-                return Ok(None);
-            }
-            insert_user(tx, &new, &hash).map(Some)
-        })
-        .await?;
+    let created = store::accounts::add_first(writer, new, hash).await?;
     Ok(created.map(|user| (user, generated)))
+}
+
+/// The email as stored and the password's hash, once both pass the rules.
+async fn checked(email: &str, password: &str) -> Result<(String, String), AccountError> {
+    let email = check_email(email)?;
+    check_password(password)?;
+    Ok((email, hash_blocking(password).await?))
 }
 
 async fn hash_blocking(password: &str) -> Result<String, AccountError> {

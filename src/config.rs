@@ -70,12 +70,17 @@ pub enum SameSite {
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
     pub path: PathBuf,
+    /// Another process (Litestream) replicates the WAL and owns checkpointing: the daemon then
+    /// never checkpoints (no automatic ones, none at shutdown), because a checkpoint of its own
+    /// waits for that process's read lock and can reset the WAL under it.
+    pub external_replication: bool,
 }
 
 impl Default for Database {
     fn default() -> Self {
         Database {
             path: PathBuf::from("kaffediem.db"),
+            external_replication: false,
         }
     }
 }
@@ -548,7 +553,7 @@ const LIVE_KEYS: &[LiveKey] = &[
     }),
 ];
 
-/// Keys read once at start: the listening socket, the database file, the time zone that
+/// Keys read once at start: the listening socket, the database file and who checkpoints it, the time zone that
 /// numbers orders, the base of image URLs (baked into broadcast records), the first admin,
 /// `dev_auto_login` (checked against the bind address at start), the change log's length
 /// and the HTTP header timeout.
@@ -560,6 +565,12 @@ const RESTART_KEYS: &[RestartKey] = &[
     }),
     ("database.path", |n, r| {
         keep(&mut n.database.path, &r.database.path)
+    }),
+    ("database.external_replication", |n, r| {
+        keep(
+            &mut n.database.external_replication,
+            &r.database.external_replication,
+        )
     }),
     ("cafe.time_zone", |n, r| {
         keep(&mut n.cafe.time_zone, &r.cafe.time_zone)
@@ -720,6 +731,7 @@ mod tests {
             metrics_allowed = ["192.168.1.10"]
             [database]
             path = "other.db"
+            external_replication = true
             [cafe]
             time_zone = "UTC"
             [auth]
@@ -758,7 +770,7 @@ mod tests {
         "#;
         let new = Config::parse(text, Path::new("k.toml")).expect("parses");
         let reload = running.reload(new.clone());
-        assert_eq!(reload.applied.len() + reload.needs_restart.len(), 39);
+        assert_eq!(reload.applied.len() + reload.needs_restart.len(), 40);
         assert!(reload.needs_restart.contains(&"http.port"));
         assert!(reload.applied.contains(&"http.allowed_origins"));
 

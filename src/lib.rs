@@ -10,7 +10,9 @@
 //! - [`channels`]: Kaffediem's topics (`collection:*`, `notifications:*`), per-subscriber
 //!   filters and the fan-out of change sets.
 //! - [`phoenix`]: the wire protocol only; knows nothing about cafés or SQLite.
-//! - [`accounts`]: users and their Argon2id password hashes (sessions are in `http::auth`).
+//! - [`accounts`]: users' Argon2id password hashes and the rules for accounts (their rows,
+//!   and sessions, are in `store`; cookies and socket tokens in `http::auth`).
+//! - [`secret`]: random tokens, constant-time comparison, the admin token: one home for each.
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
 //! - [`import`]: `kaffediem import kaffebase`: a café's data from the old backend's file.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
@@ -24,5 +26,6 @@ pub mod http;
 pub mod import;
 pub mod ops;
 pub mod phoenix;
+pub mod secret;
 pub mod server;
 pub mod store;

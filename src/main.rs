@@ -167,6 +167,9 @@ async fn demo_only(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         records: Default::default(),
     };
     let (store, _feed) = Store::open(options, Arc::new(SystemClock))?;
+    if config.database.external_replication {
+        store::replication::leave_checkpoints_to_replicator(&store.writer).await?;
+    }
     let loaded = store::demo::load(&store.writer).await?;
     store.shutdown().await?;
     if loaded {
@@ -278,6 +281,9 @@ async fn user(config: Config, action: UserCommand) -> Result<(), Box<dyn std::er
     };
     // WAL lets this run next to the daemon, which sees the change as a foreign write.
     let (store, _feed) = Store::open(options, Arc::new(SystemClock))?;
+    if config.database.external_replication {
+        kaffediem::store::replication::leave_checkpoints_to_replicator(&store.writer).await?;
+    }
     let password = password.unwrap_or_default();
     let result = match action {
         UserCommand::Add {

@@ -106,7 +106,6 @@ pub fn endpoint_config(config: &Config) -> EndpointConfig {
 fn access(config: &Config) -> Access {
     Access {
         public_read: config.access.public_read,
-        admin_token: config.access.admin_token.clone(),
         order_snapshot_days: config.limits.order_snapshot_days,
         snapshot_max_records: config.limits.snapshot_max_records,
     }
@@ -175,6 +174,15 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     let epoch = settle_epoch(&path)?;
     let (store, feed) =
         Store::open(store_options, Arc::clone(&clock)).map_err(|e| open_error(&path, e))?;
+    if config.database.external_replication {
+        store::replication::leave_checkpoints_to_replicator(&store.writer)
+            .await
+            .map_err(|e| open_error(&path, e))?;
+        tracing::info!(
+            "database.external_replication: checkpoints of {} are left to the replicator (Litestream)",
+            path.display()
+        );
+    }
     if demo {
         match store::demo::load(&store.writer).await {
             Ok(true) => tracing::info!("loaded the demo café into {}", path.display()),
@@ -456,14 +464,12 @@ fn watch_config(
     targets: Reloadable,
 ) -> Option<reload::ConfigWatch> {
     let mut level = config.log.level.clone();
-    let mut admin_token = config.access.admin_token.clone();
     let apply = move |new: &Config| {
         targets.endpoint.set_config(endpoint_config(new));
         targets.cafe.set_access(access(new));
         targets.auth.set_config(new);
         targets.app.set_config(new);
-        if new.access.admin_token != admin_token {
-            admin_token = new.access.admin_token.clone();
+        if targets.auth.admin_token().replace(&new.access.admin_token) {
             // Sockets let in by the old token must not keep its rights: they reconnect and
             // are judged by the new one.
             let closed = targets.endpoint.disconnect(ADMIN_TOKEN_SOCKETS);

@@ -92,8 +92,6 @@ pub const ADMIN_TOKEN_SOCKETS: &str = "admin_token";
 pub struct Access {
     /// Anonymous sockets may join `collection:*`.
     pub public_read: bool,
-    /// Interim admin credential: socket param `token` equal to this (when not empty).
-    pub admin_token: String,
     /// Days of orders an order join without `from_date` gets (`limits.order_snapshot_days`):
     /// a year of history is no screen's business and would cost every join seconds.
     pub order_snapshot_days: u32,
@@ -101,26 +99,35 @@ pub struct Access {
     pub snapshot_max_records: usize,
 }
 
-/// Decides who a connecting socket is. The HTTP layer provides the real one (sessions and
-/// socket tokens); without it, sockets are anonymous unless they carry the admin token.
+/// What an [`Authenticate`] answers with: it may read the database, so it is awaited (off
+/// the async threads), never run inside the upgrade on a runtime worker.
+pub type AuthFuture<'a, T> = futures_util::future::BoxFuture<'a, T>;
+
+/// Decides who a connecting socket is. The HTTP layer provides the real one (sessions, socket
+/// tokens, `access.admin_token`); without it, every socket is anonymous.
 pub trait Authenticate: Send + Sync + 'static {
     /// `Ok(None)`: no credentials given, an anonymous viewer. `Err`: credentials given but
     /// invalid or expired → the upgrade is refused with 403.
-    fn viewer(&self, info: &ConnectInfo) -> Result<Option<Viewer>, Refused>;
+    fn viewer<'a>(
+        &'a self,
+        info: &'a ConnectInfo,
+    ) -> AuthFuture<'a, Result<Option<Viewer>, Refused>>;
 
     /// Who a socket's credential vouches for now, at a join: the session may have ended or
     /// the user's rights changed since the connect. `None`: it has ended (the socket joins
     /// as anonymous, and is closed). Default: what it vouched for at the connect.
-    fn recheck(&self, viewer: &Viewer) -> Option<Viewer> {
-        Some(viewer.clone())
+    fn recheck<'a>(&'a self, viewer: &'a Viewer) -> AuthFuture<'a, Option<Viewer>> {
+        Box::pin(std::future::ready(Some(viewer.clone())))
     }
 }
 
-/// The socket handler of the café.
+/// The socket handler of the café. Cheap to clone: a join on a session socket takes a copy
+/// into its future, to route the join once the session has been read again.
+#[derive(Clone)]
 pub struct Cafe {
     store: Store,
     registry: Arc<Registry>,
-    access: RwLock<Access>,
+    access: Arc<RwLock<Access>>,
     auth: Option<Arc<dyn Authenticate>>,
     clock: Arc<dyn Clock>,
     tz: TimeZone,
@@ -142,7 +149,7 @@ impl Cafe {
         Cafe {
             store,
             registry,
-            access: RwLock::new(access),
+            access: Arc::new(RwLock::new(access)),
             auth: None,
             clock,
             tz,
@@ -168,28 +175,11 @@ impl Cafe {
     }
 
     /// Who a connecting socket is: a session or socket token, the admin token, or nobody.
-    fn viewer(&self, info: &ConnectInfo) -> Result<Viewer, Refused> {
-        if let Some(auth) = &self.auth {
-            if let Some(viewer) = auth.viewer(info)? {
-                return Ok(viewer);
-            }
+    async fn viewer(&self, info: &ConnectInfo) -> Result<Viewer, Refused> {
+        match &self.auth {
+            Some(auth) => Ok(auth.viewer(info).await?.unwrap_or_default()),
+            None => Ok(Viewer::default()),
         }
-        let admin_token = self.access().admin_token;
-        let admin = !admin_token.is_empty()
-            && info
-                .params
-                .get("token")
-                .is_some_and(|t| constant_time_eq(t.as_bytes(), admin_token.as_bytes()));
-        Ok(Viewer {
-            user_id: None,
-            admin,
-            credential: if admin {
-                Credential::AdminToken
-            } else {
-                Credential::None
-            },
-            client: None,
-        })
     }
 
     fn access(&self) -> Access {
@@ -381,8 +371,8 @@ impl Cafe {
 impl SocketHandler for Cafe {
     type Session = Viewer;
 
-    fn connect(&self, info: &ConnectInfo) -> Result<Viewer, Refused> {
-        let viewer = self.viewer(info)?;
+    async fn connect(&self, info: &ConnectInfo) -> Result<Viewer, Refused> {
+        let viewer = self.viewer(info).await?;
         Ok(Viewer {
             client: Some(client_key(info.peer.ip())),
             ..viewer
@@ -400,21 +390,41 @@ impl SocketHandler for Cafe {
         payload: Payload,
         outbox: Outbox,
     ) -> Option<BoxFuture<JoinResult>> {
+        if !(topic.starts_with("collection:") || topic.starts_with("notifications:")) {
+            return None;
+        }
         let payload = payload.as_json().cloned().unwrap_or(Value::Null);
-        // A session is judged as it is now, not as it was at the connect.
-        let now;
-        let viewer = match (&self.auth, viewer.credential) {
-            (Some(auth), Credential::Session(_)) => {
-                now = Arc::new(Viewer {
+        // A session is judged as it is now, not as it was at the connect: its row is read
+        // again (awaited, as every read is) before the join is routed.
+        if let (Some(auth), Credential::Session(_)) = (&self.auth, viewer.credential) {
+            let (this, auth, viewer) = (self.clone(), Arc::clone(auth), Arc::clone(viewer));
+            let topic = topic.to_owned();
+            return Some(Box::pin(async move {
+                let now = Viewer {
                     client: viewer.client,
-                    ..auth.recheck(viewer).unwrap_or_default()
-                });
-                &now
-            }
-            _ => viewer,
-        };
+                    ..auth.recheck(&viewer).await.unwrap_or_default()
+                };
+                match this.route_join(&now, &topic, &payload, outbox) {
+                    Some(join) => join.await,
+                    None => JoinResult::Error(json!({"reason": "unmatched topic"})),
+                }
+            }));
+        }
+        self.route_join(viewer, topic, &payload, outbox)
+    }
+}
+
+impl Cafe {
+    /// The join of `topic` for `viewer`; `None` when no channel handles the topic.
+    fn route_join(
+        &self,
+        viewer: &Viewer,
+        topic: &str,
+        payload: &Value,
+        outbox: Outbox,
+    ) -> Option<BoxFuture<JoinResult>> {
         if let Some(name) = topic.strip_prefix("collection:") {
-            let join = self.join_collection(viewer, name, &payload, outbox);
+            let join = self.join_collection(viewer, name, payload, outbox);
             Some(with_epoch(join, Arc::clone(&self.epoch)))
         } else {
             topic
@@ -564,9 +574,4 @@ fn joined(read: Result<(u64, Encoded), StoreError>, sub: Subscription) -> JoinRe
             JoinResult::Error(json!({"reason": "unavailable"}))
         }
     }
-}
-
-/// Compare secrets without leaking where they differ through timing.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

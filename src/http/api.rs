@@ -17,7 +17,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::{error, json_response, method_not_allowed, App, Body};
-use crate::channels::constant_time_eq;
 use crate::store::write::WriteError;
 use crate::store::{menu, StoreError};
 
@@ -30,6 +29,10 @@ pub enum ApiError {
     Unauthorized,
     /// Logged in without the right: 403.
     Forbidden,
+    /// A login with a wrong email or password: 401.
+    BadCredentials,
+    /// Too many at once or too often (logins): 429 with `Retry-After` in seconds.
+    TooManyRequests { why: &'static str, retry_after: u64 },
     /// A write from a page on a foreign origin (cross-site request forgery): 403.
     CrossSite,
     /// Unknown collection, record, file or route: 404.
@@ -87,6 +90,16 @@ impl ApiError {
             }
             ApiError::Unauthorized => error(StatusCode::UNAUTHORIZED, "not logged in"),
             ApiError::Forbidden => error(StatusCode::FORBIDDEN, "admins only"),
+            ApiError::BadCredentials => {
+                error(StatusCode::UNAUTHORIZED, "invalid email or password")
+            }
+            ApiError::TooManyRequests { why, retry_after } => {
+                let mut response = error(StatusCode::TOO_MANY_REQUESTS, why);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+                response
+            }
             ApiError::CrossSite => error(
                 StatusCode::FORBIDDEN,
                 "writes from this origin are refused; list the frontend in http.allowed_origins",
@@ -167,17 +180,9 @@ pub async fn caller(app: &App, headers: &HeaderMap) -> Caller {
             admin: identity.is_admin,
         };
     }
-    let token = app.settings().admin_token;
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match bearer {
-        Some(b) if !token.is_empty() && constant_time_eq(b.as_bytes(), token.as_bytes()) => {
-            Caller::AdminToken
-        }
-        _ => Caller::Anonymous,
+    match app.auth.admin_token().in_bearer(headers) {
+        true => Caller::AdminToken,
+        false => Caller::Anonymous,
     }
 }
 

@@ -6,13 +6,13 @@
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
-use rusqlite::OptionalExtension;
 use sha2::{Digest, Sha256};
 
 use super::api::ApiError;
 use super::{empty, App, Body};
+use crate::store;
+use crate::store::images::ImageFile;
 use crate::store::write::Image;
-use crate::store::StoreError;
 
 /// Hex digits of the SHA-256 kept as the ETag (128 bits: collisions are not a concern).
 const ETAG_HEX: usize = 32;
@@ -51,7 +51,7 @@ fn is_avif(bytes: &[u8]) -> bool {
 pub fn check(bytes: Bytes) -> Option<Image> {
     let (content_type, ext) = sniff(&bytes)?;
     let digest = Sha256::digest(&bytes);
-    let mut etag: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut etag = hex::encode(digest);
     etag.truncate(ETAG_HEX);
     Some(Image {
         filename: format!("{etag}.{ext}"),
@@ -68,26 +68,13 @@ pub async fn serve(
     item_id: i64,
     filename: String,
 ) -> Result<Response<Body>, ApiError> {
-    let found = app
-        .store
-        .readers
-        .read(move |conn| -> Result<_, StoreError> {
-            Ok(conn
-                .query_row(
-                    "SELECT content_type, etag, bytes FROM image WHERE item_id = ?1 AND filename = ?2",
-                    rusqlite::params![item_id, filename],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Vec<u8>>(2)?,
-                        ))
-                    },
-                )
-                .optional()?)
-        })
-        .await?;
-    let Some((content_type, etag, bytes)) = found else {
+    let found = store::images::find(&app.store.readers, item_id, filename).await?;
+    let Some(ImageFile {
+        content_type,
+        etag,
+        bytes,
+    }) = found
+    else {
         return Err(ApiError::NotFound("image not found"));
     };
     let tag = format!("\"{etag}\"");

@@ -60,8 +60,6 @@ pub struct Settings {
     pub public_url: String,
     /// Anonymous callers may read (GET) every collection.
     pub public_read: bool,
-    /// Interim admin credential (`Authorization: Bearer <token>`); empty = off.
-    pub admin_token: String,
     /// Largest JSON body.
     pub max_body_bytes: usize,
     /// Largest multipart body (item images).
@@ -86,7 +84,6 @@ impl Settings {
         Settings {
             public_url: config.http.public_url.trim_end_matches('/').to_owned(),
             public_read: config.access.public_read,
-            admin_token: config.access.admin_token.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
             order_limits: OrderLimits {
@@ -256,7 +253,7 @@ async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> 
     let origin = app.cors.origin(req.headers());
     let has_origin = req.headers().contains_key(header::ORIGIN);
     let mut response = match (req.method(), path.as_str()) {
-        (_, "/socket/websocket") => app.endpoint.upgrade(req, client),
+        (_, "/socket/websocket") => app.endpoint.upgrade(req, client).await,
         // LongPoll answers carry Phoenix's own CORS headers (`*`, echoed allow-headers).
         (_, "/socket/longpoll") => return app.endpoint.long_poll(req, client).await,
         (&Method::OPTIONS, _) => cors::preflight(),

@@ -466,7 +466,7 @@ impl<H: SocketHandler> Endpoint<H> {
                     Some(token) if is_session_token(&token) => without_param(&query, &token),
                     _ => query,
                 };
-                self.open(req.headers(), &query, peer)
+                self.open(req.headers(), &query, peer).await
             }
             (false, Some(session)) => self.publish(&session, req).await,
             (false, None) => status(410),
@@ -475,12 +475,18 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// A GET without a live session: admit a new socket as the WebSocket upgrade would and
     /// answer 410 with its token (the client's "open").
-    fn open(self: &Arc<Self>, headers: &HeaderMap, query: &str, peer: SocketAddr) -> HttpResponse {
+    async fn open(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        query: &str,
+        peer: SocketAddr,
+    ) -> HttpResponse {
         let auth_token = headers
             .get(AUTH_TOKEN_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let (slot, user_session, vsn, config) = match self.admit(headers, query, auth_token, peer) {
+        let admitted = self.admit(headers, query, auth_token, peer).await;
+        let (slot, user_session, vsn, config) = match admitted {
             Ok(admitted) => admitted,
             Err(Refusal::Forbidden) => return status(403),
             // The socket limit, or shutting down. Any status but 200/204/403/410/500 makes

@@ -55,8 +55,13 @@ pub trait SocketHandler: Send + Sync + 'static {
     /// Per-connection state returned by `connect` (who is connected), shared with every join.
     type Session: Send + Sync + 'static;
 
-    /// Admit or refuse a connection (refused → HTTP 403 before the upgrade).
-    fn connect(&self, info: &ConnectInfo) -> Result<Self::Session, Refused>;
+    /// Admit or refuse a connection (refused → HTTP 403 before the upgrade). Awaited by the
+    /// upgrade (or the long poll's open), so an application may read its credentials from
+    /// storage without holding a runtime thread; the socket's slot is held meanwhile.
+    fn connect(
+        &self,
+        info: &ConnectInfo,
+    ) -> impl Future<Output = Result<Self::Session, Refused>> + Send;
 
     /// The socket's id (Phoenix's `id/1`), e.g. `users_socket:42`: [`Endpoint::disconnect`]
     /// closes every socket with that id (1001), so its client reconnects and authenticates

@@ -139,7 +139,7 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// Answer a request for the WebSocket transport: 400 (not a GET upgrade), 403 (vsn,
     /// origin, refused connect), 503 (socket limit) or 101, spawning the socket's task.
-    pub fn upgrade<B>(
+    pub async fn upgrade<B>(
         self: &Arc<Self>,
         req: hyper::Request<B>,
         peer: SocketAddr,
@@ -155,8 +155,8 @@ impl<H: SocketHandler> Endpoint<H> {
             Err(()) => return respond(StatusCode::FORBIDDEN, ""),
         };
         let query = req.uri().query().unwrap_or("");
-        let (slot, session, vsn, config) = match self.admit(req.headers(), query, auth_token, peer)
-        {
+        let admitted = self.admit(req.headers(), query, auth_token, peer).await;
+        let (slot, session, vsn, config) = match admitted {
             Ok(admitted) => admitted,
             Err(Refusal::Forbidden) => return respond(StatusCode::FORBIDDEN, ""),
             Err(Refusal::Unavailable) => return respond(StatusCode::SERVICE_UNAVAILABLE, ""),
@@ -194,7 +194,7 @@ impl<H: SocketHandler> Endpoint<H> {
 
     /// The checks every new socket passes, whatever its transport: `vsn` negotiation, the
     /// origin policy, the socket limit and the application's `connect`, in that order.
-    pub(crate) fn admit(
+    pub(crate) async fn admit(
         self: &Arc<Self>,
         headers: &HeaderMap,
         query: &str,
@@ -224,7 +224,7 @@ impl<H: SocketHandler> Endpoint<H> {
         let slot = self
             .reserve_slot(&config, peer)
             .ok_or(Refusal::Unavailable)?;
-        let session = match self.handler.connect(&info) {
+        let session = match self.handler.connect(&info).await {
             Ok(session) => {
                 if let Some(id) = self.handler.id(&session) {
                     let _ = slot.shared.app_id.set(id);

@@ -1,7 +1,7 @@
 //! Everything SQLite: opening and migrating the file (`schema.sql`), the single writer thread,
 //! the reader pool, change capture (update hook for our own commits, `PRAGMA data_version` +
 //! a table diff for other processes' commits), typed records with their JSON shapes, the menu
-//! tree, and the demo data.
+//! tree, users and sessions ([`accounts`], [`sessions`]), and the demo data.
 //!
 //! Architecture invariant: only the writer thread writes. Every commit it makes or observes
 //! becomes exactly one [`ChangeSet`] with the next `seq`, published in commit order on the
@@ -24,15 +24,19 @@
 // CONTRACT FILE: the types and signatures below are the interface the rest of the crate codes
 // against. Implementations live in the submodules.
 
+pub mod accounts;
 mod capture;
 pub mod demo;
 pub mod epoch;
+pub mod images;
 pub mod lock;
 pub mod menu;
 pub mod orders;
 pub mod readers;
 pub mod records;
+pub mod replication;
 pub mod schema;
+pub mod sessions;
 pub mod stamps;
 pub mod write;
 pub mod writer;

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 pub use price::{in_bounds, item_total, stored_nok, Choice, MAX_NOK};
 
-use super::records::Collection;
+use super::records::{format_timestamp, Collection};
 use super::write::{self, invalid, Errors, WriteError, STATES};
 use super::{RecordCtx, StoreError};
 use lookup::{Key, Lookup, MenuItem, MenuValue};
@@ -154,7 +154,7 @@ pub fn place(
     // The stored items are most of the record: refuse early without writing anything.
     too_large(items.len(), limits)?;
     let day_id = next_day_id(tx, now, tz)?;
-    let at = write::stamp(now);
+    let at = format_timestamp(now);
     let uuid = uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     tx.execute(
         "INSERT INTO \"order\" (uuid, customer_id, day_id, state, missing_information, items, \
@@ -260,7 +260,7 @@ pub fn next_day_id(tx: &Transaction<'_>, now: Timestamp, tz: &TimeZone) -> Resul
     // Stored stamps are RFC 3339 UTC text with a `Z`, so text order is time order.
     let max: Option<i64> = tx.query_row(
         "SELECT MAX(day_id) FROM \"order\" WHERE inserted_at >= ?1",
-        [write::stamp(midnight)],
+        [format_timestamp(midnight)],
         |r| r.get(0),
     )?;
     Ok(match max {

@@ -362,9 +362,10 @@ pub(crate) fn get_with(
     }
 }
 
-/// The canonical stored form of an instant: RFC 3339 UTC, microseconds, `Z`
-/// (`2026-03-01T09:15:02.123456Z`). Writers that set `inserted_at`/`updated_at` themselves
-/// (from the injectable clock) should use this, so that text comparison orders correctly.
+/// The canonical stored form of an instant, and the one formatter of it: RFC 3339 UTC,
+/// microseconds, `Z` (`2026-03-01T09:15:02.123456Z`). Every stamp the daemon writes or
+/// compares in SQL (`inserted_at`/`updated_at` from the injectable clock, a session's
+/// `expires_at`) goes through this, so that text comparison orders correctly.
 pub fn format_timestamp(ts: jiff::Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
 }
@@ -644,5 +645,18 @@ pub(crate) fn into_object(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_timestamp;
+
+    #[test]
+    fn stamps_have_fixed_width_microseconds_and_z() {
+        let ts: jiff::Timestamp = "2026-03-01T09:15:02.1234567Z".parse().unwrap();
+        assert_eq!(format_timestamp(ts), "2026-03-01T09:15:02.123456Z");
+        let whole = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        assert_eq!(format_timestamp(whole), "2027-01-15T08:00:00.000000Z");
     }
 }

@@ -12,7 +12,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{OptionalExtension, Transaction};
 use serde_json::{json, Map, Value};
 
-use super::records::{self, Collection};
+use super::records::{self, format_timestamp, Collection};
 use super::{orders, RecordCtx, StoreError};
 
 /// Why a write did not happen. The transaction rolls back in every case.
@@ -299,11 +299,6 @@ fn key_ids(value: &Value) -> Option<Vec<i64>> {
     }
 }
 
-/// `updated_at` / `inserted_at` as stored: RFC 3339 UTC with microseconds and `Z`.
-pub fn stamp(now: Timestamp) -> String {
-    now.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
-}
-
 /// The table name, quoted where SQL needs it (`"order"`).
 fn table(collection: Collection) -> &'static str {
     match collection {
@@ -433,7 +428,7 @@ pub fn create(
     if let Some(image) = image {
         columns.push(("image", Sql::Text(image.filename.clone())));
     }
-    let at = stamp(now);
+    let at = format_timestamp(now);
     columns.push(("inserted_at", Sql::Text(at.clone())));
     columns.push(("updated_at", Sql::Text(at)));
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
@@ -473,7 +468,7 @@ pub fn update(
         store_image(tx, id, image)?;
         columns.push(("image", Sql::Text(image.filename.clone())));
     }
-    columns.push(("updated_at", Sql::Text(stamp(now))));
+    columns.push(("updated_at", Sql::Text(format_timestamp(now))));
     let sets: Vec<String> = columns.iter().map(|(n, _)| format!("{n} = ?")).collect();
     let sql = format!(
         "UPDATE {} SET {} WHERE id = ?",
@@ -525,7 +520,7 @@ pub fn delete(
         Collection::Message => {
             tx.execute(
                 "UPDATE status SET message_id = NULL, updated_at = ?2 WHERE message_id = ?1",
-                rusqlite::params![id, stamp(now)],
+                rusqlite::params![id, format_timestamp(now)],
             )?;
         }
         _ => {}
@@ -665,11 +660,5 @@ mod tests {
         let body = json!({"message_id": null});
         let set = columns(Collection::Status, body.as_object().unwrap(), false).unwrap();
         assert_eq!(set, vec![("message_id", Sql::Null)]);
-    }
-
-    #[test]
-    fn stamps_have_microseconds_and_z() {
-        let ts: Timestamp = "2026-03-01T09:15:02.1234567Z".parse().unwrap();
-        assert_eq!(stamp(ts), "2026-03-01T09:15:02.123456Z");
     }
 }

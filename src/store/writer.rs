@@ -685,9 +685,23 @@ impl Engine {
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.check_foreign();
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(|e| schema::unavailable(&self.path, e))
+        // database.external_replication: the WAL is Litestream's to checkpoint.
+        if super::replication::replicator_checkpoints(&self.conn) {
+            return Ok(());
+        }
+        // The first column is 1 when another connection's read lock (Litestream's, say) kept
+        // the WAL from being emptied within the busy timeout.
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(|e| schema::unavailable(&self.path, e))?;
+        if busy != 0 {
+            tracing::warn!(
+                "{}: the WAL could not be checkpointed: another process holds it open (Litestream? then set database.external_replication = true)",
+                self.path.display()
+            );
+        }
+        Ok(())
     }
 
     fn classify(&self, e: StoreError) -> StoreError {

@@ -5,6 +5,7 @@ mod phoenix_test_app;
 
 mod api;
 mod auth;
+mod auth_waits;
 mod authz;
 mod bench;
 mod body_fuzz;
@@ -20,8 +21,10 @@ mod hostile;
 mod hostile_load;
 mod import;
 mod lists;
+mod litestream;
 mod log_level;
 mod ops;
+mod package;
 mod phoenix;
 mod phoenix_fuzz_regressions;
 mod phoenix_longpoll;

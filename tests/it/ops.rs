@@ -4,6 +4,7 @@
 //! waits are bounded by [`WAIT`] and only guard against hangs. This file holds what the
 //! areas share: a test site, a daemon process, a stream of orders from another process.
 
+mod admin_token;
 mod backup;
 mod cli;
 mod join_flood;

@@ -81,7 +81,7 @@ impl TestApp {
 impl SocketHandler for TestApp {
     type Session = TestSession;
 
-    fn connect(&self, info: &ConnectInfo) -> Result<TestSession, Refused> {
+    async fn connect(&self, info: &ConnectInfo) -> Result<TestSession, Refused> {
         *self.last_connect.lock().unwrap_or_else(|e| e.into_inner()) = Some(SeenConnect {
             params: info.params.clone(),
             auth_token: info.auth_token.clone(),
@@ -254,7 +254,7 @@ pub async fn serve_endpoint(listener: TcpListener, endpoint: Arc<Endpoint<TestAp
                         ("/socket/websocket", Some("refuse")) => status(403),
                         ("/socket/websocket", Some("hang")) => std::future::pending().await,
                         ("/socket/websocket", Some("mute")) => mute_websocket(req),
-                        ("/socket/websocket", _) => endpoint.upgrade(req, peer),
+                        ("/socket/websocket", _) => endpoint.upgrade(req, peer).await,
                         ("/socket/longpoll", _) => endpoint.long_poll(req, peer).await,
                         _ => status(404),
                     };

@@ -3,44 +3,24 @@
 //! the expiry passing. Every [`CHECK_EVERY`] the sessions behind open sockets are read back;
 //! the sockets of one that has ended are closed (1001), so their clients reconnect and are
 //! judged afresh. So are the sockets of an admin demoted meanwhile: their admin topics must
-//! not go on. A join also rechecks its socket's session at once ([`Auth::recheck`]).
+//! not go on. A join also rechecks its socket's session at once ([`crate::channels::Authenticate::recheck`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use rusqlite::OptionalExtension;
 use tokio::task::JoinHandle;
 
 use crate::channels::Credential;
-use crate::store::StoreError;
+use crate::store::sessions;
 
-use super::token::sql_time;
 use super::Auth;
 
 /// How often the sessions of open sockets are checked: a socket keeps an ended session's
 /// rights at most this long (its joins are rechecked at once). One indexed read per session
 /// with sockets, so cheap even with thousands of sockets.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// What a session vouches for now: its user and whether they are an admin. `None`: the
-/// session has ended (deleted, expired, or its user is gone).
-pub(super) fn session_now(
-    conn: &rusqlite::Connection,
-    session_id: i64,
-    now: &str,
-) -> Result<Option<(i64, bool)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT u.id, u.is_admin FROM session s JOIN user u ON u.id = s.user_id \
-         WHERE s.id = ?1 AND s.expires_at > ?2",
-    )?;
-    Ok(stmt
-        .query_row(rusqlite::params![session_id, now], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?)
-}
 
 /// The sessions sockets were let in by, and whether any of them as an admin: a demotion
 /// closes those sockets. Entries of sessions without sockets are pruned by the watch, so this
@@ -110,25 +90,11 @@ impl Auth {
 
     /// Revoke those of `sessions` that have ended, or whose admin sockets lost the right.
     async fn revoke_ended(&self, sessions: Vec<i64>) {
-        let now = sql_time(self.clock.now());
-        let found = self
-            .store
-            .readers
-            .read(
-                move |conn| -> Result<Vec<(i64, Option<bool>)>, StoreError> {
-                    sessions
-                        .into_iter()
-                        .map(|session| {
-                            let admin = session_now(conn, session, &now)?.map(|(_, admin)| admin);
-                            Ok((session, admin))
-                        })
-                        .collect()
-                },
-            )
-            .await;
+        let found = sessions::vouching(&self.store.readers, sessions, self.clock.now()).await;
         match found {
             Ok(found) => {
-                for (session_id, admin) in found {
+                for (session_id, now) in found {
+                    let admin = now.map(|(_, admin)| admin);
                     let demoted = {
                         let mut vouched = self.vouched.lock();
                         let was_admin = vouched.get(&session_id).is_some_and(|v| v.0);

@@ -1,37 +1,56 @@
-//! Socket authentication (SPEC 2): the 1.8 client's `authToken`, the `token` socket param,
-//! or the session cookie on the upgrade request. Synchronous, as the upgrade is: the session
-//! row is read on the [`Auth`]'s own reader connection.
+//! Socket tokens and socket authentication (SPEC 2 and 6): `GET /api/session/token` issues a
+//! token signed with the database's key and bound to the caller's session; every socket
+//! upgrade is judged by the 1.8 client's `authToken`, the `token` socket param, or the session
+//! cookie on the upgrade request, and every join on a session socket reads the session again.
+//! The session rows are read on the store's quick lane, so an upgrade waiting for the database
+//! waits off the async threads and never holds up another socket.
 
-use rusqlite::OptionalExtension;
+use hyper::{HeaderMap, Response, StatusCode};
+use jiff::Timestamp;
+use serde_json::json;
 
-use crate::channels::{Authenticate, Credential, Viewer};
+use crate::channels::{AuthFuture, Authenticate, Credential, Viewer};
+use crate::http::api::ApiError;
+use crate::http::{json_response, Body};
 use crate::phoenix::{ConnectInfo, Refused};
+use crate::store::sessions;
 
-use super::session_watch::session_now;
-use super::token::{self, session_cookie, sql_time, token_hash};
-use super::{lookup_session, Auth};
+use super::token::{self, session_cookie, token_hash, SocketClaim};
+use super::Auth;
 
 impl Auth {
+    /// `GET /api/session/token`: a socket token for the caller's session, valid for
+    /// `auth.socket_token_seconds`.
+    pub(crate) async fn socket_token(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Response<Body>, ApiError> {
+        let Some(session) = self.session(headers).await else {
+            return Err(ApiError::Unauthorized);
+        };
+        let seconds = i64::from(self.settings().socket_token_seconds);
+        let expires = self.clock.now().as_second().saturating_add(seconds);
+        let claim = SocketClaim {
+            user_id: session.identity.user_id,
+            session_id: session.id,
+            expires,
+        };
+        let expires_at = Timestamp::from_second(expires)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"token": token::sign(&self.secret, claim), "expires_at": expires_at}),
+        ))
+    }
+
     /// The viewer a socket token vouches for, if its signature, expiry and session hold.
-    fn socket_token_viewer(&self, token: &str) -> Result<Viewer, Refused> {
+    async fn socket_token_viewer(&self, token: &str) -> Result<Viewer, Refused> {
         let claim = token::verify(&self.secret, token, self.clock.now())
             .map_err(|e| Refused(e.to_string()))?;
-        let now = sql_time(self.clock.now());
-        let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
-        let admin = conn
-            .prepare_cached(
-                "SELECT u.is_admin FROM session s JOIN user u ON u.id = s.user_id \
-                 WHERE s.id = ?1 AND s.user_id = ?2 AND s.expires_at > ?3",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    rusqlite::params![claim.session_id, claim.user_id, now],
-                    |r| r.get::<_, bool>(0),
-                )
-                .optional()
-            });
-        match admin {
-            Ok(Some(admin)) => {
+        let found = sessions::vouches(&self.store.readers, claim.session_id, self.clock.now());
+        match found.await {
+            Ok(Some((user_id, admin))) if user_id == claim.user_id => {
                 self.vouched.record(claim.session_id, admin);
                 Ok(Viewer {
                     // Set by `Cafe::connect` from the socket's address.
@@ -41,7 +60,7 @@ impl Auth {
                     credential: Credential::Session(claim.session_id),
                 })
             }
-            Ok(None) => Err(Refused("the socket token's session has ended".into())),
+            Ok(_) => Err(Refused("the socket token's session has ended".into())),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a socket token");
                 Err(Refused("cannot check the socket token".into()))
@@ -52,18 +71,16 @@ impl Auth {
     /// The viewer behind a session cookie sent with the upgrade. A stale cookie makes an
     /// anonymous socket, not a refused one: a public screen with an old cookie must still
     /// connect.
-    fn cookie_viewer(&self, cookie: &str) -> Option<Viewer> {
-        let hash = token_hash(cookie);
-        let now = sql_time(self.clock.now());
-        let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
-        match lookup_session(&conn, &hash, &now) {
-            Ok(hit) => hit.map(|hit| {
-                self.vouched.record(hit.session_id, hit.identity.is_admin);
+    async fn cookie_viewer(&self, cookie: &str) -> Option<Viewer> {
+        let found = sessions::find(&self.store.readers, token_hash(cookie), self.clock.now());
+        match found.await {
+            Ok(session) => session.map(|session| {
+                self.vouched.record(session.id, session.identity.is_admin);
                 Viewer {
                     client: None,
-                    user_id: Some(hit.identity.user_id),
-                    admin: hit.identity.is_admin,
-                    credential: Credential::Session(hit.session_id),
+                    user_id: Some(session.identity.user_id),
+                    admin: session.identity.is_admin,
+                    credential: Credential::Session(session.id),
                 }
             }),
             Err(e) => {
@@ -72,17 +89,18 @@ impl Auth {
             }
         }
     }
-}
 
-impl Authenticate for Auth {
     /// The 1.8 client's `authToken`, else the `token` param, else the session cookie.
-    fn viewer(&self, info: &ConnectInfo) -> Result<Option<Viewer>, Refused> {
-        let admin_token = self.settings().admin_token;
-        let is_admin_token = |t: &str| {
-            !admin_token.is_empty() && constant_time_eq(t.as_bytes(), admin_token.as_bytes())
-        };
-        if let Some(token) = info.auth_token.as_deref().filter(|t| !t.is_empty()) {
-            if is_admin_token(token) {
+    async fn socket_viewer(&self, info: &ConnectInfo) -> Result<Option<Viewer>, Refused> {
+        let offered = [
+            info.auth_token.as_deref(),
+            info.params.get("token").map(String::as_str),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|t| !t.is_empty());
+        if let Some(token) = offered {
+            if self.admin_token.matches(token) {
                 return Ok(Some(Viewer {
                     client: None,
                     user_id: None,
@@ -90,29 +108,21 @@ impl Authenticate for Auth {
                     credential: Credential::AdminToken,
                 }));
             }
-            return self.socket_token_viewer(token).map(Some);
+            return self.socket_token_viewer(token).await.map(Some);
         }
-        if let Some(token) = info.params.get("token").filter(|t| !t.is_empty()) {
-            if is_admin_token(token) {
-                // The interim admin credential: `Cafe::connect` grants admin for it.
-                return Ok(None);
-            }
-            return self.socket_token_viewer(token).map(Some);
+        match session_cookie(&info.headers) {
+            Some(cookie) => Ok(self.cookie_viewer(cookie).await),
+            None => Ok(None),
         }
-        Ok(session_cookie(&info.headers).and_then(|cookie| self.cookie_viewer(cookie)))
     }
 
     /// Read the socket's session again: an ended one closes the socket (and this join is
     /// anonymous), a changed user (demoted, say) joins with their rights as they are now.
-    fn recheck(&self, viewer: &Viewer) -> Option<Viewer> {
+    async fn recheck_viewer(&self, viewer: &Viewer) -> Option<Viewer> {
         let Credential::Session(session_id) = viewer.credential else {
             return Some(viewer.clone());
         };
-        let now = sql_time(self.clock.now());
-        let found = {
-            let conn = self.socket_conn.lock().unwrap_or_else(|e| e.into_inner());
-            session_now(&conn, session_id, &now)
-        };
+        let found = sessions::vouches(&self.store.readers, session_id, self.clock.now()).await;
         match found {
             Ok(Some((user_id, admin))) => Some(Viewer {
                 client: None,
@@ -138,7 +148,15 @@ impl Authenticate for Auth {
     }
 }
 
-/// Compare secrets without an early exit that would time how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+impl Authenticate for Auth {
+    fn viewer<'a>(
+        &'a self,
+        info: &'a ConnectInfo,
+    ) -> AuthFuture<'a, Result<Option<Viewer>, Refused>> {
+        Box::pin(self.socket_viewer(info))
+    }
+
+    fn recheck<'a>(&'a self, viewer: &'a Viewer) -> AuthFuture<'a, Option<Viewer>> {
+        Box::pin(self.recheck_viewer(viewer))
+    }
 }

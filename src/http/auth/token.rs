@@ -6,7 +6,6 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use hyper::header::{HeaderMap, COOKIE};
 use jiff::Timestamp;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::config::SameSite;
@@ -19,40 +18,9 @@ const SOCKET_TOKEN_CONTEXT: &[u8] = b"kaffediem socket token v1\n";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// 256 random bits, base64url without padding (43 characters).
-pub fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes())
-}
-
-/// 256 random bits.
-pub fn random_bytes() -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes
-}
-
 /// What the `session` table keeps of a session token: lowercase hex SHA-256.
 pub fn token_hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// The session token in the request's `Cookie` headers, if any (the first non-empty one).
@@ -161,12 +129,6 @@ fn mac(secret: &[u8], body: &str) -> HmacSha256 {
     mac
 }
 
-/// Timestamps as the schema stores them: UTC, fixed six fractional digits, `Z`, so that SQL
-/// string comparison orders them (`expires_at > ?now`).
-pub fn sql_time(ts: Timestamp) -> String {
-    format!("{ts:.6}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,22 +212,10 @@ mod tests {
     }
 
     #[test]
-    fn random_tokens_are_256_bits_and_differ() {
-        let (a, b) = (random_token(), random_token());
-        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
-        assert_ne!(a, b);
-        assert_eq!(token_hash(&a).len(), 64);
-    }
-
-    #[test]
-    fn sql_time_has_fixed_width() {
-        let ts = Timestamp::from_second(1_800_000_000).unwrap();
-        assert_eq!(sql_time(ts), "2027-01-15T08:00:00.000000Z");
-    }
-
-    #[test]
-    fn hex_round_trips() {
-        assert_eq!(unhex(&hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
-        assert_eq!(unhex("zz"), None);
+    fn token_hash_is_hex_sha256() {
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -108,11 +108,11 @@ fn unit_file_passes_systemd_analyze_verify() {
     };
     assert!(probe.status.success());
     let unit = include_str!("../../../kaffediem.service");
-    assert!(unit.contains("ExecStart=/usr/local/bin/kaffediem "));
+    assert!(unit.contains("ExecStart=/usr/bin/kaffediem "));
     // `verify` checks that ExecStart is executable: point it at the binary under test.
     let site = Site::new();
     let path = site.path("kaffediem.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/kaffediem", BIN)).expect("write unit");
+    std::fs::write(&path, unit.replace("/usr/bin/kaffediem", BIN)).expect("write unit");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
