@@ -1,9 +1,11 @@
--- Kaffediem database schema, version 2.
+-- Kaffediem database schema, version 3.
 --
 -- The single source of truth for a fresh database: the daemon embeds this file and runs it in
--- one transaction on an empty file, then sets `PRAGMA user_version = 2` (the file itself does
--- not, so that the version is set only when everything here succeeded). A version 1 file is
--- upgraded by `src/store/schema.rs` (v2: AUTOINCREMENT ids, the `epoch`).
+-- one transaction on an empty file, adds the change-capture triggers it generates for every
+-- collection (see `kaffediem_changes` below), then sets `PRAGMA user_version = 3` (the file
+-- itself does not, so that the version is set only when everything here succeeded). Older
+-- files are upgraded by `src/store/schema.rs` (v2: AUTOINCREMENT ids, the `epoch`; v3: the
+-- change log).
 --
 -- Each collection is one table named after it, with columns named as the JSON fields (SPEC 4),
 -- so a café admin can read and fix data with the `sqlite3` shell. Every write from the shell is
@@ -110,6 +112,8 @@ CREATE TABLE "order" (
 CREATE INDEX order_inserted ON "order" (inserted_at, id);
 CREATE INDEX order_customer ON "order" (customer_id, inserted_at);
 CREATE INDEX order_day ON "order" (day_id);
+-- The newest stamp at start (the clock's floor) without reading every order.
+CREATE INDEX order_updated ON "order" (updated_at);
 
 -- Bump updated_at on every UPDATE that did not set it itself.
 CREATE TRIGGER category_touch AFTER UPDATE ON category
@@ -146,8 +150,8 @@ END;
 -- Daemon-internal state: `seq` (the last committed change-set number), `epoch` (this database
 -- history's identity, carried in join replies beside `seq`: a new one on every restore),
 -- `restored_pending` (set in the copies `kaffediem backup` writes: the first start on one
--- begins a new epoch), `collections_version` (see the counting triggers below),
--- `published_version`, later `socket_secret`.
+-- begins a new epoch), `collections_version` (bumped by the change-log triggers, see
+-- `kaffediem_changes`), `published_version`, later `socket_secret`.
 CREATE TABLE kaffediem_meta (
     key   TEXT PRIMARY KEY,
     value
@@ -186,77 +190,27 @@ CREATE TABLE image (
 );
 
 
--- Every row change to a collection bumps `collections_version`, whoever makes it (the daemon or
--- the sqlite3 shell). When another process commits, the daemon diffs the collection tables
--- only if this number moved: a commit that touched no collection (a `kaffediem user add`,
--- Litestream's bookkeeping) costs one lookup instead of a scan of every order.
-CREATE TRIGGER category_insert_counted AFTER INSERT ON category BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER category_update_counted AFTER UPDATE ON category BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER category_delete_counted AFTER DELETE ON category BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER item_insert_counted AFTER INSERT ON item BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER item_update_counted AFTER UPDATE ON item BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER item_delete_counted AFTER DELETE ON item BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER customization_key_insert_counted AFTER INSERT ON customization_key BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER customization_key_update_counted AFTER UPDATE ON customization_key BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER customization_key_delete_counted AFTER DELETE ON customization_key BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER customization_value_insert_counted AFTER INSERT ON customization_value BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER customization_value_update_counted AFTER UPDATE ON customization_value BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER customization_value_delete_counted AFTER DELETE ON customization_value BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER message_insert_counted AFTER INSERT ON message BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER message_update_counted AFTER UPDATE ON message BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER message_delete_counted AFTER DELETE ON message BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER status_insert_counted AFTER INSERT ON status BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER status_update_counted AFTER UPDATE ON status BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER status_delete_counted AFTER DELETE ON status BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER order_insert_counted AFTER INSERT ON "order" BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER order_update_counted AFTER UPDATE ON "order" BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
-CREATE TRIGGER order_delete_counted AFTER DELETE ON "order" BEGIN
-    UPDATE kaffediem_meta SET value = value + 1 WHERE key = 'collections_version';
-END;
+-- The change log: every row a collection gains, loses or changes, whoever writes it (the daemon
+-- or the sqlite3 shell), is written here by the `*_captured` triggers, which the daemon
+-- generates for every collection when it creates or upgrades the file (`src/store/schema.rs`;
+-- `kaffediem check` names any that are missing, and the daemon puts them back at start). The
+-- daemon publishes these rows and deletes them in the same transaction, so the table holds only
+-- what another process committed and the daemon has not published yet: a shell edit of one
+-- order costs the daemon one row here, however many orders the file holds. `op` is 'create',
+-- 'update' (also: the row was there before this statement) or 'delete'; `before`, for an
+-- order that was there, its fields screens filter on as they were (JSON), so the daemon need
+-- not keep every order in memory to tell a screen an order left its filter. The same triggers
+-- bump `collections_version`, a floor for `seq` should the shell break it.
+CREATE TABLE kaffediem_changes (
+    id         INTEGER PRIMARY KEY,
+    collection TEXT    NOT NULL,
+    row_id     INTEGER NOT NULL,
+    op         TEXT    NOT NULL,
+    before     TEXT
+);
 
 -- `published_version`: the `collections_version` as of the last change set the daemon
--- published. A reader seeing the two differ knows another process committed rows the daemon
--- has not published yet (see `Store::snapshot`).
+-- published (a floor for `seq`, like it).
 INSERT INTO kaffediem_meta (key, value)
 VALUES ('seq', 0), ('collections_version', 0), ('published_version', 0),
        ('epoch', lower(hex(randomblob(8))));

@@ -17,6 +17,7 @@
 //! - [`import`]: `kaffediem import kaffebase`: a café's data from the old backend's file.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
 //! - [`ops`]: the appliance around it: backup, check, systemd, metrics, config reload, logs.
+//! - [`watch`]: the file watcher the config reload and the writer share.
 
 pub mod accounts;
 pub mod channels;
@@ -29,3 +30,4 @@ pub mod phoenix;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod watch;

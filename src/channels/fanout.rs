@@ -1,10 +1,12 @@
 //! The fan-out: consumes the change feed in commit order and turns every [`ChangeSet`] into
 //! broadcasts, each built and encoded once and queued to every matching subscriber.
 //!
-//! It owns the one piece of state that filters need beyond the change itself: for every
-//! order, the fields filters look at ([`OrderKey`]), so that an update can be compared with
-//! the order's previous state (leaving a filter → `delete`, entering it → `create`), and so
-//! that the `"today"` window can drop the previous day's orders at local midnight.
+//! An order's change carries the fields filters look at as they were before the commit
+//! ([`store::Change::before`], from the change log), so that an update can be compared with
+//! the order's previous state (leaving a filter → `delete`, entering it → `create`). The one
+//! piece of state it keeps is those fields ([`OrderKey`]) for the current day's orders, so
+//! that the `"today"` window can drop them at local midnight: memory follows one day, not
+//! the history.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +35,10 @@ pub struct Fanout {
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     tz: TimeZone,
-    /// Filter fields of every order in the database, by id.
+    /// Filter fields of the orders inserted since the current day's local midnight, by id:
+    /// the ones the midnight roll-over takes off `"today"` screens. (An older order's
+    /// previous fields come with its change, [`store::Change::before`], so the history is
+    /// never held in memory.)
     orders: HashMap<i64, OrderKey>,
     /// The local day the `"today"` subscribers are currently on.
     today: Date,
@@ -56,7 +61,10 @@ impl Fanout {
         tz: TimeZone,
         retention: SignedDuration,
     ) -> Result<Fanout, store::StoreError> {
-        let (seq, fields) = store.snapshot(store::records::order_fields).await?;
+        let since = local_midnight(local_date(clock.now(), &tz), &tz);
+        let (seq, fields) = store
+            .snapshot(move |conn| store::records::order_fields(conn, since))
+            .await?;
         let orders = fields
             .into_iter()
             .map(|o| {
@@ -177,10 +185,13 @@ impl Fanout {
         seq: u64,
         change: &Change,
     ) -> Option<OrderKey> {
-        let old = self.orders.remove(&change.id);
+        self.orders.remove(&change.id);
+        let old = change.before.as_deref().and_then(OrderKey::from_record);
         let new = change.record.as_deref().and_then(OrderKey::from_record);
-        if let Some(key) = &new {
-            self.orders.insert(change.id, key.clone());
+        if let Some(key) = new.as_ref() {
+            if key.inserted_at >= local_midnight(self.today, &self.tz) {
+                self.orders.insert(change.id, key.clone());
+            }
         }
         // The order was new to us when the commit created it, or when we never saw it.
         let old = if change.op == Op::Create { None } else { old };
@@ -312,6 +323,8 @@ impl Fanout {
             .map(|(id, k)| (*id, k.clone()))
             .collect();
         left.sort_unstable_by_key(|(id, _)| *id);
+        // Only the new day's orders are kept: older ones bring their fields with their change.
+        self.orders.retain(|_, k| k.inserted_at >= to);
         // A busy day's deletes are one batch: a screen they would swamp resyncs instead, and
         // its rejoin with `since` replays them from the log.
         for filter in topics.order_filters() {

@@ -254,6 +254,7 @@ mod tests {
                 id,
                 op: Op::Create,
                 record: Some(Arc::new(record)),
+                before: None,
             },
             old_order: None,
         }

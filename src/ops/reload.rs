@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -22,7 +21,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// A running watch; dropping it stops watching.
 pub struct ConfigWatch {
     /// Kept alive for its inotify registration.
-    _watcher: notify::RecommendedWatcher,
+    _watcher: crate::watch::FileWatch,
     task: JoinHandle<()>,
 }
 
@@ -40,29 +39,9 @@ where
     F: FnMut(&Config) + Send + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    let name = path.file_name().map(|n| n.to_owned());
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // A change naming our file; an error (the watch overflowed) may hide one, so it
-        // counts. Opening and reading are not changes: our own reload reads the file, and
-        // counting that would reload forever.
-        let ours = match event {
-            Ok(event) => {
-                !matches!(event.kind, notify::EventKind::Access(_))
-                    && event.paths.iter().any(|p| p.file_name() == name.as_deref())
-            }
-            Err(_) => true,
-        };
-        if ours {
-            let _ = tx.send(());
-        }
+    let watcher = crate::watch::watch_file(&path, &[], move || {
+        let _ = tx.send(());
     })?;
-    // The directory, not the file: an editor that saves by renaming a new file over the old
-    // one would leave a watch on the old file's inode looking at nothing.
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     tracing::info!("watching {} for configuration changes", path.display());
     let task = tokio::spawn(follow(path, running, rx, apply));
     Ok(ConfigWatch {

@@ -1,22 +1,18 @@
 //! Change capture: what a commit changed, as rows of the seven collection tables.
 //!
-//! Our own commits are seen by SQLite's update hook ([`HookBuffer`]), which buffers
-//! `(table, rowid, op)` during a transaction; the buffer is taken on commit and cleared on
-//! rollback. Other processes' commits (the `sqlite3` shell) are invisible to the hook, so the
-//! writer keeps a [`Shadow`] of every collection table — `(rowid, hash of the row)` sorted by
-//! rowid, 16 bytes a row — and diffs the tables against it when `PRAGMA data_version` says
-//! another connection committed.
+//! Every commit's row changes, ours or another process's (the `sqlite3` shell), are written by
+//! triggers into the change log (`change_log`), which the writer drains in the transaction that
+//! publishes them; [`collapse`] makes one net change per row of them.
 //!
 //! A row's JSON can also depend on another table: an item carries its category's name
 //! (`category_name`). [`CategoryNames`] remembers the names items show, so that a commit that
 //! renames, deletes or recreates a category republishes the items it did not touch itself.
+//!
+//! And the `seq` of change sets: read, recovered at start, handed out, repaired.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rusqlite::hooks::Action;
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
@@ -25,60 +21,11 @@ use super::{records, Change, Collection, Op, RecordCtx, StoreError};
 /// One row's change: which table, which rowid, how.
 pub type RowChange = (Collection, i64, Op);
 
-/// Rows touched by the current transaction, in the order the hook saw them.
-#[derive(Clone, Default)]
-pub struct HookBuffer {
-    rows: Arc<Mutex<Vec<RowChange>>>,
-}
-
-impl HookBuffer {
-    /// Register the update hook on `conn`, feeding this buffer.
-    pub fn install(&self, conn: &Connection) {
-        let rows = self.rows.clone();
-        conn.update_hook(Some(
-            move |action: Action, db: &str, table: &str, rowid: i64| {
-                let op = match action {
-                    Action::SQLITE_INSERT => Op::Create,
-                    Action::SQLITE_UPDATE => Op::Update,
-                    Action::SQLITE_DELETE => Op::Delete,
-                    _ => return,
-                };
-                if db != "main" {
-                    return;
-                }
-                if let Some(collection) = Collection::from_name(table) {
-                    lock(&rows).push((collection, rowid, op));
-                }
-            },
-        ));
-        // SQLite skips the update hook for `DELETE FROM t` without WHERE (the "truncate
-        // optimization"). An authorizer answering IGNORE for deletes turns that optimization
-        // off (documented in sqlite3_set_authorizer) while the DELETE still runs normally.
-        conn.authorizer(Some(|ctx: rusqlite::hooks::AuthContext<'_>| {
-            match ctx.action {
-                rusqlite::hooks::AuthAction::Delete { .. } => {
-                    rusqlite::hooks::Authorization::Ignore
-                }
-                _ => rusqlite::hooks::Authorization::Allow,
-            }
-        }));
-    }
-
-    /// Take what the hook buffered (after a commit) or discard it (after a rollback).
-    pub fn take(&self) -> Vec<RowChange> {
-        std::mem::take(&mut *lock(&self.rows))
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Collapse the hook's row operations to one net change per row, in first-touch order:
-/// create+update → create, create+delete → nothing, delete+insert of a rowid → update.
-/// `existed` says whether a row was there before the transaction (from the shadow), which
-/// also turns an `INSERT OR REPLACE` over an existing row into an update.
-pub fn collapse(ops: &[RowChange], existed: impl Fn(Collection, i64) -> bool) -> Vec<RowChange> {
+/// Collapse logged row operations to one net change per row, in first-touch order:
+/// create+update → create, create+delete → nothing, delete+insert of a rowid → update. A row
+/// whose first operation is not a create was there before (the log writes `update` for a
+/// row an `INSERT OR REPLACE` replaces).
+pub fn collapse(ops: &[RowChange]) -> Vec<RowChange> {
     let mut order: Vec<(Collection, i64)> = Vec::new();
     let mut first_last: HashMap<(Collection, i64), (Op, Op)> = HashMap::new();
     for &(c, id, op) in ops {
@@ -94,7 +41,7 @@ pub fn collapse(ops: &[RowChange], existed: impl Fn(Collection, i64) -> bool) ->
         .into_iter()
         .filter_map(|(c, id)| {
             let (first, last) = first_last[&(c, id)];
-            let before = first != Op::Create || existed(c, id);
+            let before = first != Op::Create;
             let after = last != Op::Delete;
             let op = match (before, after) {
                 (false, true) => Op::Create,
@@ -177,150 +124,12 @@ pub fn republish_items(
                     id,
                     op: Op::Update,
                     record: Some(Arc::new(record)),
+                    before: None,
                 });
             }
         }
     }
     Ok(())
-}
-
-/// `(rowid, row hash)` of every row of every collection table, sorted by rowid.
-#[derive(Default)]
-pub struct Shadow {
-    tables: HashMap<Collection, Vec<(i64, u64)>>,
-}
-
-impl Shadow {
-    /// Read every collection table in full.
-    pub fn scan(conn: &Connection) -> Result<Shadow, StoreError> {
-        let mut tables = HashMap::new();
-        for c in Collection::ALL {
-            tables.insert(c, scan_table(conn, c)?);
-        }
-        Ok(Shadow { tables })
-    }
-
-    pub fn contains(&self, c: Collection, id: i64) -> bool {
-        self.tables
-            .get(&c)
-            .is_some_and(|rows| rows.binary_search_by_key(&id, |r| r.0).is_ok())
-    }
-
-    /// A row's hash, `None` when the row is not there.
-    pub fn hash(&self, c: Collection, id: i64) -> Option<u64> {
-        let rows = self.tables.get(&c)?;
-        let at = rows.binary_search_by_key(&id, |r| r.0).ok()?;
-        Some(rows[at].1)
-    }
-
-    /// Record a row's new hash, or its removal (`None`).
-    pub fn set(&mut self, c: Collection, id: i64, hash: Option<u64>) {
-        let rows = self.tables.entry(c).or_default();
-        match (rows.binary_search_by_key(&id, |r| r.0), hash) {
-            (Ok(i), Some(h)) => rows[i].1 = h,
-            (Ok(i), None) => {
-                rows.remove(i);
-            }
-            (Err(i), Some(h)) => rows.insert(i, (id, h)),
-            (Err(_), None) => {}
-        }
-    }
-
-    /// Compare the tables as they are now with the shadow: the net changes (collections in
-    /// [`Collection::ALL`] order, rows by id) and the new shadow to keep once published.
-    pub fn diff(&self, conn: &Connection) -> Result<(Vec<RowChange>, Shadow), StoreError> {
-        let mut changes = Vec::new();
-        let mut tables = HashMap::new();
-        let empty = Vec::new();
-        for c in Collection::ALL {
-            let now = scan_table(conn, c)?;
-            let old = self.tables.get(&c).unwrap_or(&empty);
-            merge_diff(c, old, &now, &mut changes);
-            tables.insert(c, now);
-        }
-        Ok((changes, Shadow { tables }))
-    }
-}
-
-/// Walk two rowid-sorted lists together.
-fn merge_diff(c: Collection, old: &[(i64, u64)], now: &[(i64, u64)], out: &mut Vec<RowChange>) {
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < now.len() {
-        match (old.get(i), now.get(j)) {
-            (Some(o), Some(n)) if o.0 == n.0 => {
-                if o.1 != n.1 {
-                    out.push((c, n.0, Op::Update));
-                }
-                i += 1;
-                j += 1;
-            }
-            (Some(o), Some(n)) if o.0 < n.0 => {
-                out.push((c, o.0, Op::Delete));
-                i += 1;
-            }
-            (Some(o), None) => {
-                out.push((c, o.0, Op::Delete));
-                i += 1;
-            }
-            (_, Some(n)) => {
-                out.push((c, n.0, Op::Create));
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-}
-
-fn scan_table(conn: &Connection, c: Collection) -> Result<Vec<(i64, u64)>, StoreError> {
-    let sql = format!("SELECT rowid, * FROM {} ORDER BY rowid", c.table());
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let columns = stmt.column_count();
-    let mut rows = stmt.query([])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push((row.get::<_, i64>(0)?, hash_row(row, columns)?));
-    }
-    Ok(out)
-}
-
-/// The hash of one row as it is stored now, `None` when the row is gone.
-pub fn row_hash(conn: &Connection, c: Collection, id: i64) -> Result<Option<u64>, StoreError> {
-    let sql = format!("SELECT rowid, * FROM {} WHERE rowid = ?1", c.table());
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let columns = stmt.column_count();
-    let mut rows = stmt.query([id])?;
-    match rows.next()? {
-        Some(row) => Ok(Some(hash_row(row, columns)?)),
-        None => Ok(None),
-    }
-}
-
-/// Hash every column after the rowid. `DefaultHasher::new()` uses fixed keys, so hashes are
-/// stable for the life of the process, which is all the shadow needs.
-fn hash_row(row: &rusqlite::Row<'_>, columns: usize) -> rusqlite::Result<u64> {
-    let mut h = DefaultHasher::new();
-    for i in 1..columns {
-        match row.get_ref(i)? {
-            ValueRef::Null => 0u8.hash(&mut h),
-            ValueRef::Integer(v) => {
-                1u8.hash(&mut h);
-                v.hash(&mut h);
-            }
-            ValueRef::Real(v) => {
-                2u8.hash(&mut h);
-                v.to_bits().hash(&mut h);
-            }
-            ValueRef::Text(v) => {
-                3u8.hash(&mut h);
-                v.hash(&mut h);
-            }
-            ValueRef::Blob(v) => {
-                4u8.hash(&mut h);
-                v.hash(&mut h);
-            }
-        }
-    }
-    Ok(h.finish())
 }
 
 /// `kaffediem_meta.seq` as stored, when it is a number a commit could have had (a shell may
@@ -447,7 +256,7 @@ mod tests {
             (C, 4, Op::Update),
             (C, 5, Op::Delete),
         ];
-        let got = collapse(&ops, |_, _| false);
+        let got = collapse(&ops);
         assert_eq!(
             got,
             vec![
@@ -457,25 +266,10 @@ mod tests {
                 (C, 5, Op::Delete)
             ]
         );
-        // INSERT OR REPLACE over an existing row is an update.
+        // INSERT OR REPLACE over an existing row: logged as update (it was there), then create.
         assert_eq!(
-            collapse(&[(C, 9, Op::Create)], |_, id| id == 9),
+            collapse(&[(C, 9, Op::Update), (C, 9, Op::Create)]),
             vec![(C, 9, Op::Update)]
-        );
-    }
-
-    #[test]
-    fn diff_of_sorted_lists() {
-        let mut out = Vec::new();
-        merge_diff(
-            C,
-            &[(1, 10), (2, 20), (4, 40)],
-            &[(2, 21), (3, 30), (4, 40)],
-            &mut out,
-        );
-        assert_eq!(
-            out,
-            vec![(C, 1, Op::Delete), (C, 2, Op::Update), (C, 3, Op::Create)]
         );
     }
 }

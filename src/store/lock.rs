@@ -1,5 +1,5 @@
-//! One daemon per database file. Two daemons on one file would each keep their own `seq`,
-//! shadow tables and change log, and screens would miss what the other one wrote.
+//! One daemon per database file. Two daemons on one file would each keep their own `seq` and
+//! drain each other's change log, and screens would miss what the other one wrote.
 //!
 //! `kaffediem serve` holds an exclusive `flock` on `<database>.lock` for as long as it runs,
 //! with its process id written inside so that a second one can name it. The kernel drops a
@@ -89,6 +89,39 @@ pub enum Lock {
     HeldBy(Option<u32>),
 }
 
+/// Whether another process serves the database at `db` now (holds its lock). This process
+/// holding it (the daemon opening its store) is not "elsewhere".
+pub fn held_elsewhere(db: &Path) -> bool {
+    let Ok(mut file) = File::open(lock_path(db)) else {
+        return false; // No lock file: no daemon ever served it from here.
+    };
+    match try_shared_flock(&file) {
+        Ok(true) => false, // Nobody holds it (released when `file` closes).
+        Ok(false) => {
+            let mut held_by = String::new();
+            let _ = (&mut file).take(64).read_to_string(&mut held_by);
+            held_by.trim().parse::<u32>().ok() != Some(std::process::id())
+        }
+        Err(_) => false,
+    }
+}
+
+/// `flock(LOCK_SH | LOCK_NB)`: `Ok(false)` when an exclusive lock is held on the file.
+fn try_shared_flock(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` on a descriptor this `File` owns and keeps open; no memory is shared.
+    let done = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if done == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(error)
+    }
+}
+
 /// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file holds it. (`File::try_lock`
 /// does the same but needs a newer Rust than the crate's minimum.)
 fn try_flock(file: &File) -> std::io::Result<bool> {
@@ -120,7 +153,9 @@ mod tests {
             refused.contains(&format!("pid {}", std::process::id())),
             "{refused}"
         );
+        assert!(!held_elsewhere(&db), "held by this process");
         drop(first);
+        assert!(!held_elsewhere(&db), "held by nobody");
         DaemonLock::acquire(&db).expect("after the first is gone");
     }
 }

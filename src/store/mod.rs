@@ -1,7 +1,8 @@
 //! Everything SQLite: opening and migrating the file (`schema.sql`), the single writer thread,
-//! the reader pool, change capture (update hook for our own commits, `PRAGMA data_version` +
-//! a table diff for other processes' commits), typed records with their JSON shapes, the menu
-//! tree, users and sessions ([`accounts`], [`sessions`]), and the demo data.
+//! the reader pool, change capture (triggers write every collection row change, ours or
+//! another process's, into a change log the writer drains as it publishes; `PRAGMA
+//! data_version` says when another process committed), typed records with their JSON shapes,
+//! the menu tree, users and sessions ([`accounts`], [`sessions`]), and the demo data.
 //!
 //! Architecture invariant: only the writer thread writes. Every commit it makes or observes
 //! becomes exactly one [`ChangeSet`] with the next `seq`, published in commit order on the
@@ -26,6 +27,7 @@
 
 pub mod accounts;
 mod capture;
+pub mod change_log;
 pub mod demo;
 pub mod epoch;
 pub mod images;
@@ -67,6 +69,12 @@ pub struct Change {
     /// The record read back after the commit, in the same JSON shape as snapshots and the HTTP
     /// API; `None` for a delete.
     pub record: Option<Arc<serde_json::Value>>,
+    /// For an order that was there before the commit: the fields screens filter on as they
+    /// were (`inserted_at`, `customer_id`, `state`, `day_id`, in the record's JSON shape),
+    /// from the change log. The fan-out compares them with the new record to tell a screen
+    /// that an order left or entered its filter, without keeping every order in memory.
+    /// `None` for a created order and for the other collections.
+    pub before: Option<Arc<serde_json::Value>>,
 }
 
 /// Everything one committed transaction changed. Row changes are collapsed per row (create
@@ -180,7 +188,10 @@ impl Store {
         let mut conn = schema::open_connection(&path)?;
         schema::migrate(&mut conn, &path)?;
         let (feed, changes) = tokio::sync::mpsc::unbounded_channel();
-        let writer = Writer::start(conn, &path, options.records, feed)?;
+        // Beside a running daemon (`kaffediem user`, `demo`) the daemon publishes our commits
+        // from the change log; taking them out of it here would hide them from its screens.
+        let publishes = !lock::held_elsewhere(&path);
+        let writer = Writer::start(conn, &path, options.records, feed, publishes)?;
         let readers = Readers::open(&path, options.readers)?;
         let snapshots = Readers::open(&path, SNAPSHOT_READERS)?;
         Ok((
@@ -238,8 +249,7 @@ impl Store {
             if clean || attempts >= 3 {
                 return Ok((seq, value));
             }
-            // Any job makes the writer publish pending foreign commits before it runs.
-            self.writer.write(|_tx| Ok::<(), StoreError>(())).await?;
+            self.writer.publish_foreign_now().await?;
         }
     }
 
@@ -250,15 +260,9 @@ impl Store {
 }
 
 /// Whether every collection row change in the database has been published (no commit by
-/// another process is waiting to be noticed).
+/// another process is waiting in the change log to be noticed).
 pub fn all_published(conn: &rusqlite::Connection) -> Result<bool, StoreError> {
-    let same: Option<bool> = conn.query_row(
-        "SELECT (SELECT value FROM kaffediem_meta WHERE key = 'collections_version') \
-              IS (SELECT value FROM kaffediem_meta WHERE key = 'published_version')",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(same.unwrap_or(false))
+    Ok(!change_log::pending(conn)?)
 }
 
 /// The last committed `seq` as seen by `conn` (read it in the same transaction as a snapshot,
@@ -273,4 +277,26 @@ pub fn current_seq(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
         )
         .optional()?;
     Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+/// Database pages `conn` has looked at since it was opened (its page-cache hits and misses,
+/// as SQLite counts them): the work of a read or a write, counted rather than timed, for the
+/// tests that hold what serving today costs independent of the history.
+pub fn pages_looked_at(conn: &rusqlite::Connection) -> u64 {
+    use rusqlite::ffi;
+    let mut total = 0u64;
+    for op in [
+        ffi::SQLITE_DBSTATUS_CACHE_HIT,
+        ffi::SQLITE_DBSTATUS_CACHE_MISS,
+    ] {
+        let (mut current, mut highwater) = (0, 0);
+        // SAFETY: `conn` is open for the whole call and not used elsewhere meanwhile (we
+        // hold `&` of it on this thread); `sqlite3_db_status` only writes the two integers.
+        let rc =
+            unsafe { ffi::sqlite3_db_status(conn.handle(), op, &mut current, &mut highwater, 0) };
+        if rc == ffi::SQLITE_OK {
+            total += u64::try_from(current).unwrap_or(0);
+        }
+    }
+    total
 }

@@ -290,12 +290,19 @@ pub struct OrderFields {
     pub day_id: Option<i64>,
 }
 
-/// [`OrderFields`] of every order (a junk `inserted_at` read as the record shows it).
-pub fn order_fields(conn: &Connection) -> Result<Vec<OrderFields>, StoreError> {
+/// [`OrderFields`] of every order inserted at or after `since` (a junk `inserted_at` read as
+/// the record shows it): the orders of the café day, not the history.
+pub fn order_fields(
+    conn: &Connection,
+    since: jiff::Timestamp,
+) -> Result<Vec<OrderFields>, StoreError> {
+    // A range of the `inserted_at` index. Junk stamps that start with a letter sort after
+    // every date, so they are read too, and kept if the record shows them as recent.
     let mut stmt = conn.prepare_cached(
-        r#"SELECT id, inserted_at, customer_id, state, day_id, updated_at FROM "order" ORDER BY id"#,
+        r#"SELECT id, inserted_at, customer_id, state, day_id, updated_at FROM "order"
+           WHERE inserted_at >= ?1"#,
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([format_timestamp(since)], |r| {
         // As the record shows it (see `timestamp`): an order with a junk stamp still counts.
         let at = timestamp(r, 1, 5).as_str().map(str::to_owned);
         Ok((
@@ -315,7 +322,8 @@ pub fn order_fields(conn: &Connection) -> Result<Vec<OrderFields>, StoreError> {
         let Some(inserted_at) = at
             .as_deref()
             .and_then(normalize_timestamp)
-            .and_then(|t| t.parse().ok())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .filter(|at| *at >= since)
         else {
             continue;
         };

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
-use super::StoreError;
+use super::{change_log, Collection, StoreError};
 
 /// The schema every fresh database starts from (the repository's `schema.sql`).
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The `user_version` this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// One upgrade step, run inside the upgrade transaction (foreign keys off, see [`migrate`]).
 type Upgrade = fn(&Transaction<'_>) -> Result<(), StoreError>;
@@ -23,7 +23,7 @@ type Upgrade = fn(&Transaction<'_>) -> Result<(), StoreError>;
 /// Upgrade steps: entry `i` takes a database from version `i + 1` to `i + 2`. All pending
 /// steps run in one transaction at open, so a failed upgrade leaves the file as it was.
 /// Append here (and bump [`SCHEMA_VERSION`], and edit `schema.sql` to the new shape).
-const UPGRADES: &[Upgrade] = &[never_reused_ids];
+const UPGRADES: &[Upgrade] = &[never_reused_ids, change_log];
 
 /// Every table whose ids leave the database (records, users, sessions): AUTOINCREMENT since
 /// schema version 2, so an id is never handed out twice.
@@ -84,7 +84,9 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     // Cheap check first: refuse a newer file without taking the write lock.
     check_not_newer(user_version(conn)?)?;
     if user_version(conn)? == SCHEMA_VERSION {
-        return Ok(());
+        // An admin may have dropped a change-log trigger; without it the shell's writes to
+        // that collection would never reach a screen.
+        return change_log::ensure_triggers(conn);
     }
     // An upgrade rebuilds tables; with foreign keys on, dropping the old table would cascade
     // its deletes (sessions, images). The pragma only takes effect outside a transaction.
@@ -117,6 +119,7 @@ fn migrate_locked(conn: &mut Connection, path: &Path) -> Result<(), StoreError> 
             )));
         }
         tx.execute_batch(SCHEMA_SQL)?;
+        change_log::create_triggers(&tx)?;
     } else {
         // Rows already pointing nowhere (a category deleted from the sqlite3 shell) stay as
         // they were — `kaffediem check` names them — but the upgrade must break none.
@@ -196,6 +199,31 @@ fn never_reused_ids(tx: &Transaction<'_>) -> Result<(), StoreError> {
         [],
     )?;
     Ok(())
+}
+
+/// Version 2 → 3: the change log. Other processes' commits were found by diffing every
+/// collection table against a copy in memory (time, memory and start-up grew with the
+/// history); now triggers log each changed row in `kaffediem_changes`. The `*_counted`
+/// triggers give way to the generated `*_captured` ones (which bump `collections_version`
+/// too), and `order.updated_at` gets the index the start-up's newest-stamp lookup needs.
+fn change_log(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS kaffediem_changes (
+             id         INTEGER PRIMARY KEY,
+             collection TEXT    NOT NULL,
+             row_id     INTEGER NOT NULL,
+             op         TEXT    NOT NULL,
+             before     TEXT
+         );
+         CREATE INDEX IF NOT EXISTS order_updated ON \"order\" (updated_at);",
+    )?;
+    for collection in Collection::ALL {
+        for op in ["insert", "update", "delete"] {
+            let name = format!("{}_{op}_counted", collection.name());
+            tx.execute_batch(&format!("DROP TRIGGER IF EXISTS \"{name}\""))?;
+        }
+    }
+    change_log::create_triggers(tx)
 }
 
 /// The file's `PRAGMA user_version`.

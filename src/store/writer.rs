@@ -2,18 +2,22 @@
 //! job run there inside its own `BEGIN IMMEDIATE` transaction; every commit (ours, or another
 //! process's that we notice) becomes one [`ChangeSet`] on the change feed.
 //!
-//! Our commits: the update hook buffers touched rows; on `Ok` the rows are read back (inside
+//! Our commits: the schema's triggers log every collection row a job changes in the change
+//! log (`change_log`); on `Ok` the job's log rows are taken and its rows read back (inside
 //! the transaction, so the records are exactly what this commit wrote, whatever another
 //! process does next), `seq` is bumped, the transaction commits, and the change set is sent.
-//! On `Err`, a panic or a failed commit, everything rolls back and the buffer is dropped.
+//! On `Err`, a panic or a failed commit, everything rolls back, log rows included.
 //! Items carry their category's name, so a commit that changes a category's name also reads
 //! back that category's items (`capture::CategoryNames`).
 //!
-//! Foreign commits: `PRAGMA data_version` on this connection changes only when another
-//! connection commits. It is checked before every job, whenever `notify` reports a write to
-//! the database or its WAL, and at least once a second; a change triggers a diff of the
-//! collection tables against the shadow (see `capture`) — unless `collections_version`, a
-//! counter the schema's triggers bump on every collection row change, has not moved.
+//! Foreign commits: the same triggers log another process's row changes, which stay in the
+//! log until the writer publishes them. `PRAGMA data_version` on this connection changes only
+//! when another connection commits; it is checked whenever `notify` reports a write to the
+//! database or its WAL and at least once a second, and then a non-empty log is published as a
+//! change set of its own. Every batch also looks at the log under its write lock and
+//! publishes what it holds first, so a foreign commit is never folded into ours. The cost is
+//! the rows changed, never the size of the history. A writer opened beside a running daemon
+//! (`kaffediem user`, `demo`) leaves the log to the daemon.
 //!
 //! Group commit: the loop drains the jobs already queued (up to [`MAX_BATCH`]) into one
 //! transaction, each inside its own `SAVEPOINT`: released on `Ok` (with the job's own `seq`,
@@ -21,6 +25,16 @@
 //! others. After the single durable COMMIT the change sets go onto the feed in order and
 //! every job is answered. A lone job costs what it did before; under concurrent load one
 //! fsync serves the whole batch (measured in `BENCHMARKS.md`). [`Writer::write`] is unchanged.
+//!
+//! Where each part lives: this file, the handle ([`Writer`]), the thread's state and its loop,
+//! and the final checkpoint; `batch`, group commit with savepoints; `readback`, `seq` and the
+//! read-back of a commit's rows; `foreign`, noticing and publishing other processes' commits;
+//! `wake`, the file watcher and the heartbeat.
+
+mod batch;
+mod foreign;
+mod readback;
+mod wake;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -31,26 +45,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction};
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
-use super::capture::{self, CategoryNames, HookBuffer, RowChange, Shadow};
-use super::{menu, records, schema, Change, ChangeSet, Collection, Op, RecordCtx, StoreError};
-
-/// How often the writer looks for foreign commits when nothing else wakes it.
-const FOREIGN_POLL: Duration = Duration::from_secs(1);
-
-/// How soon after a file event the writer looks again. The events come from the WAL writes;
-/// the commit becomes visible only when the other process then updates the shared-memory
-/// index, which raises no event, so the check made at the event itself can be too early.
-const SETTLE: Duration = Duration::from_millis(30);
+use super::capture::{self, CategoryNames};
+use super::{change_log, schema, ChangeSet, RecordCtx, StoreError};
+use foreign::data_version;
+use wake::{watch, Pulse, FOREIGN_POLL, SETTLE};
 
 /// Most jobs committed together. Only jobs already waiting are taken (the writer never waits
 /// for more), so this only bounds how long the first job of a burst waits for its answer.
 const MAX_BATCH: usize = 256;
-
-/// Savepoint wrapping each job of a batch (jobs may nest their own under other names).
-const JOB_SAVEPOINT: &str = "kaffediem_job";
 
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -70,33 +75,6 @@ struct Inner {
     pulse: Arc<Pulse>,
 }
 
-/// When the writer thread last came round its loop: at least once a second while idle, after
-/// every batch while busy. A watchdog can tell a stuck writer from a quiet one by it.
-struct Pulse {
-    epoch: Instant,
-    /// Milliseconds since `epoch` at the last round.
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Pulse {
-    fn new() -> Pulse {
-        Pulse {
-            epoch: Instant::now(),
-            last_ms: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn beat(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
-    }
-
-    fn since(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.epoch.elapsed().saturating_sub(last)
-    }
-}
-
 impl Drop for Inner {
     /// The last handle gone: let the thread finish its queue and stop. (The watcher holds a
     /// sender too, so the queue alone would never disconnect.)
@@ -109,6 +87,8 @@ enum Msg {
     Job(Job),
     /// The watcher saw the database or its WAL change.
     Wake,
+    /// Publish pending foreign commits now, then answer ([`Writer::publish_foreign_now`]).
+    PublishForeign(oneshot::Sender<()>),
     /// Finish the queue, checkpoint, answer, stop.
     Shutdown(oneshot::Sender<Result<(), StoreError>>),
     /// The last handle was dropped.
@@ -137,15 +117,20 @@ impl Writer {
         path: &Path,
         ctx: RecordCtx,
         feed: UnboundedSender<Arc<ChangeSet>>,
+        publishes: bool,
     ) -> Result<Writer, StoreError> {
-        let hook = HookBuffer::default();
-        hook.install(&conn);
         let seq = capture::recover_seq(&conn, None)?;
-        // Baseline for foreign writes: data_version first, then the scan, so that a commit
-        // in between is seen as a (harmless, empty) change rather than missed.
         let data_version = data_version(&conn)?;
-        let counted = collections_version(&conn)?;
-        let shadow = Shadow::scan(&conn)?;
+        if publishes {
+            // Written while no daemon ran: in every snapshot already, and nobody to tell.
+            let stale = change_log::discard(&conn)?;
+            if stale > 0 {
+                tracing::info!(
+                    rows = stale,
+                    "changes made while the daemon was stopped are served by snapshots"
+                );
+            }
+        }
         let names = CategoryNames::scan(&conn)?;
         let (queue, inbox) = mpsc::channel();
         let watcher = watch(path, queue.clone());
@@ -161,17 +146,16 @@ impl Writer {
                     conn: Rc::new(conn),
                     path,
                     ctx,
-                    hook,
-                    shadow,
                     names,
                     data_version,
-                    counted,
                     seq,
                     feed,
                     undo: Vec::new(),
-                    foreign_pending: false,
+                    publishes,
+                    foreign_left: false,
+                    pulse: beating,
                 };
-                engine.run(inbox, &beating);
+                engine.run(inbox);
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Writer {
@@ -189,6 +173,13 @@ impl Writer {
     /// (queueing, the transaction and the durable commit). Set once; later calls are ignored.
     pub fn observe_with(&self, observe: impl Fn(Duration) + Send + Sync + 'static) {
         let _ = self.inner.observer.set(Box::new(observe));
+    }
+
+    /// Database pages the writer's connection has looked at since it opened, as of its last
+    /// round or publication: a count (not a timing) of the work its commits and its search
+    /// for other processes' commits cost, for tests that hold it independent of the history.
+    pub fn pages_read(&self) -> u64 {
+        self.inner.pulse.pages()
     }
 
     /// How long ago the writer thread last came round its loop (it does at least once a
@@ -275,6 +266,21 @@ impl Writer {
         }
     }
 
+    /// Publish now what another process committed and the writer has not published yet (it
+    /// would within a second anyway); answers once it is on the change feed. For a reader
+    /// that found unpublished rows ([`super::Store::snapshot`]).
+    pub async fn publish_foreign_now(&self) -> Result<(), StoreError> {
+        let (done, published) = oneshot::channel();
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        self.inner
+            .queue
+            .send(Msg::PublishForeign(done))
+            .map_err(|_| StoreError::Closed)?;
+        published.await.map_err(|_| StoreError::Closed)
+    }
+
     /// Finish the queued jobs, checkpoint the WAL with TRUNCATE, stop and join the thread.
     /// Later writes answer [`StoreError::Closed`].
     pub async fn shutdown(&self) -> Result<(), StoreError> {
@@ -307,51 +313,36 @@ struct Engine {
     /// For error messages.
     path: PathBuf,
     ctx: RecordCtx,
-    hook: HookBuffer,
-    /// What the collection tables held after the last commit we published.
-    shadow: Shadow,
     /// Category names as of the last commit we published (items show them).
     names: CategoryNames,
-    /// `PRAGMA data_version` as of the shadow.
+    /// `PRAGMA data_version` when the writer last looked for other processes' commits.
     data_version: i64,
-    /// `collections_version` (bumped by triggers on every collection row change, see
-    /// `schema.sql`) as of the shadow; `None` if an admin deleted it (then always diff).
-    counted: Option<i64>,
     /// The last `seq` published: the next is above it whatever the stored one says (a shell
     /// may set it to `'abc'` or lower it), so a `seq` is never handed out twice.
     seq: u64,
     feed: UnboundedSender<Arc<ChangeSet>>,
-    /// Shadow entries as they were before the current batch (see `undo_shadow`).
-    undo: Vec<Undo>,
-    /// Another process committed between the last foreign check and this batch's BEGIN: our
-    /// commits must not mark its rows published (a snapshot would then hold rows whose
-    /// change set is still to come, and its screen would get them twice).
-    foreign_pending: bool,
-}
-
-/// One shadow entry as it was before the current batch changed it.
-enum Undo {
-    Row(Collection, i64, Option<u64>),
-    CategoryName(i64, Option<String>),
-}
-
-/// What [`Engine::prepare`] read inside the transaction: the change set, and what the shadow
-/// and the category names become once it is published.
-struct Prepared {
-    set: ChangeSet,
-    /// Each changed row's new hash (`None`: the row is gone).
-    hashes: Vec<(Collection, i64, Option<u64>)>,
-    /// Each category whose name changed, with the new one (`None`: the category is gone).
-    names: Vec<(i64, Option<String>)>,
+    /// Category names as they were before the current batch changed them (see `undo_names`).
+    undo: Vec<(i64, Option<String>)>,
+    /// This is the daemon's writer: it drains the change log and publishes. A writer beside
+    /// a running daemon (`kaffediem user`, `demo`) leaves the log to the daemon, which
+    /// publishes its commits like any other process's.
+    publishes: bool,
+    /// The change log still held rows after the last try to publish them (a read-back
+    /// failed): look again at the next tick, even if nobody committed since.
+    foreign_left: bool,
+    /// The heartbeat and page count the handle reads; pages are counted before every
+    /// publication, so a test that saw a change set reads a count that includes its work.
+    pulse: Arc<Pulse>,
 }
 
 impl Engine {
-    fn run(&mut self, inbox: mpsc::Receiver<Msg>, pulse: &Pulse) {
+    fn run(&mut self, inbox: mpsc::Receiver<Msg>) {
         let mut next_check = Instant::now() + FOREIGN_POLL;
         // A message taken off the queue while collecting a batch, handled next.
         let mut held: Option<Msg> = None;
         loop {
-            pulse.beat();
+            self.pulse.beat();
+            self.pulse.count_pages(&self.conn);
             let wait = next_check.saturating_duration_since(Instant::now());
             let msg = match held.take() {
                 Some(msg) => Ok(msg),
@@ -370,15 +361,20 @@ impl Engine {
                             Err(_) => break,
                         }
                     }
-                    // Publish a foreign commit first, so it is not mistaken for ours.
-                    self.check_foreign();
+                    // A foreign commit still in the log is published first, in the batch.
+                    if self.publishes {
+                        self.notice_foreign();
+                    }
                     // A bug past the jobs themselves (reading back, the menu) must not take the
                     // writer down either: the transaction rolls back as the stack unwinds.
                     if catch_unwind(AssertUnwindSafe(|| self.run_batch(batch))).is_err() {
                         tracing::error!("the writer panicked while committing; rolled back");
-                        self.hook.take();
-                        self.undo_shadow();
+                        self.undo_names();
                     }
+                }
+                Ok(Msg::PublishForeign(done)) => {
+                    self.check_foreign();
+                    let _ = done.send(());
                 }
                 Ok(Msg::Wake) => {
                     self.check_foreign();
@@ -399,288 +395,6 @@ impl Engine {
             }
         }
         tracing::debug!("writer thread stopped");
-    }
-
-    /// Run `jobs` in one transaction, each in its own savepoint; commit once; publish one
-    /// change set per committed job, in order; then answer every job.
-    fn run_batch(&mut self, jobs: Vec<Job>) {
-        self.hook.take();
-        // `new_unchecked` borrows the connection shared; this thread is its only user.
-        let conn = Rc::clone(&self.conn);
-        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
-            .map_err(|e| schema::unavailable(&self.path, e));
-        let tx = match tx {
-            Ok(tx) => tx,
-            Err(e) => {
-                for job in jobs {
-                    let outcome = job(Err(copy(&e)));
-                    (outcome.reply)(None);
-                }
-                return;
-            }
-        };
-        let counted_before = collections_version(&tx);
-        self.foreign_pending =
-            matches!(&counted_before, Ok(Some(c)) if self.counted.is_some_and(|k| k != *c));
-        // Jobs whose savepoint was released: their change set (if they changed a collection
-        // row) and their answer, both held until the COMMIT is durable.
-        let mut committed: Vec<(Option<ChangeSet>, Reply)> = Vec::with_capacity(jobs.len());
-        self.undo.clear();
-        for job in jobs {
-            if let Some(done) = self.run_in_savepoint(&tx, job) {
-                committed.push(done);
-            }
-        }
-        if committed.is_empty() {
-            return; // Nothing to commit; dropping `tx` rolls back (a no-op).
-        }
-        let counted_after = collections_version(&tx);
-        if let Err(e) = tx.commit() {
-            let e = schema::unavailable(&self.path, e);
-            tracing::warn!(error = %e, "commit failed; rolled back");
-            self.undo_shadow();
-            for (_, reply) in committed {
-                reply(Some(copy(&e)));
-            }
-            return;
-        }
-        // Our commit moved the counter; if nobody else had moved it before our BEGIN, the
-        // shadow is current up to `counted_after`. Otherwise leave it stale, so the next
-        // check diffs and finds the other process's rows.
-        if counted_before.ok().flatten() == self.counted && self.counted.is_some() {
-            self.counted = counted_after.ok().flatten();
-        }
-        let mut replies = Vec::with_capacity(committed.len());
-        for (set, reply) in committed {
-            if let Some(set) = set {
-                self.seq = self.seq.max(set.seq);
-                let _ = self.feed.send(Arc::new(set));
-            }
-            replies.push(reply);
-        }
-        for reply in replies {
-            reply(None);
-        }
-    }
-
-    /// One job inside `SAVEPOINT`: `Some` with its change set and answer when released,
-    /// `None` when it was rolled back (and already answered, unless it panicked).
-    fn run_in_savepoint(
-        &mut self,
-        tx: &Transaction<'_>,
-        job: Job,
-    ) -> Option<(Option<ChangeSet>, Reply)> {
-        self.hook.take();
-        if let Err(e) = tx.execute_batch(&format!("SAVEPOINT {JOB_SAVEPOINT}")) {
-            let outcome = job(Err(schema::unavailable(&self.path, e)));
-            (outcome.reply)(None);
-            return None;
-        }
-        let outcome = match catch_unwind(AssertUnwindSafe(|| job(Ok(tx)))) {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                // The job's answer channel was dropped with it; the caller hears "failed".
-                tracing::error!("a write job panicked; rolled back");
-                self.rollback_savepoint(tx);
-                return None;
-            }
-        };
-        if !outcome.commit {
-            self.rollback_savepoint(tx);
-            (outcome.reply)(None);
-            return None;
-        }
-        let touched = self.hook.take();
-        let changes = capture::collapse(&touched, |c, id| self.shadow.contains(c, id));
-        let prepared = match (changes.is_empty(), outcome.new_day) {
-            (true, None) => Ok(None),
-            (_, new_day) => self
-                .prepare(tx, &changes)
-                .map(|mut p| {
-                    p.set.new_day = new_day;
-                    Some(p)
-                })
-                .map_err(|e| self.classify(e)),
-        };
-        let released = prepared.and_then(|p| {
-            tx.execute_batch(&format!("RELEASE {JOB_SAVEPOINT}"))
-                .map(|()| p)
-                .map_err(|e| schema::unavailable(&self.path, e))
-        });
-        match released {
-            Ok(prepared) => {
-                // Later jobs of the batch collapse their rows against this job's result.
-                let set = prepared.map(|p| {
-                    for (c, id, hash) in p.hashes {
-                        self.undo.push(Undo::Row(c, id, self.shadow.hash(c, id)));
-                        self.shadow.set(c, id, hash);
-                    }
-                    for (id, name) in p.names {
-                        let before = self.names.set(id, name);
-                        self.undo.push(Undo::CategoryName(id, before));
-                    }
-                    p.set
-                });
-                Some((set, outcome.reply))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "a write could not be read back; rolled back");
-                self.rollback_savepoint(tx);
-                (outcome.reply)(Some(e));
-                None
-            }
-        }
-    }
-
-    /// Undo the current job's savepoint and forget the rows it touched.
-    fn rollback_savepoint(&mut self, tx: &Transaction<'_>) {
-        let sql = format!("ROLLBACK TO {JOB_SAVEPOINT}; RELEASE {JOB_SAVEPOINT}");
-        if let Err(e) = tx.execute_batch(&sql) {
-            tracing::error!(error = %e, "cannot roll back a write job's savepoint");
-        }
-        self.hook.take();
-    }
-
-    /// Put back the shadow entries the current batch changed (its COMMIT failed, or it
-    /// panicked): the rows are as they were before the batch.
-    fn undo_shadow(&mut self) {
-        while let Some(undo) = self.undo.pop() {
-            match undo {
-                Undo::Row(c, id, hash) => self.shadow.set(c, id, hash),
-                Undo::CategoryName(id, name) => {
-                    self.names.set(id, name);
-                }
-            }
-        }
-    }
-
-    /// Inside the open transaction: bump `seq`, read the changed rows back (and the items of
-    /// a renamed category, whose records changed with it), rebuild the menu if needed.
-    fn prepare(&self, conn: &Connection, changes: &[RowChange]) -> Result<Prepared, StoreError> {
-        let seq = capture::next_seq(conn, self.seq)?;
-        // Everything the collections hold now is what this change set publishes: readers
-        // compare this with `collections_version` to spot unpublished foreign commits.
-        // Unless a foreign commit is still to be published: then readers must keep seeing it
-        // as unpublished, so that they have the writer publish it first.
-        if !self.foreign_pending {
-            conn.execute(
-            "INSERT INTO kaffediem_meta (key, value) \
-             SELECT 'published_version', value FROM kaffediem_meta WHERE key = 'collections_version' \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [],
-            )?;
-        }
-        let mut out = Vec::with_capacity(changes.len());
-        let mut hashes = Vec::with_capacity(changes.len());
-        let colors = match changes.iter().any(|c| c.0 == Collection::Order) {
-            true => Some(records::label_colors(conn)?),
-            false => None,
-        };
-        for &(collection, id, op) in changes {
-            let record = match op {
-                Op::Delete => None,
-                _ => records::get_with(conn, collection, id, &self.ctx, colors.as_ref())?,
-            };
-            let hash = match record {
-                Some(_) => capture::row_hash(conn, collection, id)?,
-                None => None,
-            };
-            hashes.push((collection, id, hash));
-            // A row the hook saw written but that is gone now is a delete.
-            let op = if record.is_none() { Op::Delete } else { op };
-            out.push(Change {
-                collection,
-                id,
-                op,
-                record: record.map(Arc::new),
-            });
-        }
-        let names = self.names.renamed(&out);
-        if !names.is_empty() {
-            capture::republish_items(conn, &self.ctx, &names, &mut out)?;
-        }
-        let menu = if changes.iter().any(|c| c.0.is_menu()) {
-            Some(Arc::new(menu::build_published(conn, &self.ctx)?))
-        } else {
-            None
-        };
-        let set = ChangeSet {
-            seq,
-            changes: out,
-            menu,
-            new_day: None,
-        };
-        Ok(Prepared { set, hashes, names })
-    }
-
-    /// Publish what another process committed since we last looked, if anything.
-    fn check_foreign(&mut self) {
-        if catch_unwind(AssertUnwindSafe(|| self.check_foreign_inner())).is_err() {
-            tracing::error!("the writer panicked while publishing a foreign commit");
-            self.hook.take();
-        }
-    }
-
-    fn check_foreign_inner(&mut self) {
-        let version = match data_version(&self.conn) {
-            Ok(v) if v == self.data_version => return,
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read data_version");
-                return;
-            }
-        };
-        // A shell may have broken `seq`; readers take snapshots' `seq` from it.
-        if let Err(e) = capture::repair_seq(&self.conn, self.seq) {
-            tracing::warn!(error = %e, "cannot repair kaffediem_meta.seq yet");
-        }
-        // Someone committed; if no collection row changed (the counter did not move), there
-        // is nothing to diff. A commit after the PRAGMA just makes the next check look again.
-        match collections_version(&self.conn) {
-            Ok(Some(c)) if Some(c) == self.counted => {
-                self.data_version = version;
-                return;
-            }
-            _ => {}
-        }
-        if let Err(e) = self.publish_foreign() {
-            // Retried on the next wake-up or tick: data_version is still different.
-            tracing::warn!(error = %e, "could not publish a foreign change yet");
-        }
-    }
-
-    fn publish_foreign(&mut self) -> Result<(), StoreError> {
-        self.hook.take();
-        let path = self.path.clone();
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(|e| schema::unavailable(&path, e))?;
-        // Under the write lock nobody else can commit: this version matches the diff.
-        let version = data_version(&tx)?;
-        let counted = collections_version(&tx)?;
-        let (changes, shadow) = self.shadow.diff(&tx)?;
-        if changes.is_empty() {
-            drop(tx);
-            self.data_version = version;
-            self.counted = counted;
-            return Ok(());
-        }
-        tracing::info!(
-            rows = changes.len(),
-            "publishing a commit made by another process"
-        );
-        self.foreign_pending = false;
-        let prepared = self.prepare(&tx, &changes).map_err(|e| self.classify(e))?;
-        tx.commit().map_err(|e| schema::unavailable(&path, e))?;
-        self.hook.take();
-        self.shadow = shadow;
-        for (id, name) in prepared.names {
-            self.names.set(id, name);
-        }
-        self.data_version = version;
-        self.counted = counted;
-        self.seq = self.seq.max(prepared.set.seq);
-        let _ = self.feed.send(Arc::new(prepared.set));
-        Ok(())
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
@@ -708,79 +422,6 @@ impl Engine {
         match e {
             StoreError::Sqlite(e) => schema::unavailable(&self.path, e),
             other => other,
-        }
-    }
-}
-
-/// The same error again, for the other jobs of a batch that failed as a whole.
-fn copy(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
-        StoreError::TooNew { found, supported } => StoreError::TooNew {
-            found: *found,
-            supported: *supported,
-        },
-        StoreError::Closed => StoreError::Closed,
-        StoreError::Sqlite(e) => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-/// The `collections_version` counter kept by the triggers of `schema.sql`.
-fn collections_version(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    use rusqlite::OptionalExtension;
-    Ok(conn
-        .query_row(
-            "SELECT value FROM kaffediem_meta WHERE key = 'collections_version'",
-            [],
-            |r| r.get::<_, Option<i64>>(0),
-        )
-        .optional()?
-        .flatten())
-}
-
-fn data_version(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
-}
-
-/// Watch the database's directory and wake the writer when the file or its WAL changes.
-/// Without a watcher (an unsupported file system) the once-a-second check still works.
-fn watch(path: &Path, queue: mpsc::Sender<Msg>) -> Option<notify::RecommendedWatcher> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name()?.to_os_string();
-    let mut wal = name.clone();
-    wal.push("-wal");
-    // Several events arrive per commit; each wake-up costs the writer one PRAGMA.
-    let queue = Mutex::new(queue);
-    let handler = move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if matches!(event.kind, EventKind::Access(_)) {
-            return;
-        }
-        let ours = event
-            .paths
-            .iter()
-            .any(|p| p.file_name().is_some_and(|n| n == name || n == wal));
-        if ours {
-            let _ = queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(Msg::Wake);
-        }
-    };
-    let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
-        w.watch(&dir, RecursiveMode::NonRecursive)?;
-        Ok(w)
-    });
-    match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the database directory; checking for outside writes once a second");
-            None
         }
     }
 }

@@ -9,6 +9,7 @@ mod auth_waits;
 mod authz;
 mod bench;
 mod body_fuzz;
+mod capture;
 mod channels;
 mod clock;
 mod database;

@@ -43,6 +43,7 @@ pub fn bad_rows(conn: &Connection) -> rusqlite::Result<(Vec<String>, usize)> {
     )?;
     json_lists(conn, &mut found)?;
     counters(conn, &mut found)?;
+    capture_triggers(conn, &mut found);
     Ok((found.named, found.more))
 }
 
@@ -261,6 +262,34 @@ fn counters(conn: &Connection, found: &mut Found) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every collection's change-log triggers must be there (see `store::change_log`): without
+/// one, the sqlite3 shell's writes to that collection reach no screen.
+fn capture_triggers(conn: &Connection, found: &mut Found) {
+    // A file too old to have the change log is reported by the schema version check.
+    let has_log = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'kaffediem_changes'",
+            [],
+            |_| Ok(()),
+        )
+        .is_ok();
+    if !has_log {
+        return;
+    }
+    if let Ok(missing) = crate::store::change_log::missing_triggers(conn) {
+        for name in missing {
+            found.add(
+                "trigger",
+                name,
+                "sql",
+                "missing: the sqlite3 shell's writes to this collection are not published \
+                 (the daemon puts it back at its next start)"
+                    .into(),
+            );
+        }
+    }
 }
 
 /// A stored value as the operator would type it, cut short.
