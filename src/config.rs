@@ -338,12 +338,12 @@ impl Config {
             }
         }
         for proxy in &self.http.trusted_proxies {
-            if let Err(why) = crate::http::forwarded::IpRange::parse(proxy) {
+            if let Err(why) = crate::net::IpRange::parse(proxy) {
                 return bad("http.trusted_proxies", &format!("`{proxy}`: {why}"));
             }
         }
         for allowed in &self.http.metrics_allowed {
-            if let Err(why) = crate::http::forwarded::IpRange::parse(allowed) {
+            if let Err(why) = crate::net::IpRange::parse(allowed) {
                 return bad("http.metrics_allowed", &format!("`{allowed}`: {why}"));
             }
         }

@@ -15,6 +15,7 @@
 //! - [`secret`]: random tokens, constant-time comparison, the admin token: one home for each.
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
 //! - [`import`]: `kaffediem import kaffebase`: a café's data from the old backend's file.
+//! - [`net`]: client addresses and trusted proxies, shared by `config` and `http`.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
 //! - [`ops`]: the appliance around it: backup, check, systemd, metrics, config reload, logs.
 //! - [`watch`]: the file watcher the config reload and the writer share.
@@ -25,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod import;
+pub mod net;
 pub mod ops;
 pub mod phoenix;
 pub mod secret;

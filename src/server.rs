@@ -267,7 +267,6 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         writes: Some(writes),
         clock: Some(cafe_clock),
     });
-    metrics::register(&endpoint, &sources);
 
     tracing::info!("listening on {addr}");
 
@@ -276,6 +275,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         Arc::clone(&endpoint),
         Arc::clone(&auth),
         Arc::clone(&clock),
+        sources,
         &config,
     ));
     let config_watch = config_path.and_then(|path| {
@@ -327,7 +327,6 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             tracing::error!(error = %e, "database shutdown failed");
         }
         final_high_water(&path, &epoch.id);
-        drop(sources);
         // Released only once the database is closed and checkpointed.
         drop(lock);
         tracing::info!("stopped");
@@ -419,13 +418,7 @@ fn spawn_high_water(readers: store::Readers, path: PathBuf, epoch: String) -> Jo
 
 /// The last high-water mark, after the writer has stopped: everything committed is in it.
 fn final_high_water(path: &std::path::Path, epoch: &str) {
-    let written = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(StoreError::from)
-    .and_then(|conn| store::epoch::write_mark(&conn, path, epoch));
-    if let Err(e) = written {
+    if let Err(e) = store::epoch::write_final_mark(path, epoch) {
         tracing::warn!(error = %e, "cannot write the high-water mark");
     }
 }

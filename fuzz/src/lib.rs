@@ -10,6 +10,7 @@
 
 use bytes::Bytes;
 use kaffediem::channels::filter::{local_date, OrderFilter};
+use kaffediem::channels::query::OrderOptions;
 use kaffediem::phoenix::frame::{self, InMessage, Payload, Vsn};
 use kaffediem::phoenix::longpoll::{decode_post_body, PostedFrame, MAX_BATCH_LINES};
 use serde_json::{json, Value};
@@ -138,7 +139,7 @@ pub fn frame_binary(data: &[u8]) {
     encoders_hold(Vsn::V2, &m);
 }
 
-/// `OrderFilter::from_join_payload` never panics, names only known fields in its errors,
+/// `OrderOptions::from_join_payload` never panics, names only known fields in its errors,
 /// and a filter it accepts can compute its window in any time zone on any day. JSON input is
 /// used as the payload and as the `options`; other input is tried as each option's string.
 pub fn join_options(data: &[u8]) {
@@ -155,10 +156,9 @@ pub fn join_options(data: &[u8]) {
         }
     }
     for payload in payloads {
-        match OrderFilter::from_join_payload(&payload) {
+        match OrderOptions::from_join_payload(&payload) {
             Ok(filter) => window_holds(&filter),
             Err(errors) => {
-                let errors = errors.as_object().expect("errors is an object");
                 assert!(!errors.is_empty(), "an error names its field");
                 for key in errors.keys() {
                     assert!(

@@ -4,7 +4,7 @@
 //! An order's change carries the fields filters look at as they were before the commit
 //! ([`store::Change::before`], from the change log), so that an update can be compared with
 //! the order's previous state (leaving a filter → `delete`, entering it → `create`). The one
-//! piece of state it keeps is those fields ([`OrderKey`]) for the current day's orders, so
+//! piece of state it keeps is those fields ([`OrderFacts`]) for the current day's orders, so
 //! that the `"today"` window can drop them at local midnight: memory follows one day, not
 //! the history.
 
@@ -20,9 +20,10 @@ use serde_json::{json, Value};
 use crate::clock::Clock;
 use crate::phoenix::{Broadcast, Payload};
 use crate::store::menu::Menu;
+use crate::store::orders::{OrderFacts, OrderState};
 use crate::store::{self, Change, ChangeFeed, ChangeSet, Collection, Op, Store};
 
-use super::filter::{local_date, local_midnight, FromDate, OrderKey};
+use super::filter::{local_date, local_midnight, FromDate};
 use super::log::{self, ChangeLog, Logged};
 use super::privacy::{self, Reader};
 use super::registry::{Batch, Registry, TopicKey, Topics};
@@ -39,7 +40,7 @@ pub struct Fanout {
     /// the ones the midnight roll-over takes off `"today"` screens. (An older order's
     /// previous fields come with its change, [`store::Change::before`], so the history is
     /// never held in memory.)
-    orders: HashMap<i64, OrderKey>,
+    orders: HashMap<i64, OrderFacts>,
     /// The local day the `"today"` subscribers are currently on.
     today: Date,
     /// The last commit applied; change sets at or below it are already reflected.
@@ -68,7 +69,7 @@ impl Fanout {
         let orders = fields
             .into_iter()
             .map(|o| {
-                let key = OrderKey {
+                let key = OrderFacts {
                     inserted_at: o.inserted_at,
                     customer_id: o.customer_id,
                     state: o.state,
@@ -184,10 +185,10 @@ impl Fanout {
         batch: &mut Batch,
         seq: u64,
         change: &Change,
-    ) -> Option<OrderKey> {
+    ) -> Option<OrderFacts> {
         self.orders.remove(&change.id);
-        let old = change.before.as_deref().and_then(OrderKey::from_record);
-        let new = change.record.as_deref().and_then(OrderKey::from_record);
+        let old = change.before.clone();
+        let new = change.record.as_deref().and_then(|r| r.order.clone());
         if let Some(key) = new.as_ref() {
             if key.inserted_at >= local_midnight(self.today, &self.tz) {
                 self.orders.insert(change.id, key.clone());
@@ -199,7 +200,7 @@ impl Fanout {
         // One broadcast per action, built on first need and shared by every filter group;
         // for an order with a customer, two: with `customer_id` for admins and that
         // customer, without it for everyone else (SPEC 6).
-        let customer = change.record.as_deref().and_then(privacy::customer_of);
+        let customer = new.as_ref().and_then(|k| k.customer_id);
         let mut built: [Option<(Arc<Broadcast>, Arc<Broadcast>)>; 3] = [None, None, None];
         for filter in topics.order_filters() {
             let since = filter.since(self.today, &self.tz);
@@ -257,8 +258,9 @@ impl Fanout {
                 );
                 batch.push(TopicKey::Admin, msg);
             }
+            let completed = Some(OrderState::Completed);
             let completed_now =
-                key.state == "completed" && old.as_ref().is_none_or(|o| o.state != "completed");
+                key.state == completed && old.as_ref().is_none_or(|o| o.state != completed);
             let ready_for = key
                 .customer_id
                 .filter(|c| completed_now && topics.has_subscribers(TopicKey::User(*c)));
@@ -308,7 +310,7 @@ impl Fanout {
         batch: &mut Batch,
         seq: u64,
         day: Date,
-    ) -> Option<(jiff::Timestamp, Vec<(i64, OrderKey)>)> {
+    ) -> Option<(jiff::Timestamp, Vec<(i64, OrderFacts)>)> {
         if day <= self.today {
             return None;
         }
@@ -316,7 +318,7 @@ impl Fanout {
         self.opening = None;
         let from = local_midnight(previous, &self.tz);
         let to = local_midnight(day, &self.tz);
-        let mut left: Vec<(i64, OrderKey)> = self
+        let mut left: Vec<(i64, OrderFacts)> = self
             .orders
             .iter()
             .filter(|(_, k)| k.inserted_at >= from && k.inserted_at < to)

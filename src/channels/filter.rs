@@ -1,10 +1,10 @@
-//! The options of a `collection:order` join (SPEC 3.1): which orders a subscriber sees, in its
-//! snapshot and in its live stream.
+//! An order subscriber's filter (SPEC 3.1): which orders it sees, in its snapshot and in its
+//! live stream. The options it comes from are parsed in [`super::query`].
 
+use crate::store::orders::OrderFacts;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use serde_json::{json, Map, Value};
 
 /// Where an order subscriber's window starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,55 +31,6 @@ impl OrderFilter {
         customer_id: None,
     };
 
-    /// Parse the join payload `{"options": {...}}`. Unknown keys are ignored; a bad value
-    /// yields the `errors` object of the `invalid options` reply.
-    pub fn from_join_payload(payload: &Value) -> Result<OrderFilter, Value> {
-        let Some(options) = payload.get("options") else {
-            return Ok(OrderFilter::ALL);
-        };
-        let options = match options {
-            Value::Null => return Ok(OrderFilter::ALL),
-            Value::Object(map) => map,
-            _ => return Err(json!({"options": ["must be an object"]})),
-        };
-        let mut errors = Map::new();
-        let from = match options.get("from_date") {
-            None | Some(Value::Null) => FromDate::Any,
-            Some(Value::String(s)) if s == "today" => FromDate::Today,
-            Some(Value::String(s)) => match s.parse::<Date>() {
-                Ok(day) if s.len() == 10 => FromDate::Day(day),
-                _ => {
-                    errors.insert(
-                        "from_date".into(),
-                        json!(["must be \"today\" or a date YYYY-MM-DD"]),
-                    );
-                    FromDate::Any
-                }
-            },
-            Some(_) => {
-                errors.insert(
-                    "from_date".into(),
-                    json!(["must be \"today\" or a date YYYY-MM-DD"]),
-                );
-                FromDate::Any
-            }
-        };
-        let customer_id = match options.get("customer_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
-            Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => s.trim().parse().ok(),
-            Some(_) => {
-                errors.insert("customer_id".into(), json!(["must be an integer"]));
-                None
-            }
-        };
-        if errors.is_empty() {
-            Ok(OrderFilter { from, customer_id })
-        } else {
-            Err(Value::Object(errors))
-        }
-    }
-
     /// The instant the window starts at, given today's local date.
     pub fn since(&self, today: Date, tz: &TimeZone) -> Option<Timestamp> {
         match self.from {
@@ -90,40 +41,13 @@ impl OrderFilter {
     }
 
     /// Whether an order with these attributes is in the window.
-    pub fn matches(&self, order: &OrderKey, since: Option<Timestamp>) -> bool {
+    pub fn matches(&self, order: &OrderFacts, since: Option<Timestamp>) -> bool {
         if let Some(customer) = self.customer_id {
             if order.customer_id != Some(customer) {
                 return false;
             }
         }
         since.is_none_or(|since| order.inserted_at >= since)
-    }
-}
-
-/// What filters look at in an order, kept per order id by the fan-out so that an update can
-/// be compared against the order's previous state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderKey {
-    pub inserted_at: Timestamp,
-    pub customer_id: Option<i64>,
-    pub state: String,
-    pub day_id: Option<i64>,
-}
-
-impl OrderKey {
-    /// Read the filter-relevant fields from an order record's JSON.
-    pub fn from_record(record: &Value) -> Option<OrderKey> {
-        let inserted_at = record.get("inserted_at")?.as_str()?.parse().ok()?;
-        Some(OrderKey {
-            inserted_at,
-            customer_id: record.get("customer_id").and_then(Value::as_i64),
-            state: record
-                .get("state")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            day_id: record.get("day_id").and_then(Value::as_i64),
-        })
     }
 }
 
@@ -143,33 +67,6 @@ pub fn local_date(now: Timestamp, tz: &TimeZone) -> Date {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn options_parse() {
-        let f = OrderFilter::from_join_payload(
-            &json!({"options": {"from_date": "today", "customer_id": "7", "x": 1}}),
-        )
-        .unwrap();
-        assert_eq!(f.from, FromDate::Today);
-        assert_eq!(f.customer_id, Some(7));
-        let f = OrderFilter::from_join_payload(&json!({"options": {"from_date": "2026-03-01"}}))
-            .unwrap();
-        assert_eq!(f.from, FromDate::Day(jiff::civil::date(2026, 3, 1)));
-        assert_eq!(
-            OrderFilter::from_join_payload(&json!({})).unwrap(),
-            OrderFilter::ALL
-        );
-    }
-
-    #[test]
-    fn bad_options_name_the_field() {
-        let err = OrderFilter::from_join_payload(
-            &json!({"options": {"from_date": "yesterday", "customer_id": 1.5}}),
-        )
-        .unwrap_err();
-        assert!(err.get("from_date").is_some());
-        assert!(err.get("customer_id").is_some());
-    }
 
     #[test]
     fn midnight_is_local() {

@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 
 use crate::store::{Change, Collection, Op};
 
-use super::filter::{FromDate, OrderFilter, OrderKey};
+use super::filter::{FromDate, OrderFilter};
+use crate::store::orders::OrderFacts;
 
 /// Beyond this many change sets the oldest are dropped whatever their age, so a burst of
 /// writes cannot grow the daemon without bound.
@@ -27,7 +28,7 @@ const MAX_ENTRIES: usize = 50_000;
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub change: Change,
-    pub old_order: Option<OrderKey>,
+    pub old_order: Option<OrderFacts>,
 }
 
 #[derive(Debug)]
@@ -42,7 +43,7 @@ struct Entry {
     /// For the midnight roll-over commit: where the window started before it, and the
     /// orders that left the window then (a `"today"` join resuming from before it gets
     /// their `delete`s).
-    rolled_over: Option<(Timestamp, Vec<(i64, OrderKey)>)>,
+    rolled_over: Option<(Timestamp, Vec<(i64, OrderFacts)>)>,
 }
 
 /// What a topic resumes from the log.
@@ -105,7 +106,7 @@ impl ChangeLog {
         now: Timestamp,
         from: Timestamp,
         to: Timestamp,
-        left: Vec<(i64, OrderKey)>,
+        left: Vec<(i64, OrderFacts)>,
     ) {
         self.today_from = to;
         self.push(Entry {
@@ -211,8 +212,8 @@ fn replay_orders(
         let is = change
             .record
             .as_deref()
-            .and_then(OrderKey::from_record)
-            .is_some_and(|k| filter.matches(&k, from));
+            .and_then(|r| r.order.as_ref())
+            .is_some_and(|k| filter.matches(k, from));
         matched.insert(change.id, is);
         let op = match (was, is) {
             (false, true) => Op::Create,
@@ -228,8 +229,8 @@ fn replay_orders(
 pub fn payload(op: Op, change: &Change, seq: u64) -> Value {
     let (action, record) = match (op, &change.record) {
         (Op::Delete, _) | (_, None) => ("delete", json!({"id": change.id})),
-        (Op::Create, Some(r)) => ("create", (**r).clone()),
-        (Op::Update, Some(r)) => ("update", (**r).clone()),
+        (Op::Create, Some(r)) => ("create", r.json.clone()),
+        (Op::Update, Some(r)) => ("update", r.json.clone()),
     };
     json!({"action": action, "record": record, "seq": seq})
 }
@@ -240,6 +241,7 @@ mod tests {
 
     use super::*;
     use crate::channels::filter::FromDate;
+    use crate::store::records::Record;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -253,18 +255,18 @@ mod tests {
                 collection: Collection::Order,
                 id,
                 op: Op::Create,
-                record: Some(Arc::new(record)),
+                record: Some(Arc::new(Record::new(Collection::Order, record))),
                 before: None,
             },
             old_order: None,
         }
     }
 
-    fn key(customer: i64, inserted_at: &str) -> OrderKey {
-        OrderKey {
+    fn key(customer: i64, inserted_at: &str) -> OrderFacts {
+        OrderFacts {
             inserted_at: at(inserted_at),
             customer_id: Some(customer),
-            state: "received".into(),
+            state: Some(crate::store::orders::OrderState::Received),
             day_id: Some(101),
         }
     }

@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod filter;
 pub mod log;
 pub mod privacy;
+pub mod query;
 pub mod registry;
 
 use std::net::IpAddr;
@@ -26,9 +27,10 @@ use crate::phoenix::{
 use crate::store::records::{Listed, Window};
 use crate::store::{self, Collection, OrderQuery, RecordCtx, Stop, Store, StoreError};
 
-use filter::{local_date, FromDate, OrderFilter};
+use filter::local_date;
 use log::{ChangeLog, Resume};
 use privacy::Reader;
+use query::OrderOptions;
 use registry::{Registry, Subscription, TopicKey};
 
 /// Who is on the other end of a socket.
@@ -261,9 +263,9 @@ impl Cafe {
                 joined(read, sub)
             });
         }
-        let mut filter = match OrderFilter::from_join_payload(payload) {
+        let filter = match OrderOptions::from_join_payload(payload) {
             Ok(filter) => filter,
-            Err(errors) => return invalid_options(errors),
+            Err(errors) => return invalid_options(Value::Object(errors)),
         };
         // Whose orders a customer filter shows is private: only one's own (admins: any).
         let reader = viewer.reader();
@@ -271,15 +273,9 @@ impl Cafe {
             return refuse("unauthorized");
         }
         let today = local_date(self.clock.now(), &self.tz);
-        if filter.from == FromDate::Any {
-            filter.from = FromDate::Day(default_first_day(today, access.order_snapshot_days));
-        }
-        let from = filter.since(today, &self.tz);
-        let query = OrderQuery {
-            since: from,
-            customer_id: filter.customer_id,
-            state: None,
-        };
+        let options = OrderOptions::from(filter).bounded(today, Some(access.order_snapshot_days));
+        let (filter, query) = (options.filter, options.query(today, &self.tz));
+        let from = query.since;
         let key = TopicKey::Orders(filter);
         let (sub, resumed) = self.subscribe_resuming(key, outbox, reader, since, |log, s| {
             let mut changes = log.resume(
@@ -515,15 +511,6 @@ fn resumed_join((seq, changes): (u64, Vec<Value>), sub: Subscription) -> JoinRes
         seq,
         channel: Box::new(Joined { _sub: sub }),
     }
-}
-
-/// The first local day an order join without `from_date` sees: today and the `days - 1`
-/// before it (`limits.order_snapshot_days`, SPEC 3.1).
-pub fn default_first_day(today: jiff::civil::Date, days: u32) -> jiff::civil::Date {
-    let back = i64::from(days.max(1)) - 1;
-    today
-        .checked_sub(jiff::Span::new().days(back))
-        .unwrap_or(jiff::civil::Date::MIN)
 }
 
 /// A snapshot encoded as JSON text where it was read (on the bulk lane's blocking thread): a

@@ -9,8 +9,6 @@
 pub mod body;
 pub mod collections;
 
-use std::sync::Arc;
-
 use crate::http::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
@@ -18,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::{error, json_response, method_not_allowed, App, Body};
 use crate::store::write::WriteError;
-use crate::store::{menu, StoreError};
+use crate::store::{self, menu, StoreError};
 
 /// Why a request was not answered with what it asked for.
 #[derive(Debug)]
@@ -56,7 +54,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             StoreError::Closed => ApiError::Unavailable("the daemon is shutting down".into()),
-            StoreError::Sqlite(e) if cannot_write(&e) => ApiError::Unavailable(e.to_string()),
+            StoreError::Sqlite(e) if store::cannot_write(&e) => {
+                ApiError::Unavailable(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -70,16 +70,6 @@ impl From<WriteError> for ApiError {
             WriteError::Store(e) => e.into(),
         }
     }
-}
-
-/// SQLite failures that mean "not now" rather than "bug": the file is read-only, the disk is
-/// full, another process holds the lock too long.
-fn cannot_write(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode::*;
-    matches!(
-        e.sqlite_error_code(),
-        Some(ReadOnly | DiskFull | DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure)
-    )
 }
 
 impl ApiError {
@@ -186,97 +176,50 @@ pub async fn caller(app: &App, headers: &HeaderMap) -> Caller {
     }
 }
 
-/// Answer a request under `/api/` (sessions are routed before this).
-pub async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    match dispatch(app, req, &path).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(&method, &path),
-    }
+/// `GET /api/menu`: the whole tree.
+pub async fn menu(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    caller(app, req.headers())
+        .await
+        .may_read(app.settings().public_read)?;
+    let ctx = app.record_ctx(req.headers());
+    // The whole tree is a bulk read: on the snapshot lane, never in front of logins and
+    // orders however many clients ask for it.
+    let tree = app
+        .store
+        .snapshots
+        .read(move |conn| menu::build(conn, &ctx))
+        .await?;
+    Ok(json_response(StatusCode::OK, &tree))
 }
 
-async fn dispatch(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    path: &str,
+/// `GET /api/files/item/{id}/{filename}`: an item's image (`filename` as it came in the path).
+pub async fn item_image(
+    app: &App,
+    req: &Request<Incoming>,
+    id: i64,
+    filename: &str,
 ) -> Result<Response<Body>, ApiError> {
-    if let Some(rest) = path.strip_prefix("/api/collections/") {
-        return collections::route(app, req, rest).await;
-    }
-    if path == "/api/menu" {
-        if req.method() != Method::GET {
-            return Err(ApiError::MethodNotAllowed("GET"));
-        }
-        caller(app, req.headers())
-            .await
-            .may_read(app.settings().public_read)?;
-        let ctx = app.record_ctx(req.headers());
-        // The whole tree is a bulk read: on the snapshot lane, never in front of logins and
-        // orders however many clients ask for it.
-        let tree = app
-            .store
-            .snapshots
-            .read(move |conn| menu::build(conn, &ctx))
-            .await?;
-        return Ok(json_response(StatusCode::OK, &tree));
-    }
-    if let Some(rest) = path.strip_prefix("/api/files/") {
-        let parts: Vec<&str> = rest.split('/').collect();
-        let [collection, id, filename] = parts[..] else {
-            return Err(ApiError::NotFound("not found"));
-        };
-        let (Some(id), "item") = (id.parse::<i64>().ok(), collection) else {
-            return Err(ApiError::NotFound("file not found"));
-        };
-        if req.method() != Method::GET {
-            return Err(ApiError::MethodNotAllowed("GET"));
-        }
-        caller(app, req.headers())
-            .await
-            .may_read(app.settings().public_read)?;
-        let filename = percent_decode(filename);
-        return super::images::serve(app, req.headers(), id, filename).await;
-    }
-    Err(ApiError::NotFound("not found"))
+    caller(app, req.headers())
+        .await
+        .may_read(app.settings().public_read)?;
+    let filename = path_segment(filename);
+    super::images::serve(app, req.headers(), id, filename).await
 }
 
-/// Decode `%XX` escapes and `+` (query strings). Invalid escapes are kept as they are.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The query string's `key=value` pairs, decoded (a repeated key: the last wins).
+/// The query string's `key=value` pairs (`application/x-www-form-urlencoded`: `%XX` and `+`
+/// decoded, a broken escape kept as it came; a repeated key: the last wins). The socket
+/// transports read theirs the same way (`phoenix::transport::parse_query`).
 pub fn query_pairs(query: Option<&str>) -> Map<String, Value> {
-    let mut pairs = Map::new();
-    for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        pairs.insert(percent_decode(k), Value::String(percent_decode(v)));
-    }
-    pairs
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(key, value)| (key.into_owned(), Value::String(value.into_owned())))
+        .collect()
+}
+
+/// A path segment with its `%XX` escapes decoded (`+` is a plus in a path).
+pub fn path_segment(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -290,7 +233,10 @@ mod tests {
         assert_eq!(q["customer_id"], "7");
         assert_eq!(q["state"], "a b");
         assert_eq!(q["x"], "");
-        assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+        assert_eq!(query_pairs(Some("v=bad%zz%"))["v"], "bad%zz%");
+        // `from_str_radix` takes a sign: the decoder this replaced read `%+9` as a tab.
+        assert_eq!(query_pairs(Some("perPage=2%+9"))["perPage"], "2% 9");
+        assert_eq!(path_segment("a+b%20c.png"), "a+b c.png");
     }
 
     #[test]
@@ -307,6 +253,12 @@ mod tests {
             None,
         );
         assert_eq!(status(StoreError::Sqlite(read_only)), 503);
+        // Not ours to write (a changed owner): the Pi's state, not a bug.
+        let denied = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_PERM),
+            None,
+        );
+        assert_eq!(status(StoreError::Sqlite(denied)), 503);
         assert_eq!(
             status(StoreError::Sqlite(rusqlite::Error::InvalidQuery)),
             500

@@ -17,17 +17,14 @@
 
 pub mod limiter;
 mod login;
-pub(crate) mod origin;
 pub mod password_checks;
 pub mod session_watch;
 mod socket;
 pub mod token;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use crate::http::Incoming;
-use hyper::{HeaderMap, Method, Request, Response};
+use hyper::HeaderMap;
 
 use crate::accounts;
 use crate::clock::{Clock, SystemClock};
@@ -35,9 +32,6 @@ use crate::config::Config;
 use crate::secret::AdminToken;
 use crate::store::{sessions, Store, StoreError};
 
-use super::api::ApiError;
-use super::cors::Cors;
-use super::Body;
 use limiter::Limiter;
 use password_checks::PasswordChecks;
 use token::{session_cookie, token_hash, CookieAttrs};
@@ -205,37 +199,6 @@ impl Auth {
             tracing::warn!(error = %e, "cannot check a session; treating the request as anonymous");
             None
         })
-    }
-
-    /// Answer `/api/session` (POST login, GET current, DELETE logout) and
-    /// `/api/session/token`; `Err(req)` hands back any other request untouched (including
-    /// `OPTIONS`, which the CORS layer answers).
-    /// `cors` judges, as for every API write, whether a login or logout comes from a page
-    /// that may write (a foreign page could otherwise log a visitor into its own account, or
-    /// the admin out).
-    pub async fn route(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        cors: &Cors,
-    ) -> Result<Response<Body>, Request<Incoming>> {
-        let path = req.uri().path();
-        if !matches!(path, "/api/session" | "/api/session/token") || req.method() == Method::OPTIONS
-        {
-            return Err(req);
-        }
-        let token_route = path == "/api/session/token";
-        let (method, path) = (req.method().clone(), path.to_owned());
-        let answer = match (&method, token_route) {
-            (&Method::POST, false) => self.login(req, peer, cors).await,
-            (&Method::GET, false) => self.current(req.headers()).await,
-            (&Method::DELETE, false) => self.logout(req.headers(), cors).await,
-            (&Method::GET, true) => self.socket_token(req.headers()).await,
-            (_, false) => Err(ApiError::MethodNotAllowed("GET, POST, DELETE")),
-            (_, true) => Err(ApiError::MethodNotAllowed("GET")),
-        };
-        let response = answer.unwrap_or_else(|e| e.into_response(&method, &path));
-        Ok(origin::no_store(response))
     }
 }
 

@@ -2,9 +2,10 @@
 //! answer to a listed origin — errors, 204s and 401s included — or the browser hides the
 //! answer from the frontend. A foreign origin gets nothing, and the browser enforces that.
 //!
-//! Also the one origin rule for what a foreign page could make a visitor's browser do with
-//! their cookie: HTTP writes ([`Cors::may_write`]) and socket opens (the phoenix endpoint calls
-//! [`origin_allowed`]). Origins are compared by scheme, host and port.
+//! HTTP writes ([`Cors::may_write`]) follow the one origin rule for what a foreign page could
+//! make a visitor's browser do with their cookie, [`origin_allowed`]; it lives with the socket
+//! transports that apply it too (`phoenix::origin`). Origins are compared by scheme, host and
+//! port.
 
 use std::sync::RwLock;
 
@@ -12,98 +13,13 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::{empty, Body};
+use crate::phoenix::origin::parse_all;
+pub use crate::phoenix::origin::{origin_allowed, Origin};
 
 const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, X-Requested-With";
 /// How long a browser may cache a preflight answer (seconds).
 const MAX_AGE: &str = "600";
-
-/// An origin as compared: scheme and host lower-cased, the port filled in from the scheme.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    scheme: String,
-    host: String,
-    port: u16,
-}
-
-impl Origin {
-    /// `scheme://host[:port]` (a trailing slash or path is ignored); `None` for anything else,
-    /// `null` included.
-    pub fn parse(origin: &str) -> Option<Origin> {
-        let (scheme, rest) = origin.trim().split_once("://")?;
-        let scheme = scheme.to_ascii_lowercase();
-        let authority = rest.split('/').next()?.rsplit('@').next()?;
-        let (host, port) = split_host_port(authority);
-        let port = match port {
-            Some(p) => p.parse().ok()?,
-            None => default_port(&scheme),
-        };
-        (!host.is_empty()).then(|| Origin {
-            scheme,
-            host: host.to_ascii_lowercase(),
-            port,
-        })
-    }
-
-    /// The daemon's own origin for this request: the host and port the client sent it to
-    /// (`Host`), with `https` when a TLS-terminating proxy says so (`X-Forwarded-Proto`; a
-    /// foreign page cannot make a browser send that header), else `http`.
-    fn own(headers: &HeaderMap) -> Option<Origin> {
-        let scheme = match headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(p) if p.trim().eq_ignore_ascii_case("https") => "https",
-            _ => "http",
-        };
-        let host = headers.get(header::HOST)?.to_str().ok()?.trim();
-        Origin::parse(&format!("{scheme}://{host}"))
-    }
-}
-
-fn default_port(scheme: &str) -> u16 {
-    match scheme {
-        "https" | "wss" => 443,
-        _ => 80,
-    }
-}
-
-/// Split `host[:port]`, keeping IPv6 literals (`[::1]:80`) whole.
-fn split_host_port(authority: &str) -> (&str, Option<&str>) {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => (&authority[..=end], authority[end + 1..].strip_prefix(':')),
-            None => (authority, None),
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (authority, None),
-    }
-}
-
-/// The origin rule: no `Origin` (scripts, curl, same-origin navigations of old browsers) →
-/// allowed; the daemon's own origin → allowed; an origin of `allowed` (same scheme, host and
-/// port) → allowed; anything else, `null` included → refused.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[Origin]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else {
-        return false;
-    };
-    allowed.contains(&origin) || Origin::own(headers).is_some_and(|own| own == origin)
-}
-
-/// [`origin_allowed`] with the allowed origins as configured (entries that are no origin are
-/// skipped: that trusts less, never more).
-pub fn origin_allowed_by(headers: &HeaderMap, allowed: &[String]) -> bool {
-    origin_allowed(headers, &parse_all(allowed))
-}
-
-fn parse_all(origins: &[String]) -> Vec<Origin> {
-    origins.iter().filter_map(|o| Origin::parse(o)).collect()
-}
 
 /// The allowed origins, replaceable while running (config reload).
 #[derive(Debug, Default)]
@@ -245,34 +161,6 @@ mod tests {
             HeaderValue::from_static("http://front.example:80"),
         );
         assert!(cors.may_write(&headers), "the default port spelled out");
-    }
-
-    #[test]
-    fn own_origin_behind_a_tls_proxy_is_https() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("cafe.example"));
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://cafe.example"),
-        );
-        assert!(!origin_allowed(&headers, &[]));
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        assert!(origin_allowed(&headers, &[]));
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://cafe.example"),
-        );
-        assert!(!origin_allowed(&headers, &[]));
-    }
-
-    #[test]
-    fn origins_parse_with_default_ports_and_ipv6() {
-        let a = Origin::parse("HTTP://Cafe.Example/").unwrap();
-        assert_eq!(a, Origin::parse("http://cafe.example:80").unwrap());
-        assert_ne!(a, Origin::parse("https://cafe.example").unwrap());
-        assert_eq!(Origin::parse("http://[::1]:4000").unwrap().port, 4000);
-        assert!(Origin::parse("null").is_none());
-        assert!(Origin::parse("http://x:notaport").is_none());
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub mod api;
 pub mod auth;
 pub mod cors;
 pub mod deadline;
-pub mod forwarded;
 pub mod images;
+pub mod metrics;
+pub mod routes;
 
 use crate::channels::Cafe;
 use crate::clock::Clock;
@@ -29,10 +30,10 @@ use crate::phoenix::Endpoint;
 use crate::store::orders::OrderLimits;
 use crate::store::{RecordCtx, Store};
 
+use crate::net::{ClientAddr, IpRange, TrustedProxies};
 use auth::Auth;
 use cors::Cors;
 pub use deadline::Incoming;
-use forwarded::TrustedProxies;
 
 pub type Body = Full<Bytes>;
 
@@ -48,6 +49,8 @@ pub struct App {
     pub tz: TimeZone,
     /// Allowed frontend origins; replaced on config reload.
     pub cors: Cors,
+    /// What `/metrics` shows besides the endpoint's own figures, made by whoever serves.
+    pub metrics: Arc<crate::ops::metrics::Sources>,
     settings: RwLock<Settings>,
     /// `http.trusted_proxies`: whose forwarding headers name the client; replaced on reload.
     proxies: RwLock<TrustedProxies>,
@@ -71,7 +74,7 @@ pub struct Settings {
     /// Open TCP connections one client address may hold (`limits.max_connections_per_address`).
     pub max_connections_per_address: usize,
     /// Who may read `/metrics` besides loopback and the admin token (`http.metrics_allowed`).
-    pub metrics_allowed: Vec<forwarded::IpRange>,
+    pub metrics_allowed: Vec<IpRange>,
     /// Days of orders an unpaged order list without `from_date` holds
     /// (`limits.order_snapshot_days`, as an order join).
     pub order_snapshot_days: u32,
@@ -97,7 +100,7 @@ impl Settings {
                 .http
                 .metrics_allowed
                 .iter()
-                .filter_map(|a| forwarded::IpRange::parse(a).ok())
+                .filter_map(|a| IpRange::parse(a).ok())
                 .collect(),
             order_snapshot_days: config.limits.order_snapshot_days,
             snapshot_max_records: config.limits.snapshot_max_records,
@@ -111,6 +114,7 @@ impl App {
         endpoint: Arc<Endpoint<Cafe>>,
         auth: Arc<Auth>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<crate::ops::metrics::Sources>,
         config: &Config,
     ) -> App {
         App {
@@ -118,6 +122,7 @@ impl App {
             endpoint,
             auth,
             clock,
+            metrics,
             tz: config.time_zone(),
             cors: Cors::new(config.http.allowed_origins.clone()),
             settings: RwLock::new(Settings::from_config(config)),
@@ -233,53 +238,25 @@ pub async fn handle(
     Ok(response)
 }
 
-/// The client a request came from (after `http.trusted_proxies`), for routes that share
-/// something per client (the bulk lane's turns).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
-
 async fn route(app: &Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     // Behind a reverse proxy every peer is the proxy; rate limits and log lines are about
     // the client it forwards.
-    let client = app.client_addr(req.headers(), peer);
-    req.extensions_mut().insert(ClientAddr(client));
+    let client = ClientAddr(app.client_addr(req.headers(), peer));
+    req.extensions_mut().insert(client);
     // HEAD is GET without the body, on every route that answers GET: routed as a GET here
     // once; hyper knows the request was a HEAD and sends the head only (Content-Length of
     // the body it would have sent). Not on the socket paths: a GET there opens a socket.
     if req.method() == Method::HEAD && !req.uri().path().starts_with("/socket/") {
         *req.method_mut() = Method::GET;
     }
-    let path = req.uri().path().to_owned();
-    let origin = app.cors.origin(req.headers());
-    let has_origin = req.headers().contains_key(header::ORIGIN);
-    let mut response = match (req.method(), path.as_str()) {
-        (_, "/socket/websocket") => app.endpoint.upgrade(req, client).await,
-        // LongPoll answers carry Phoenix's own CORS headers (`*`, echoed allow-headers).
-        (_, "/socket/longpoll") => return app.endpoint.long_poll(req, client).await,
-        (&Method::OPTIONS, _) => cors::preflight(),
-        (&Method::GET, "/healthz") => healthz(app).await,
-        (&Method::GET, "/metrics") => crate::ops::metrics::guarded(app, req.headers(), client),
-        (_, "/healthz") | (_, "/metrics") => method_not_allowed("GET, HEAD"),
-        (_, p) if p == "/api/session" || p.starts_with("/api/session/") => {
-            match app.auth.route(req, client, &app.cors).await {
-                Ok(response) => response,
-                Err(_) => error(StatusCode::NOT_FOUND, "not found"),
-            }
-        }
-        (_, p) if p.starts_with("/api/") => api::route(app, req).await,
-        _ => error(StatusCode::NOT_FOUND, "not found"),
-    };
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        cors::decorate(&mut response, origin, has_origin);
-    }
-    response
+    routes::route(app, req, client).await
 }
 
 /// How long `/healthz` waits for the database before it answers 503.
 const HEALTH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// 200 `ok` when the daemon passes the check the watchdog pings on, else 503.
-async fn healthz(app: &App) -> Response<Body> {
+pub(crate) async fn healthz(app: &App) -> Response<Body> {
     let store = &app.store;
     match crate::ops::health::check(&store.readers, &store.writer, HEALTH_WAIT).await {
         Ok(()) => text(StatusCode::OK, "ok"),

@@ -73,7 +73,7 @@ fn read(path: &Path, max_bytes: usize) -> Resolved {
             path.display()
         ));
     }
-    match crate::http::images::check(bytes.into()) {
+    match crate::store::images::check(bytes.into()) {
         Some(image) => Resolved::Stored(image),
         None => Resolved::Missing(format!(
             "({}) is not a PNG, JPEG, WebP or AVIF image",

@@ -14,7 +14,7 @@ use super::report::{Progress, Report};
 use super::values;
 use super::{source, ImportError};
 use crate::store::orders::price::{self, Choice};
-use crate::store::write::STATES;
+use crate::store::orders::OrderState;
 
 /// What the snapshot conversion looks up in the imported menu.
 struct Menu {
@@ -107,7 +107,7 @@ pub fn read(
         }
         let stored_state = row.text("state").unwrap_or_default();
         let state = stored_state.trim().to_lowercase();
-        let state = if STATES.contains(&state.as_str()) {
+        let state = if OrderState::parse(&state).is_some() {
             state
         } else {
             why.push(format!("unknown state {stored_state:?}; dispatched"));

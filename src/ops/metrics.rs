@@ -8,17 +8,11 @@
 
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{header, Response, StatusCode};
-
 use crate::channels::registry::Registry;
-use crate::channels::Cafe;
-use crate::http::{App, Body};
-use crate::phoenix::Endpoint;
+use crate::phoenix;
 use crate::store::{ChangeFeed, ChangeSet, Collection, Op};
 
 /// Upper bounds (seconds) of the write latency histogram's buckets: a durable commit on an SD
@@ -103,7 +97,8 @@ pub fn count_feed(mut feed: ChangeFeed, counters: Arc<Counters>) -> ChangeFeed {
     rx
 }
 
-/// What `/metrics` reads for one running daemon, besides the endpoint's own metrics.
+/// What `/metrics` reads for one running daemon, besides the endpoint's own metrics: made by
+/// whoever serves (`server::start`) and handed to the HTTP layer with the rest of its `App`.
 pub struct Sources {
     /// Joined channels by topic.
     pub registry: Arc<Registry>,
@@ -123,99 +118,33 @@ pub struct Sources {
     pub clock: Option<Arc<crate::clock::CafeClock>>,
 }
 
-/// The sources of every daemon running in this process, by endpoint. A daemon registers its
-/// sources here so that the HTTP layer needs nothing but one route to [`response`]; the
-/// endpoint is the key because several daemons share a process in the tests.
-static SOURCES: Mutex<Vec<(usize, Weak<Sources>)>> = Mutex::new(Vec::new());
-
-fn key(endpoint: &Arc<Endpoint<Cafe>>) -> usize {
-    Arc::as_ptr(endpoint) as usize
-}
-
-/// Make `sources` the figures `/metrics` shows for `endpoint`, for as long as `sources` lives.
-pub fn register(endpoint: &Arc<Endpoint<Cafe>>, sources: &Arc<Sources>) {
-    let mut all = SOURCES.lock().unwrap_or_else(|e| e.into_inner());
-    all.retain(|(_, s)| s.strong_count() > 0);
-    all.push((key(endpoint), Arc::downgrade(sources)));
-}
-
-fn sources_of(endpoint: &Arc<Endpoint<Cafe>>) -> Option<Arc<Sources>> {
-    let all = SOURCES.lock().unwrap_or_else(|e| e.into_inner());
-    let k = key(endpoint);
-    all.iter()
-        .rev()
-        .find(|(e, _)| *e == k)
-        .and_then(|(_, s)| s.upgrade())
-}
-
-/// The answer to `GET /metrics` for `client`: the figures to those allowed by [`may_read`],
-/// 403 to anyone else.
-pub fn guarded(
-    app: &App,
-    headers: &hyper::HeaderMap,
-    client: std::net::SocketAddr,
-) -> Response<Body> {
-    if !may_read(app, headers, client) {
-        tracing::debug!(%client, "metrics refused");
-        return crate::http::error(
-            StatusCode::FORBIDDEN,
-            "metrics are for loopback, access.admin_token and http.metrics_allowed",
-        );
+impl Sources {
+    /// Every figure at this moment, with the socket endpoint's own (`endpoint`).
+    pub fn figures(&self, endpoint: &phoenix::Metrics) -> Figures {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = &self.counters;
+        Figures {
+            open_sockets: load(&endpoint.open_sockets),
+            messages_sent: load(&endpoint.messages_sent),
+            bytes_sent: load(&endpoint.bytes_sent),
+            slow_closed: load(&endpoint.slow_closed),
+            waiting_polls: load(&endpoint.waiting_polls),
+            joined: self.registry.lock().counts(),
+            commits: load(&c.commits),
+            orders_created: load(&c.orders_created),
+            broadcasts: self.broadcasts.as_deref().map(load),
+            resyncs: self.resyncs.as_deref().map(load),
+            snapshots: self
+                .snapshots
+                .as_deref()
+                .map(|c| [load(&c.run), load(&c.skipped), load(&c.stopped)]),
+            writes: self.writes.as_ref().map(|w| w.histogram()),
+            clock: self
+                .clock
+                .as_ref()
+                .map(|c| (c.behind_seconds(), c.held_total())),
+        }
     }
-    response(app)
-}
-
-/// Who may read the figures (socket counts, traffic, order rates tell an outsider when the
-/// café is busy and how to time an attack): loopback clients (the Pi itself), holders of
-/// `access.admin_token`, and the addresses of `http.metrics_allowed`. `client` is the address
-/// a trusted proxy forwarded, so a local reverse proxy does not make everyone loopback.
-pub fn may_read(app: &App, headers: &hyper::HeaderMap, client: std::net::SocketAddr) -> bool {
-    let ip = client.ip().to_canonical();
-    if ip.is_loopback() {
-        return true;
-    }
-    let settings = app.settings();
-    if settings.metrics_allowed.iter().any(|r| r.contains(ip)) {
-        return true;
-    }
-    app.auth.admin_token().in_bearer(headers)
-}
-
-/// The answer to `GET /metrics`.
-pub fn response(app: &App) -> Response<Body> {
-    let m = app.endpoint.metrics();
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut figures = Figures {
-        open_sockets: load(&m.open_sockets),
-        messages_sent: load(&m.messages_sent),
-        bytes_sent: load(&m.bytes_sent),
-        slow_closed: load(&m.slow_closed),
-        ..Figures::default()
-    };
-    if let Some(sources) = sources_of(&app.endpoint) {
-        figures.joined = sources.registry.lock().counts();
-        let c = &sources.counters;
-        figures.commits = load(&c.commits);
-        figures.orders_created = load(&c.orders_created);
-        figures.broadcasts = sources.broadcasts.as_deref().map(load);
-        figures.resyncs = sources.resyncs.as_deref().map(load);
-        figures.snapshots = sources
-            .snapshots
-            .as_deref()
-            .map(|c| [load(&c.run), load(&c.skipped), load(&c.stopped)]);
-        figures.writes = sources.writes.as_ref().map(|w| w.histogram());
-        figures.clock = sources
-            .clock
-            .as_ref()
-            .map(|c| (c.behind_seconds(), c.held_total()));
-    }
-    let mut response = Response::new(Full::new(Bytes::from(render(&figures))));
-    *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
 }
 
 /// A histogram as rendered: cumulative counts per upper bound.
@@ -237,6 +166,8 @@ pub struct Figures {
     /// `None`: nobody counts them (the family is left out).
     pub broadcasts: Option<u64>,
     pub slow_closed: u64,
+    /// Long polls held open, waiting for frames (clients on the LongPoll fallback).
+    pub waiting_polls: u64,
     /// `None`: nobody counts them (the family is left out).
     pub resyncs: Option<u64>,
     /// Bulk reads (snapshots, lists) run, skipped and stopped because their reader had gone;
@@ -303,6 +234,12 @@ pub fn render(f: &Figures) -> String {
         "counter",
         "Sockets closed because their outbound queue was full (close code 1013).",
         f.slow_closed,
+    );
+    out.single(
+        "kaffediem_long_polls_waiting",
+        "gauge",
+        "LongPoll requests held open now, waiting for frames for their session.",
+        f.waiting_polls,
     );
     if let Some(resyncs) = f.resyncs {
         out.single(

@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -411,6 +412,23 @@ impl Drop for PollGuard<'_> {
     }
 }
 
+/// A poll that found nothing to take and waits: counted in [`super::Metrics::waiting_polls`]
+/// until it answers or its client hangs up.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl<H: SocketHandler> Endpoint<H> {
     /// Replace the LongPoll timings; requests and sessions started later use them.
     pub fn set_long_poll_config(&self, config: LongPollConfig) {
@@ -531,6 +549,7 @@ impl<H: SocketHandler> Endpoint<H> {
     async fn listen(&self, session: &Session) -> HttpResponse {
         let _polling = PollGuard::new(session);
         let deadline = Instant::now() + self.long_poll_config().window;
+        let mut waiting = None;
         loop {
             let arrived = session.to_client.notified();
             tokio::pin!(arrived);
@@ -538,6 +557,7 @@ impl<H: SocketHandler> Endpoint<H> {
             if let Some(answer) = session.take_outgoing() {
                 return answer;
             }
+            waiting.get_or_insert_with(|| Waiting::new(&self.metrics.waiting_polls));
             tokio::select! {
                 _ = arrived => continue,
                 _ = tokio::time::sleep_until(deadline) => return messages(204, &session.token, &[]),

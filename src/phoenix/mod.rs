@@ -11,6 +11,7 @@
 
 pub mod frame;
 pub mod longpoll;
+pub mod origin;
 pub mod outbox;
 pub mod per_address;
 mod rate;

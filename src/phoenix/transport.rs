@@ -19,11 +19,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::frame::Vsn;
 use super::longpoll::LongPolls;
+use super::origin::origin_allowed_by;
 use super::outbox::SocketShared;
 use super::per_address::{AddressSlot, PerAddress};
 use super::rate::AddressBuckets;
 use super::{ConnectInfo, SocketHandler};
-use crate::http::cors::origin_allowed_by;
 
 /// Settings of the endpoint; replaceable while running ([`Endpoint::set_config`]).
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub struct EndpointConfig {
     /// Joins all sockets of one client address may make per minute, same rule.
     pub joins_per_minute_per_address: u32,
     /// Refuse upgrades whose `Origin` is neither the daemon's own origin nor allowed (the rule
-    /// of HTTP writes, `http::cors::origin_allowed`).
+    /// of HTTP writes, [`super::origin::origin_allowed`]).
     pub check_origin: bool,
     /// Allowed origins, e.g. `https://kaffediem.example` (scheme, host and port compared).
     pub allowed_origins: Vec<String>,
@@ -78,6 +78,9 @@ pub struct Metrics {
     pub messages_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub slow_closed: AtomicU64,
+    /// Long polls held open now, waiting for frames for their session: how many clients sit
+    /// on the LongPoll fallback, and what a test waits for before it acts on a waiting poll.
+    pub waiting_polls: AtomicU64,
 }
 
 /// "Going away": the close code of a forced disconnect, as in Phoenix.
@@ -397,40 +400,14 @@ fn websocket_key(headers: &HeaderMap) -> Option<String> {
     (upgrade && !key.is_empty()).then(|| key.to_owned())
 }
 
-/// Query parameters with Plug semantics: `+` and percent-escapes decoded, empty segments
+/// Query parameters with Plug semantics: `application/x-www-form-urlencoded` (`+` and
+/// percent-escapes decoded, a broken escape kept as it came), empty segments and empty keys
 /// ignored, the last value of a repeated key wins. `a[b]=c` stays the flat key `a[b]`.
 pub fn parse_query(query: &str) -> HashMap<String, String> {
-    let mut params = HashMap::new();
-    for segment in query.split('&').filter(|s| !s.is_empty()) {
-        let (key, value) = segment.split_once('=').unwrap_or((segment, ""));
-        let key = percent_decode(key);
-        if !key.is_empty() {
-            params.insert(key, percent_decode(value));
-        }
-    }
-    params
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| !key.is_empty())
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect()
 }
 
 /// The query string for logs, with the values of token-like keys hidden.
@@ -505,6 +482,10 @@ mod tests {
         assert_eq!(p.len(), 5);
         assert_eq!(parse_query("a=%zz&b=%4")["a"], "%zz");
         assert_eq!(parse_query("b=%4")["b"], "%4");
+        // `from_str_radix` takes a sign: a decoder built on it read `%+9` as a tab.
+        assert_eq!(parse_query("c=2%+9")["c"], "2% 9");
+        assert_eq!(parse_query("=x&d=%E2%82%AC%FF")["d"], "€\u{FFFD}");
+        assert_eq!(parse_query("=x").len(), 0);
     }
 
     #[test]

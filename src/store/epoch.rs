@@ -145,6 +145,16 @@ pub fn settle(conn: &mut Connection, db: &Path) -> Result<Epoch, StoreError> {
     Ok(Epoch { id, began })
 }
 
+/// The last high-water mark, once the writer has stopped: read from the file on a read-only
+/// connection of its own, so everything committed is in it.
+pub fn write_final_mark(db: &Path, epoch: &str) -> Result<(), StoreError> {
+    let conn = Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    write_mark(&conn, db, epoch)
+}
+
 /// Bring the high-water mark up to what `conn` sees (a reader, or the daemon's connection at
 /// stop). Never lowers it: the mark's `seq` and ids only grow within an epoch.
 pub fn write_mark(conn: &Connection, db: &Path, epoch: &str) -> Result<(), StoreError> {

@@ -67,14 +67,14 @@ pub struct Change {
     pub id: i64,
     pub op: Op,
     /// The record read back after the commit, in the same JSON shape as snapshots and the HTTP
-    /// API; `None` for a delete.
-    pub record: Option<Arc<serde_json::Value>>,
-    /// For an order that was there before the commit: the fields screens filter on as they
-    /// were (`inserted_at`, `customer_id`, `state`, `day_id`, in the record's JSON shape),
-    /// from the change log. The fan-out compares them with the new record to tell a screen
-    /// that an order left or entered its filter, without keeping every order in memory.
-    /// `None` for a created order and for the other collections.
-    pub before: Option<Arc<serde_json::Value>>,
+    /// API, with an order's facts typed; `None` for a delete.
+    pub record: Option<Arc<records::Record>>,
+    /// For an order that was there before the commit: the facts screens filter on as they
+    /// were (`inserted_at`, `customer_id`, `state`, `day_id`), from the change log. The
+    /// fan-out compares them with the new record to tell a screen that an order left or
+    /// entered its filter, without keeping every order in memory. `None` for a created order
+    /// and for the other collections.
+    pub before: Option<orders::OrderFacts>,
 }
 
 /// Everything one committed transaction changed. Row changes are collapsed per row (create
@@ -129,18 +129,37 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
-    /// "Cannot take writes right now" errors (disk full, read-only, I/O error, locked by
-    /// another process past the busy timeout) become [`StoreError::Unavailable`], so that a
-    /// write job's `?` reports them as such; everything else stays [`StoreError::Sqlite`].
+    /// Errors that [`cannot_write`] names become [`StoreError::Unavailable`], so that a job's
+    /// `?` reports them as such; everything else stays [`StoreError::Sqlite`].
     fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::*;
-        match e.sqlite_error_code() {
-            Some(ReadOnly | DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked) => {
-                StoreError::Unavailable(e.to_string())
-            }
-            _ => StoreError::Sqlite(e),
+        if cannot_write(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Sqlite(e)
         }
     }
+}
+
+/// The one rule for "the database cannot take writes right now" (a 503 and a warning, not a
+/// 500 and a bug report): the file is read-only, the disk is full, an I/O error, another
+/// process holds the lock past the busy timeout — or the file (or its `-wal`, `-shm`, a temp
+/// file) cannot be opened or is not ours to write (`CANTOPEN`, `PERM`). Those last two are
+/// the Pi's state too (a remounted card, a changed owner, a full temp dir) and pass when it is
+/// mended, so they are no more a bug than a full disk.
+pub fn cannot_write(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            ReadOnly
+                | DiskFull
+                | SystemIoFailure
+                | CannotOpen
+                | PermissionDenied
+                | DatabaseBusy
+                | DatabaseLocked
+        )
+    )
 }
 
 /// How to open the store.
@@ -299,4 +318,52 @@ pub fn pages_looked_at(conn: &rusqlite::Connection) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    /// One rule, whichever way an error reaches `StoreError`: `?` in a job, or opening and
+    /// committing with the file named (`schema::unavailable`).
+    #[test]
+    fn a_file_that_cannot_be_opened_or_written_is_unavailable_however_it_is_met() {
+        use rusqlite::ffi::*;
+        let path = std::path::Path::new("/srv/kaffediem.db");
+        for code in [
+            SQLITE_READONLY,
+            SQLITE_FULL,
+            SQLITE_IOERR,
+            SQLITE_CANTOPEN,
+            SQLITE_PERM,
+            SQLITE_BUSY,
+            SQLITE_LOCKED,
+        ] {
+            assert!(
+                matches!(StoreError::from(sqlite(code)), StoreError::Unavailable(_)),
+                "code {code} through ?"
+            );
+            assert!(
+                matches!(
+                    schema::unavailable(path, sqlite(code)),
+                    StoreError::Unavailable(why) if why.contains("/srv/kaffediem.db")
+                ),
+                "code {code} with the path"
+            );
+        }
+        for code in [SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_CORRUPT] {
+            assert!(matches!(
+                StoreError::from(sqlite(code)),
+                StoreError::Sqlite(_)
+            ));
+            assert!(matches!(
+                schema::unavailable(path, sqlite(code)),
+                StoreError::Sqlite(_)
+            ));
+        }
+    }
 }

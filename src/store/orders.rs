@@ -16,12 +16,75 @@ use serde_json::{json, Map, Value};
 pub use price::{in_bounds, item_total, stored_nok, Choice, MAX_NOK};
 
 use super::records::{format_timestamp, Collection};
-use super::write::{self, invalid, Errors, WriteError, STATES};
+use super::write::{self, invalid, Errors, WriteError};
 use super::{RecordCtx, StoreError};
 use lookup::{Key, Lookup, MenuItem, MenuValue};
 
 /// The first `day_id` of every local day.
 pub const FIRST_DAY_ID: i64 = 101;
+
+/// Where an order is on its way to the customer (SPEC 4), in the order it passes the states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderState {
+    Received,
+    Production,
+    Completed,
+    Dispatched,
+}
+
+impl OrderState {
+    /// Every state, in the order an order passes through them.
+    pub const ALL: [OrderState; 4] = [
+        OrderState::Received,
+        OrderState::Production,
+        OrderState::Completed,
+        OrderState::Dispatched,
+    ];
+
+    /// The state as stored and sent (`"received"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Received => "received",
+            OrderState::Production => "production",
+            OrderState::Completed => "completed",
+            OrderState::Dispatched => "dispatched",
+        }
+    }
+
+    /// The state named `name` exactly; `None` for anything else (a shell-edited row may hold
+    /// any text).
+    pub fn parse(name: &str) -> Option<OrderState> {
+        OrderState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// What the core decides on about an order (filters, the `"today"` window, `new_order` and
+/// `order_ready`), typed once where the record is read back; the JSON goes to the edges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderFacts {
+    pub inserted_at: Timestamp,
+    pub customer_id: Option<i64>,
+    /// `None`: the row holds no state we know (a shell-edited row).
+    pub state: Option<OrderState>,
+    pub day_id: Option<i64>,
+}
+
+impl OrderFacts {
+    /// The facts of an order record as it is rendered (SPEC 4). `None` when its
+    /// `inserted_at` is not an instant (a record the filters cannot place).
+    pub fn of_record(record: &Value) -> Option<OrderFacts> {
+        let inserted_at = record.get("inserted_at")?.as_str()?.parse().ok()?;
+        Some(OrderFacts {
+            inserted_at,
+            customer_id: record.get("customer_id").and_then(Value::as_i64),
+            state: record
+                .get("state")
+                .and_then(Value::as_str)
+                .and_then(OrderState::parse),
+            day_id: record.get("day_id").and_then(Value::as_i64),
+        })
+    }
+}
 
 /// What the placement did.
 #[derive(Debug)]
@@ -98,7 +161,7 @@ pub fn place(
     // Only admins move an order through the kitchen (SPEC 6): a customer's order starts as
     // `received` with nothing missing, whatever the body says.
     let (state, missing_information) = match customer {
-        Customer::Forced(_) => ("received".to_owned(), false),
+        Customer::Forced(_) => (OrderState::Received, false),
         Customer::AsGiven => (order_state(body, &mut errors), missing(body, &mut errors)),
     };
     let lines = match body.get("items") {
@@ -163,7 +226,7 @@ pub fn place(
             uuid,
             customer_id,
             day_id,
-            state,
+            state.as_str(),
             missing_information,
             items,
             total_nok,
@@ -196,17 +259,19 @@ fn too_large(bytes: usize, limits: OrderLimits) -> Result<(), WriteError> {
 }
 
 /// The body's `state` (admins only): absent means `received`.
-fn order_state(body: &Map<String, Value>, errors: &mut Errors) -> String {
+fn order_state(body: &Map<String, Value>, errors: &mut Errors) -> OrderState {
     match body.get("state") {
-        None | Some(Value::Null) => "received".to_owned(),
-        Some(Value::String(s)) if STATES.contains(&s.as_str()) => s.clone(),
-        Some(_) => {
-            errors.add(
-                "state",
-                "must be one of received, production, completed, dispatched",
-            );
-            String::new()
-        }
+        None | Some(Value::Null) => OrderState::Received,
+        Some(given) => given
+            .as_str()
+            .and_then(OrderState::parse)
+            .unwrap_or_else(|| {
+                errors.add(
+                    "state",
+                    "must be one of received, production, completed, dispatched",
+                );
+                OrderState::Received
+            }),
     }
 }
 

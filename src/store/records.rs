@@ -12,6 +12,9 @@ use serde_json::{json, Map, Value};
 
 use super::{Stop, StoreError};
 
+mod record;
+pub use record::Record;
+
 /// The seven collections, each one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Collection {
@@ -133,7 +136,7 @@ pub struct OrderQuery {
     /// Orders inserted at or after this instant.
     pub since: Option<jiff::Timestamp>,
     pub customer_id: Option<i64>,
-    pub state: Option<String>,
+    pub state: Option<super::orders::OrderState>,
 }
 
 /// Every record of `collection`, in snapshot order (SPEC 3.1).
@@ -271,7 +274,7 @@ fn order_clauses(query: &OrderQuery) -> (String, Vec<rusqlite::types::Value>) {
     }
     if let Some(state) = &query.state {
         clauses.push("t.state = ?");
-        params.push(state.clone().into());
+        params.push(state.as_str().to_owned().into());
     }
     match clauses.is_empty() {
         true => (String::new(), params),
@@ -286,7 +289,8 @@ pub struct OrderFields {
     pub id: i64,
     pub inserted_at: jiff::Timestamp,
     pub customer_id: Option<i64>,
-    pub state: String,
+    /// `None`: the row holds no state we know (a shell-edited row).
+    pub state: Option<super::orders::OrderState>,
     pub day_id: Option<i64>,
 }
 
@@ -312,7 +316,7 @@ pub fn order_fields(
             r.get::<_, Option<String>>(3)
                 .ok()
                 .flatten()
-                .unwrap_or_default(),
+                .and_then(|s| super::orders::OrderState::parse(&s)),
             r.get::<_, Option<i64>>(4).ok().flatten(),
         ))
     })?;
@@ -349,7 +353,7 @@ pub fn get(
         Collection::Order => Some(label_colors(conn)?),
         _ => None,
     };
-    get_with(conn, collection, id, ctx, colors.as_ref())
+    Ok(get_with(conn, collection, id, ctx, colors.as_ref())?.map(|r| r.json))
 }
 
 /// [`get`] with the keys' label colours already read (from [`label_colors`]), for reading
@@ -360,12 +364,15 @@ pub(crate) fn get_with(
     id: i64,
     ctx: &RecordCtx,
     colors: Option<&HashMap<i64, Value>>,
-) -> Result<Option<Value>, StoreError> {
+) -> Result<Option<Record>, StoreError> {
     let sql = format!("{} WHERE t.id = ?1", collection.select());
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
-        Some(row) => Ok(Some(to_json(collection, row, ctx, colors))),
+        Some(row) => Ok(Some(Record::new(
+            collection,
+            to_json(collection, row, ctx, colors),
+        ))),
         None => Ok(None),
     }
 }

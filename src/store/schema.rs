@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use super::{change_log, Collection, StoreError};
 
@@ -241,20 +241,13 @@ fn check_not_newer(found: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Map an error to [`StoreError::Unavailable`] (naming the file) when it means "this file
-/// cannot take writes right now" — read-only, disk full, I/O error, locked, cannot open —
-/// and to [`StoreError::Sqlite`] otherwise.
+/// Map an error to [`StoreError::Unavailable`] naming the file when it means "this file
+/// cannot take writes right now" (the one rule, [`super::cannot_write`]), and to
+/// [`StoreError::Sqlite`] otherwise.
 pub fn unavailable(path: &Path, e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(
-            ErrorCode::ReadOnly
-            | ErrorCode::DiskFull
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::CannotOpen
-            | ErrorCode::DatabaseBusy
-            | ErrorCode::DatabaseLocked
-            | ErrorCode::PermissionDenied,
-        ) => StoreError::Unavailable(format!("{}: {e}", path.display())),
-        _ => StoreError::Sqlite(e),
+    if super::cannot_write(&e) {
+        StoreError::Unavailable(format!("{}: {e}", path.display()))
+    } else {
+        StoreError::Sqlite(e)
     }
 }

@@ -140,9 +140,6 @@ const fn field(name: &'static str, kind: Kind, required: bool) -> Field {
     }
 }
 
-/// The order states, in the order an order passes through them.
-pub const STATES: [&str; 4] = ["received", "production", "completed", "dispatched"];
-
 use Kind::*;
 
 const CATEGORY: &[Field] = &[
@@ -243,7 +240,9 @@ pub fn coerce(kind: Kind, value: &Value) -> Result<Sql, &'static str> {
             _ => Err("must be a customization value id (a string) or null"),
         },
         Kind::State => match value {
-            Value::String(s) if STATES.contains(&s.as_str()) => Ok(Sql::Text(s.clone())),
+            Value::String(s) if super::orders::OrderState::parse(s).is_some() => {
+                Ok(Sql::Text(s.clone()))
+            }
             _ => Err("must be one of received, production, completed, dispatched"),
         },
     }
@@ -296,14 +295,6 @@ fn key_ids(value: &Value) -> Option<Vec<i64>> {
             }
         }
         _ => None,
-    }
-}
-
-/// The table name, quoted where SQL needs it (`"order"`).
-fn table(collection: Collection) -> &'static str {
-    match collection {
-        Collection::Order => "\"order\"",
-        other => other.name(),
     }
 }
 
@@ -372,7 +363,7 @@ fn nullable(kind: Kind) -> bool {
 }
 
 fn exists(tx: &Transaction<'_>, collection: Collection, id: i64) -> Result<bool, StoreError> {
-    let sql = format!("SELECT 1 FROM {} WHERE id = ?1", table(collection));
+    let sql = format!("SELECT 1 FROM {} WHERE id = ?1", collection.table());
     Ok(tx.query_row(&sql, [id], |_| Ok(())).optional()?.is_some())
 }
 
@@ -435,7 +426,7 @@ pub fn create(
     let marks = vec!["?"; columns.len()].join(", ");
     let sql = format!(
         "INSERT INTO {} ({}) VALUES ({marks})",
-        table(collection),
+        collection.table(),
         names.join(", ")
     );
     tx.execute(
@@ -472,7 +463,7 @@ pub fn update(
     let sets: Vec<String> = columns.iter().map(|(n, _)| format!("{n} = ?")).collect();
     let sql = format!(
         "UPDATE {} SET {} WHERE id = ?",
-        table(collection),
+        collection.table(),
         sets.join(", ")
     );
     let params = columns
@@ -525,7 +516,7 @@ pub fn delete(
         }
         _ => {}
     }
-    let sql = format!("DELETE FROM {} WHERE id = ?1", table(collection));
+    let sql = format!("DELETE FROM {} WHERE id = ?1", collection.table());
     tx.execute(&sql, [id])?;
     Ok(())
 }

@@ -359,6 +359,7 @@ async fn a_write_over_http_reaches_item_subscribers_and_the_menu_once() {
     let mut socket = daemon.socket("").await;
     socket.join_ok("collection:item", json!({})).await;
     socket.join_ok("collection:menu", json!({})).await;
+    socket.join_ok("collection:message", json!({})).await;
 
     let reply = admin(
         &daemon,
@@ -376,7 +377,7 @@ async fn a_write_over_http_reaches_item_subscribers_and_the_menu_once() {
         "same JSON over HTTP and socket"
     );
 
-    let mut frames = socket.recv_for(Duration::from_millis(1500)).await;
+    let mut frames = socket.frames_before_barrier(&daemon, "message").await;
     frames.retain(|f| f[2] == "collection:menu");
     assert_eq!(frames.len(), 1, "exactly one menu broadcast: {frames:?}");
     let record = &frames[0][4]["record"];

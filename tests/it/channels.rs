@@ -1,8 +1,6 @@
 //! Kaffediem's channels through a real socket on an in-process daemon with a real SQLite file.
 //! Writes come from a separate SQLite connection, as the `sqlite3` shell would make them.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::support::{Daemon, Socket};
@@ -103,6 +101,7 @@ async fn one_transaction_touching_three_menu_rows_is_one_menu_broadcast() {
     let mut socket = daemon.socket("").await;
     let joined = socket.join_ok("collection:menu", json!({})).await;
     let seq = joined["seq"].as_u64().expect("seq");
+    socket.join_ok("collection:message", json!({})).await;
 
     let mut shell = daemon.shell();
     let tx = shell.transaction().expect("tx");
@@ -123,7 +122,7 @@ async fn one_transaction_touching_three_menu_rows_is_one_menu_broadcast() {
     assert!(change["seq"].as_u64().expect("seq") > seq);
     let values = names(&change["record"]["indexes"]["customization_values"]);
     assert!(values.iter().any(|v| v == "Havremelk"), "{values:?}");
-    let more = socket.recv_for(Duration::from_millis(1500)).await;
+    let more = socket.frames_before_barrier(&daemon, "message").await;
     assert!(
         more.iter().all(|f| f[2] != "collection:menu"),
         "a second menu broadcast arrived: {more:?}"
@@ -177,6 +176,7 @@ async fn shell_writes_arrive_as_create_update_delete_in_order() {
 async fn order_leaving_a_customer_filter_is_deleted_for_that_subscriber() {
     let daemon = Daemon::demo().await;
     let mut seven = daemon.socket(ADMIN_SCREEN).await;
+    seven.join_ok("collection:message", json!({})).await;
     let mut eight = daemon.socket(ADMIN_SCREEN).await;
     let mut everyone = daemon.socket(ADMIN_SCREEN).await;
     let shell = daemon.shell();
@@ -228,33 +228,29 @@ async fn order_leaving_a_customer_filter_is_deleted_for_that_subscriber() {
 
     // An order of another customer never reaches customer 7's screen.
     insert_order(&shell, 9, 102, None);
-    let frames = seven.recv_for(Duration::from_millis(1500)).await;
+    let frames = seven.frames_before_barrier(&daemon, "message").await;
     assert!(frames.is_empty(), "leaked to customer 7: {frames:?}");
     daemon.stop().await;
 }
 
 #[tokio::test]
 async fn from_date_today_drops_the_previous_days_orders_at_local_midnight() {
-    let daemon = Daemon::demo().await;
-    // 23:59:57 in Oslo (UTC+1 in winter).
+    // 23:59:57 in Oslo (UTC+1 in winter), from the start: a clock set after the start made
+    // the fan-out roll its day over from today's date to 2036 at its next tick, which under
+    // load came after the kitchen joined and deleted the earlier day's order from its screen.
     let before_midnight: jiff::Timestamp = "2036-12-01T22:59:57Z".parse().expect("ts");
-    daemon.clock.set(before_midnight);
+    let clock = kaffediem::clock::OffsetClock::new();
+    clock.set(before_midnight);
+    let daemon = Daemon::start_with_clock(clock, true, |_| {}).await;
     let shell = daemon.shell();
     let late = insert_order(&shell, 7, 150, Some("2036-12-01T22:59:50.000000Z"));
     let earlier_day = insert_order(&shell, 7, 120, Some("2036-11-30T12:00:00.000000Z"));
 
     let mut kitchen = daemon.socket("").await;
     let mut by_date = daemon.socket("").await;
-    // Let the foreign inserts be published first, so they are in the snapshots.
-    let mut probe = daemon.socket("").await;
-    probe.join_ok("collection:order", json!({})).await;
-    loop {
-        let snap = probe.join_ok("collection:order", json!({})).await;
-        if snap["items"].as_array().is_some_and(|a| a.len() >= 2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Let the foreign inserts be published first, so they are in the snapshots: the writer
+    // publishes another process's commits before its own.
+    daemon.barrier_commit("message").await;
     let today = kitchen
         .join_ok(
             "collection:order",
@@ -275,6 +271,7 @@ async fn from_date_today_drops_the_previous_days_orders_at_local_midnight() {
         )
         .await;
     assert_eq!(dated["items"].as_array().map(Vec::len), Some(2));
+    by_date.join_ok("collection:message", json!({})).await;
 
     daemon
         .clock
@@ -283,7 +280,7 @@ async fn from_date_today_drops_the_previous_days_orders_at_local_midnight() {
     assert_eq!(gone["action"], "delete");
     assert_eq!(gone["record"], json!({"id": late}));
     // A fixed date is not a rolling window.
-    let frames = by_date.recv_for(Duration::from_millis(1500)).await;
+    let frames = by_date.frames_before_barrier(&daemon, "message").await;
     assert!(frames.is_empty(), "{frames:?}");
     let _ = earlier_day;
     daemon.stop().await;
@@ -410,6 +407,12 @@ async fn after_leave_no_more_changes_arrive() {
         .send(json!(["1", "1", "collection:message", "phx_join", {}]))
         .await;
     assert_eq!(socket.recv().await[4]["status"], "ok");
+    // Joined for the barrier (on another topic: a rejoin would hide broadcasts queued for the
+    // join that left).
+    socket
+        .send(json!(["3", "3", "collection:category", "phx_join", {}]))
+        .await;
+    assert_eq!(socket.recv().await[4]["status"], "ok");
     socket
         .send(json!(["1", "2", "collection:message", "phx_leave", {}]))
         .await;
@@ -422,7 +425,7 @@ async fn after_leave_no_more_changes_arrive() {
         .shell()
         .execute("INSERT INTO message (title) VALUES ('Stengt i morgen')", [])
         .expect("insert");
-    let frames = socket.recv_for(Duration::from_millis(1500)).await;
+    let frames = socket.frames_before_barrier(&daemon, "category").await;
     assert!(frames.is_empty(), "{frames:?}");
     daemon.stop().await;
 }
@@ -564,10 +567,11 @@ fn ids_in(records: &Value, category: &str) -> Vec<i64> {
     ids
 }
 
-/// Read `socket` (joined to category, item and menu) until `items` item changes arrived;
-/// returns the category change, the item changes (sorted by id) and how many menu
-/// broadcasts came with them, counting a quiet second after.
+/// Read `socket` (joined to category, item, menu and message) until `items` item changes
+/// arrived; returns the category change, the item changes (sorted by id) and how many menu
+/// broadcasts came with them, counting up to a barrier commit made after.
 async fn category_change_with_items(
+    daemon: &Daemon,
     socket: &mut Socket,
     items: usize,
 ) -> (Value, Vec<Value>, usize) {
@@ -581,7 +585,7 @@ async fn category_change_with_items(
             _ => {}
         }
     }
-    for frame in socket.recv_for(Duration::from_millis(1000)).await {
+    for frame in socket.frames_before_barrier(daemon, "message").await {
         assert_ne!(frame[2], "collection:item", "more item changes: {frame}");
         menus += usize::from(frame[2] == "collection:menu");
     }
@@ -596,6 +600,7 @@ async fn renaming_a_category_republishes_its_items_with_the_new_name() {
     let categories = screen.join_ok("collection:category", json!({})).await;
     let snapshot = screen.join_ok("collection:item", json!({})).await;
     screen.join_ok("collection:menu", json!({})).await;
+    screen.join_ok("collection:message", json!({})).await;
     let seen = snapshot["seq"].as_u64().expect("seq");
     let kaffe = categories["items"]
         .as_array()
@@ -618,7 +623,7 @@ async fn renaming_a_category_republishes_its_items_with_the_new_name() {
     .send()
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let (category, items, menus) = category_change_with_items(&mut screen, 7).await;
+    let (category, items, menus) = category_change_with_items(&daemon, &mut screen, 7).await;
     assert_eq!(category["record"]["name"], "Kaffebar");
     let seq = category["seq"].as_u64().expect("seq");
     let ids: Vec<i64> = items
@@ -648,7 +653,7 @@ async fn renaming_a_category_republishes_its_items_with_the_new_name() {
     shell
         .execute("UPDATE category SET name = 'Urtete' WHERE name = 'Te'", [])
         .expect("rename");
-    let (_, items, menus) = category_change_with_items(&mut screen, 3).await;
+    let (_, items, menus) = category_change_with_items(&daemon, &mut screen, 3).await;
     assert!(items
         .iter()
         .all(|c| c["record"]["category_name"] == "Urtete"));
@@ -659,7 +664,7 @@ async fn renaming_a_category_republishes_its_items_with_the_new_name() {
     shell
         .execute("DELETE FROM category WHERE name = 'Mat og bakst'", [])
         .expect("delete");
-    let (category, items, _) = category_change_with_items(&mut screen, 4).await;
+    let (category, items, _) = category_change_with_items(&daemon, &mut screen, 4).await;
     assert_eq!(category["action"], "delete");
     // Exactly what a fresh snapshot shows for those items.
     let fresh = daemon
@@ -706,6 +711,7 @@ async fn a_commit_too_big_for_a_join_resyncs_that_join_only() {
     seven
         .join_ok("collection:order", json!({"options": {"customer_id": 7}}))
         .await;
+    seven.join_ok("collection:message", json!({})).await;
 
     // 20 orders, 2 of them customer 7's, and the status, in one commit.
     let customers: Vec<i64> = (0..20).map(|n| if n % 10 == 3 { 7 } else { 1 }).collect();
@@ -742,16 +748,6 @@ async fn a_commit_too_big_for_a_join_resyncs_that_join_only() {
         "{metrics}"
     );
 
-    // Customer 7's screen gets its two orders as plain changes.
-    for _ in 0..2 {
-        let change = seven.next_event("collection:order", "change").await;
-        assert_eq!(change["action"], "create");
-        assert_eq!(change["record"]["customer_id"], 7);
-        assert_eq!(change["seq"], bulk_seq);
-    }
-    let more = seven.recv_for(Duration::from_millis(500)).await;
-    assert!(more.is_empty(), "{more:?}");
-
     // The kitchen's socket is still up; its rejoin from where it was gets the whole commit.
     let resumed = kitchen
         .join_ok("collection:order", json!({"options": {"since": seen}}))
@@ -768,6 +764,18 @@ async fn a_commit_too_big_for_a_join_resyncs_that_join_only() {
         .filter_map(|c| c["record"]["customer_id"].as_i64())
         .collect();
     assert_eq!(replayed, customers);
+
+    // Customer 7's screen gets its two orders as plain changes.
+    for _ in 0..2 {
+        let change = seven.next_event("collection:order", "change").await;
+        assert_eq!(change["action"], "create");
+        assert_eq!(change["record"]["customer_id"], 7);
+        assert_eq!(change["seq"], bulk_seq);
+    }
+    // (The barrier is a later commit: it comes after the kitchen's resume, whose seq it would
+    // move.)
+    let more = seven.frames_before_barrier(&daemon, "message").await;
+    assert!(more.is_empty(), "{more:?}");
 
     // And the live stream goes on for both joins.
     let id = insert_order(&daemon.shell(), 1, 200, None);

@@ -7,8 +7,11 @@ mod connections;
 mod http_details;
 mod joins;
 mod metrics_access;
+mod metrics_per_daemon;
 mod origin;
+mod percent;
 mod ping_flood;
+mod routes;
 mod sockets_per_address;
 
 use std::net::SocketAddr;

@@ -1,7 +1,8 @@
 //! The LongPoll transport (`/socket/longpoll`) with raw HTTP requests, against the test app on
 //! 127.0.0.1:0: the envelope cases 47–52 of `/work/shared/phoenix-protocol.md` §8, plus
 //! broadcasts shared with WebSockets, the inactivity reaper, limits and shutdown. Every wait is
-//! a failure guard; the only timing assertions are lower bounds of the poll window.
+//! a failure guard or a wait for a condition (a poll waiting shows in the endpoint's count);
+//! the timers are tested on paused time, in process (`paused`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,9 @@ use crate::phoenix_test_app::{start, TestServer};
 use crate::support::http::{call, Reply};
 use crate::support::Daemon;
 use kaffediem::phoenix::{EndpointConfig, LongPollConfig};
+
+/// The timers (window, reaper, idle timeout) on paused time, in process.
+mod paused;
 
 /// The poll window in these tests (Phoenix: 10 s).
 const WINDOW: Duration = Duration::from_millis(300);
@@ -34,6 +38,16 @@ async fn server_with(adjust: impl FnOnce(&mut EndpointConfig, &mut LongPollConfi
 
 async fn server() -> TestServer {
     server_with(|_, _| {}).await
+}
+
+/// Until one poll waits in the server for frames (the endpoint's count of waiting polls).
+async fn poll_waiting(s: &TestServer) {
+    let waiting = || s.endpoint.metrics().waiting_polls.load(Ordering::Relaxed);
+    let deadline = Instant::now() + GUARD;
+    while waiting() != 1 {
+        assert!(Instant::now() < deadline, "no poll waiting");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn get(addr: SocketAddr, query: &str) -> Reply {
@@ -210,19 +224,6 @@ async fn longpoll_posted_join_and_echo_come_back_with_the_next_poll() {
 }
 
 #[tokio::test]
-async fn longpoll_poll_with_nothing_pending_answers_204_after_the_window() {
-    let s = server().await;
-    let session = open(s.addr).await;
-    let started = Instant::now();
-    let body = session.poll().await;
-    assert!(started.elapsed() >= WINDOW - Duration::from_millis(20));
-    assert_eq!(
-        body,
-        json!({"status": 204, "token": session.token, "messages": []})
-    );
-}
-
-#[tokio::test]
 async fn longpoll_waiting_poll_answers_as_soon_as_a_frame_arrives() {
     let s = server_with(|_, lp| lp.window = GUARD).await;
     let session = open(s.addr).await;
@@ -231,7 +232,7 @@ async fn longpoll_waiting_poll_answers_as_soon_as_a_frame_arrives() {
         .await;
     assert_eq!(session.frames(1).await.len(), 1);
     let poll = tokio::spawn(async move { session.frames(1).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    poll_waiting(&s).await;
     assert_eq!(
         s.app.broadcast(
             "test:w",
@@ -456,51 +457,6 @@ async fn longpoll_malformed_frame_ends_the_session() {
 }
 
 #[tokio::test]
-async fn longpoll_session_without_polls_is_reaped() {
-    let s = server_with(|_, lp| lp.inactivity = Duration::from_millis(300)).await;
-    let session = open(s.addr).await;
-    session.join("1", "test:r").await;
-    let open_sockets = || s.endpoint.metrics().open_sockets.load(Ordering::Relaxed);
-    assert_eq!(open_sockets(), 1);
-    let deadline = Instant::now() + GUARD;
-    while open_sockets() != 0 {
-        assert!(Instant::now() < deadline, "session not reaped");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Its subscription ended with it.
-    assert_eq!(
-        s.app
-            .broadcast("test:r", "e", crate::phoenix_test_app::j(json!({}))),
-        0
-    );
-    let body = session.poll().await;
-    assert_eq!(body["status"], 410);
-    assert_ne!(body["token"], session.token.as_str());
-}
-
-#[tokio::test]
-async fn longpoll_polling_session_outlives_the_idle_timeout_and_the_reaper() {
-    let s = server_with(|config, lp| {
-        config.idle_timeout = Duration::from_millis(100);
-        lp.inactivity = Duration::from_millis(400);
-    })
-    .await;
-    let session = open(s.addr).await;
-    session.join("1", "test:p").await;
-    // Polls of 300 ms each, back to back, for well over both timeouts; no heartbeats.
-    for _ in 0..4 {
-        assert_eq!(session.poll().await["status"], 204);
-    }
-    session
-        .post(&[json!(["1", "2", "test:p", "echo", {}])])
-        .await;
-    assert_eq!(
-        session.frames(1).await,
-        vec![reply("1", "2", "test:p", "ok", json!({"echo": {}}))]
-    );
-}
-
-#[tokio::test]
 async fn longpoll_slow_consumer_session_ends_as_1013_would() {
     let s = server_with(|config, _| config.outbound_queue = 4).await;
     let session = open(s.addr).await;
@@ -547,8 +503,7 @@ async fn longpoll_close_all_answers_the_waiting_poll_then_410() {
     session.join("1", "test:c").await;
     let (addr, token) = (session.addr, session.token.clone());
     let waiting = tokio::spawn(async move { session.poll().await });
-    // Time for the poll to reach the server (there is no way to observe a waiting poll).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    poll_waiting(&s).await;
     timeout(GUARD, s.endpoint.close_all(1001))
         .await
         .expect("close_all returns");
@@ -647,26 +602,6 @@ async fn longpoll_v1_clients_post_one_object_per_request() {
 }
 
 #[tokio::test]
-async fn longpoll_post_not_handled_within_the_window_is_408() {
-    // One frame waits for a poll at most; replies then pile up in the socket until it stops
-    // reading, so the rest of a large batch is not handled while nobody polls.
-    let s = server_with(|config, _| config.outbound_queue = 1).await;
-    let session = open(s.addr).await;
-    let heartbeats: Vec<Value> = (0..100)
-        .map(|n| json!([null, n.to_string(), "phoenix", "heartbeat", {}]))
-        .collect();
-    let started = Instant::now();
-    assert_eq!(session.post(&heartbeats).await, json!({"status": 408}));
-    assert!(started.elapsed() >= WINDOW - Duration::from_millis(20));
-    // The session lives on: the replies handled so far come in order, then nothing more.
-    let body = session.poll().await;
-    assert_eq!(body["status"], 200);
-    let first: Value =
-        serde_json::from_str(body["messages"][0].as_str().expect("frame")).expect("json");
-    assert_eq!(first, reply(Value::Null, "0", "phoenix", "ok", json!({})));
-}
-
-#[tokio::test]
 async fn longpoll_daemon_keeps_phoenix_cors_for_listed_origins() {
     let daemon = Daemon::start(true, |config| {
         config.http.allowed_origins = vec!["http://front.example".into()];
@@ -703,8 +638,16 @@ async fn longpoll_daemon_stop_answers_a_waiting_poll_at_once() {
     let daemon = Daemon::demo().await;
     let session = open(daemon.addr).await;
     let waiting = tokio::spawn(async move { session.poll().await });
-    // Time for the poll to reach the daemon (there is no way to observe a waiting poll).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The operator's figure shows the poll waiting in the daemon.
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let metrics = call(daemon.addr, "GET", "/metrics").send().await.text();
+        if metrics.contains("\nkaffediem_long_polls_waiting 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no waiting poll: {metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let started = Instant::now();
     daemon.stop().await;
     // Well under the 10 s poll window and the 5 s drain limit for HTTP requests.

@@ -19,6 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::phoenix::{connect, server, server_with, v2, Client, GUARD};
 use crate::phoenix_test_app::j;
 
+/// The idle timeout on paused time, over an in-memory pipe.
+mod paused;
+
 /// Send a raw HTTP request and return the status code and the response head (lowercased).
 async fn http(addr: SocketAddr, request: String) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
@@ -221,24 +224,6 @@ async fn phoenix_socket_limit_answers_503() {
     assert_eq!(status, 503);
     first.barrier().await;
     assert_eq!(s.endpoint.metrics().open_sockets.load(Ordering::Relaxed), 1);
-}
-
-#[tokio::test]
-async fn phoenix_idle_socket_is_closed_with_1002_unless_it_talks() {
-    let s = server_with(|c| c.idle_timeout = Duration::from_millis(400)).await;
-    let mut c = v2(s.addr).await;
-    // Three idle timeouts' worth of pings and heartbeats keep the socket open (the 100 ms
-    // pace leaves a wide margin on a loaded machine).
-    for round in 0..12 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if round % 2 == 0 {
-            c.send_msg(Message::Ping(Bytes::from_static(b"k"))).await;
-            assert_eq!(c.next().await, Message::Pong(Bytes::from_static(b"k")));
-        } else {
-            c.barrier().await;
-        }
-    }
-    assert_eq!(c.close_code().await, 1002);
 }
 
 #[tokio::test]

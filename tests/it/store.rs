@@ -45,11 +45,30 @@ async fn next(feed: &mut ChangeFeed) -> Arc<ChangeSet> {
         .expect("feed open")
 }
 
-/// Assert that nothing is published for a while (longer than the foreign-write poll).
-async fn assert_quiet(feed: &mut ChangeFeed) {
-    if let Ok(Some(set)) = tokio::time::timeout(Duration::from_millis(1500), feed.recv()).await {
-        panic!("unexpected change set: {set:?}");
-    }
+/// Assert that nothing was published before a barrier: a write of the writer's own (a message
+/// titled "barrier"), whose change set must be the feed's next. Change sets come in commit
+/// order, and the writer publishes another process's commit before its own next one, so
+/// whatever an earlier commit owed the feed would come first — no waiting for silence.
+/// Returns the barrier's change set.
+async fn assert_quiet(store: &Store, feed: &mut ChangeFeed) -> Arc<ChangeSet> {
+    store
+        .writer
+        .write(|tx| {
+            tx.execute("INSERT INTO message (title) VALUES ('barrier')", [])?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .expect("barrier write");
+    let set = next(feed).await;
+    let is_barrier = set.changes.len() == 1
+        && set.changes[0].collection == Collection::Message
+        && set.changes[0].op == Op::Create
+        && set.changes[0]
+            .record
+            .as_deref()
+            .is_some_and(|r| r["title"] == "barrier");
+    assert!(is_barrier, "unexpected change set: {set:?}");
+    set
 }
 
 /// A separate connection, as the `sqlite3` shell would open it.
@@ -228,7 +247,7 @@ async fn one_write_of_three_menu_rows_publishes_one_change_set_with_the_menu() {
     assert_eq!(latte["category_name"], "Kaffe");
     let menu = set.menu.as_deref().expect("menu rebuilt");
     assert_eq!(menu["tree"][0]["items"].as_array().unwrap().len(), 2);
-    assert_quiet(&mut feed).await;
+    assert_quiet(&store, &mut feed).await;
     store.shutdown().await.unwrap();
 }
 
@@ -279,7 +298,7 @@ async fn writes_that_change_no_collection_publish_nothing() {
         })
         .await
         .unwrap();
-    assert_quiet(&mut feed).await;
+    assert_quiet(&store, &mut feed).await;
     let users: i64 = store
         .readers
         .read(|c| Ok::<_, StoreError>(c.query_row("SELECT count(*) FROM user", [], |r| r.get(0))?))
@@ -394,7 +413,7 @@ async fn own_writes_are_never_reported_again_as_foreign() {
         .unwrap();
     let set = next(&mut feed).await;
     assert_eq!(ops(&set), vec![(Collection::Message, 1, Op::Create)]);
-    assert_quiet(&mut feed).await;
+    assert_quiet(&store, &mut feed).await;
     store.shutdown().await.unwrap();
 }
 
@@ -602,7 +621,7 @@ async fn orders_can_be_listed_by_time_customer_and_state() {
     assert_eq!(
         query(OrderQuery {
             customer_id: Some(7),
-            state: Some("completed".into()),
+            state: Some(kaffediem::store::orders::OrderState::Completed),
             since: Some(since),
         })
         .await,
@@ -694,7 +713,7 @@ async fn demo_menu_tree_and_indexes() {
     // The café is open in the demo, and the demo loads only once.
     assert_eq!(list(&store, Collection::Status).await[0]["open"], true);
     assert!(!store::demo::load(&store.writer).await.unwrap());
-    assert_quiet(&mut feed).await;
+    assert_quiet(&store, &mut feed).await;
     store.shutdown().await.unwrap();
 }
 
@@ -800,7 +819,7 @@ fn item_records(set: Arc<ChangeSet>) -> Vec<(i64, Op, Value)> {
         .iter()
         .filter(|c| c.collection == Collection::Item)
         .map(|c| {
-            let record = c.record.as_deref().cloned().unwrap_or(Value::Null);
+            let record = c.record.as_deref().map_or(Value::Null, |r| r.json.clone());
             (c.id, c.op, record)
         })
         .collect()
@@ -905,7 +924,7 @@ async fn renaming_a_category_republishes_its_items_in_the_same_change_set() {
     let items = item_records(next(&mut feed).await);
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].2["category_name"], "Urtete");
-    assert_quiet(&mut feed).await;
+    assert_quiet(&store, &mut feed).await;
     store.shutdown().await.unwrap();
 }
 
@@ -920,10 +939,11 @@ async fn foreign_writes_outside_the_collections_publish_nothing() {
             [],
         )
         .unwrap();
-    assert_quiet(&mut feed).await;
-    // And the sequence did not move.
+    let barrier = assert_quiet(&store, &mut feed).await;
+    // And the sequence did not move: the barrier took the first seq.
+    assert_eq!(barrier.seq, 1);
     let seq = store.readers.read(store::current_seq).await.unwrap();
-    assert_eq!(seq, 0);
+    assert_eq!(seq, 1);
     store.shutdown().await.unwrap();
 }
 
@@ -964,7 +984,7 @@ async fn own_and_foreign_commits_share_one_gap_free_sequence() {
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expected);
     assert_eq!(list(&store, Collection::Message).await.len(), 10);
-    assert_quiet(&mut feed).await;
+    assert_quiet(&store, &mut feed).await;
     store.shutdown().await.unwrap();
 }
 
@@ -1034,8 +1054,8 @@ async fn a_full_disk_answers_unavailable_and_loses_nothing() {
         })
         .await;
     assert!(matches!(full, Err(StoreError::Unavailable(_))), "{full:?}");
-    assert_quiet(&mut feed).await;
-    // The space comes back; what was stored before is intact and writes work again.
+    // The space comes back; what was stored before is intact and writes work again. That
+    // write is the barrier: the failed one published nothing before it.
     store
         .writer
         .write(|tx| {
@@ -1047,6 +1067,8 @@ async fn a_full_disk_answers_unavailable_and_loses_nothing() {
         .unwrap();
     let set = next(&mut feed).await;
     assert_eq!(set.seq, 2);
+    assert_eq!(set.changes.len(), 1, "{set:?}");
+    assert_eq!(set.changes[0].record.as_deref().unwrap()["title"], "igjen");
     assert_eq!(list(&store, Collection::Item).await.len(), 1);
     assert_eq!(list(&store, Collection::Message).await.len(), 1);
     store.shutdown().await.unwrap();

@@ -7,96 +7,97 @@ use std::sync::Arc;
 
 use crate::http::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
 
 use super::body::{self, Form};
 use super::{caller, query_pairs, ApiError, Caller};
-use crate::channels::default_first_day;
-use crate::channels::filter::{local_date, FromDate, OrderFilter};
+use crate::channels::filter::local_date;
 use crate::channels::privacy::{self, Reader};
-use crate::http::{empty, json_response, App, Body, ClientAddr};
+use crate::channels::query::ListQuery;
+use crate::http::{empty, json_response, App, Body};
+use crate::net::ClientAddr;
 use crate::phoenix::per_address::client_key;
 use crate::store::orders::{self, Customer};
 use crate::store::records::Window;
-use crate::store::write::{self, STATES};
-use crate::store::{records, Collection, OrderQuery, RecordCtx, Stop};
+use crate::store::write;
+use crate::store::{records, Collection, RecordCtx, Stop};
 use std::net::IpAddr;
 
-const LIST_METHODS: &str = "GET, POST";
-const RECORD_METHODS: &str = "GET, PATCH, PUT, DELETE";
-
-/// `rest` is the path after `/api/collections/`.
-pub async fn route(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    rest: &str,
+/// `GET /api/collections/{c}/records`
+pub async fn list(
+    app: &App,
+    req: &Request<Incoming>,
+    collection: Collection,
 ) -> Result<Response<Body>, ApiError> {
-    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    let (name, id) = match parts[..] {
-        [name, "records"] => (name, None),
-        [name, "records", id] => (name, Some(id)),
-        _ => return Err(ApiError::NotFound("not found")),
-    };
-    let Some(collection) = Collection::from_name(name) else {
-        return Err(ApiError::NotFound("unknown collection"));
-    };
-    let method = req.method().clone();
-    let allowed = match id {
-        None => matches!(method, Method::GET | Method::POST),
-        Some(_) => matches!(
-            method,
-            Method::GET | Method::PATCH | Method::PUT | Method::DELETE
-        ),
-    };
-    if !allowed {
-        return Err(ApiError::MethodNotAllowed(if id.is_none() {
-            LIST_METHODS
-        } else {
-            RECORD_METHODS
-        }));
-    }
-    if method != Method::GET && !app.cors.may_write(req.headers()) {
-        return Err(ApiError::CrossSite);
-    }
     let who = caller(app, req.headers()).await;
-    let settings = app.settings();
-    match method {
-        Method::GET => who.may_read(settings.public_read)?,
-        Method::POST if collection == Collection::Order => {
-            if who == Caller::Anonymous {
-                return Err(ApiError::Unauthorized);
-            }
-        }
-        _ => who.must_be_admin()?,
-    }
-    let id = match id {
-        None => None,
-        // Ids are integers; anything else cannot name a record.
-        Some(id) => Some(
-            id.parse::<i64>()
-                .map_err(|_| ApiError::NotFound("record not found"))?,
-        ),
-    };
+    who.may_read(app.settings().public_read)?;
+    list_records(app, req, collection, reader(who)).await
+}
 
-    match (method, id) {
-        (Method::GET, None) => list(app, &req, collection, reader(who)).await,
-        (Method::GET, Some(id)) => get(app, &req, collection, id, reader(who)).await,
-        (Method::DELETE, Some(id)) => delete(app, collection, id).await,
-        (Method::POST, None) => {
-            let (form, ctx) = read_body(app, req, collection).await?;
-            if collection == Collection::Order {
-                place_order(app, form, who, ctx).await
-            } else {
-                create(app, collection, form, ctx).await
-            }
+/// `GET /api/collections/{c}/records/{id}`
+pub async fn get(
+    app: &App,
+    req: &Request<Incoming>,
+    collection: Collection,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let who = caller(app, req.headers()).await;
+    who.may_read(app.settings().public_read)?;
+    get_record(app, req, collection, record_id(id)?, reader(who)).await
+}
+
+/// `POST /api/collections/{c}/records`: any logged-in user may place an order; everything
+/// else is for admins.
+pub async fn create(
+    app: &App,
+    req: Request<Incoming>,
+    collection: Collection,
+) -> Result<Response<Body>, ApiError> {
+    let who = caller(app, req.headers()).await;
+    if collection == Collection::Order {
+        if who == Caller::Anonymous {
+            return Err(ApiError::Unauthorized);
         }
-        (_, Some(id)) => {
-            let (form, ctx) = read_body(app, req, collection).await?;
-            update(app, collection, id, form, ctx).await
-        }
-        _ => Err(ApiError::NotFound("not found")),
+    } else {
+        who.must_be_admin()?;
     }
+    let (form, ctx) = read_body(app, req, collection).await?;
+    if collection == Collection::Order {
+        place_order(app, form, who, ctx).await
+    } else {
+        create_record(app, collection, form, ctx).await
+    }
+}
+
+/// `PATCH` and `PUT /api/collections/{c}/records/{id}` (both partial).
+pub async fn update(
+    app: &App,
+    req: Request<Incoming>,
+    collection: Collection,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    caller(app, req.headers()).await.must_be_admin()?;
+    let id = record_id(id)?;
+    let (form, ctx) = read_body(app, req, collection).await?;
+    update_record(app, collection, id, form, ctx).await
+}
+
+/// `DELETE /api/collections/{c}/records/{id}`
+pub async fn delete(
+    app: &App,
+    req: &Request<Incoming>,
+    collection: Collection,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    caller(app, req.headers()).await.must_be_admin()?;
+    delete_record(app, collection, record_id(id)?).await
+}
+
+/// Ids are integers; anything else cannot name a record.
+fn record_id(id: &str) -> Result<i64, ApiError> {
+    id.parse::<i64>()
+        .map_err(|_| ApiError::NotFound("record not found"))
 }
 
 /// The decoded body of a write, and how to render the record it answers with.
@@ -118,15 +119,6 @@ async fn read_body(
     Ok((form, app.record_ctx(&parts.headers)))
 }
 
-/// Largest `perPage` (SPEC 10).
-const MAX_PER_PAGE: usize = 500;
-/// `perPage` when only `page` is given.
-const DEFAULT_PER_PAGE: usize = 100;
-
-/// A plain JSON array, as the frontend expects (SPEC 5), bounded (SPEC 10): with `page` /
-/// `perPage` that page in snapshot order; without, at most `limits.snapshot_max_records`
-/// records, the newest (and for orders without `from_date`, the last
-/// `limits.order_snapshot_days` days). `X-Total-Count` says how many match in all.
 /// Who the caller is to an order's `customer_id` (SPEC 6).
 fn reader(who: Caller) -> Reader {
     match who {
@@ -136,7 +128,11 @@ fn reader(who: Caller) -> Reader {
     }
 }
 
-async fn list(
+/// A plain JSON array, as the frontend expects (SPEC 5), bounded (SPEC 10): with `page` /
+/// `perPage` that page in snapshot order; without, at most `limits.snapshot_max_records`
+/// records, the newest (and for orders without `from_date`, the last
+/// `limits.order_snapshot_days` days). `X-Total-Count` says how many match in all.
+async fn list_records(
     app: &App,
     req: &Request<Incoming>,
     collection: Collection,
@@ -144,12 +140,13 @@ async fn list(
 ) -> Result<Response<Body>, ApiError> {
     let ctx = app.record_ctx(req.headers());
     let settings = app.settings();
-    let pairs = query_pairs(req.uri().query());
-    let page = paging(&pairs)?;
-    let query = match collection {
-        Collection::Order => order_query(app, &pairs, page.is_none())?,
-        _ => OrderQuery::default(),
-    };
+    let asked =
+        ListQuery::parse(collection, &query_pairs(req.uri().query())).map_err(ApiError::Invalid)?;
+    let page = asked.page;
+    // An unpaged order list without `from_date` covers what an order join without it does.
+    let today = local_date(app.clock.now(), &app.tz);
+    let days = page.is_none().then_some(settings.order_snapshot_days);
+    let query = asked.orders.bounded(today, days).query(today, &app.tz);
     // Whose orders a customer filter shows is private: only one's own (admins: any).
     if query.customer_id.is_some_and(|c| !reader.may_filter_by(c)) {
         return Err(ApiError::Forbidden);
@@ -207,86 +204,7 @@ impl Drop for SetOnDrop {
     }
 }
 
-/// `page` (from 1) and `perPage` (1 to [`MAX_PER_PAGE`]); `None` when neither is given.
-fn paging(pairs: &Map<String, Value>) -> Result<Option<Window>, ApiError> {
-    let number = |key: &str, max: usize| -> Result<Option<usize>, Value> {
-        match pairs.get(key).and_then(Value::as_str) {
-            None => Ok(None),
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
-                _ if max == usize::MAX => Err(json!(["must be a whole number from 1"])),
-                _ => Err(json!([format!("must be a whole number from 1 to {max}")])),
-            },
-        }
-    };
-    let mut errors = Map::new();
-    let page = number("page", usize::MAX).unwrap_or_else(|e| {
-        errors.insert("page".into(), e);
-        None
-    });
-    let per_page = number("perPage", MAX_PER_PAGE).unwrap_or_else(|e| {
-        errors.insert("perPage".into(), e);
-        None
-    });
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
-    if page.is_none() && per_page.is_none() {
-        return Ok(None);
-    }
-    let limit = per_page.unwrap_or(DEFAULT_PER_PAGE);
-    let offset = page.unwrap_or(1).saturating_sub(1).saturating_mul(limit);
-    Ok(Some(Window::Page { offset, limit }))
-}
-
-/// `from_date` (`today` | `YYYY-MM-DD`, from local midnight in the café's zone),
-/// `customer_id` and `state`, checked as strictly as the channel's join options. Without
-/// `from_date`, an unpaged list gets the window of an order join without it.
-fn order_query(
-    app: &App,
-    pairs: &Map<String, Value>,
-    unpaged: bool,
-) -> Result<OrderQuery, ApiError> {
-    let mut options = Map::new();
-    for key in ["from_date", "customer_id"] {
-        if let Some(v) = pairs.get(key) {
-            options.insert(key.into(), v.clone());
-        }
-    }
-    let filter = OrderFilter::from_join_payload(&json!({ "options": options }));
-    let state = pairs
-        .get("state")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let bad_state = state.as_deref().is_some_and(|s| !STATES.contains(&s));
-    let mut errors = match &filter {
-        Ok(_) => Map::new(),
-        Err(Value::Object(errors)) => errors.clone(),
-        Err(other) => Map::from_iter([("options".to_owned(), other.clone())]),
-    };
-    if bad_state {
-        errors.insert(
-            "state".into(),
-            json!(["must be one of received, production, completed, dispatched"]),
-        );
-    }
-    let mut filter = match filter {
-        Ok(filter) if errors.is_empty() => filter,
-        _ => return Err(ApiError::Invalid(errors)),
-    };
-    let today = local_date(app.clock.now(), &app.tz);
-    if unpaged && filter.from == FromDate::Any {
-        let days = app.settings().order_snapshot_days;
-        filter.from = FromDate::Day(default_first_day(today, days));
-    }
-    Ok(OrderQuery {
-        since: filter.since(today, &app.tz),
-        customer_id: filter.customer_id,
-        state,
-    })
-}
-
-async fn get(
+async fn get_record(
     app: &App,
     req: &Request<Incoming>,
     collection: Collection,
@@ -310,7 +228,7 @@ async fn get(
     }
 }
 
-async fn create(
+async fn create_record(
     app: &App,
     collection: Collection,
     form: Form,
@@ -334,7 +252,7 @@ async fn create(
     Ok(json_response(StatusCode::CREATED, &record))
 }
 
-async fn update(
+async fn update_record(
     app: &App,
     collection: Collection,
     id: i64,
@@ -360,7 +278,11 @@ async fn update(
     Ok(json_response(StatusCode::OK, &record))
 }
 
-async fn delete(app: &App, collection: Collection, id: i64) -> Result<Response<Body>, ApiError> {
+async fn delete_record(
+    app: &App,
+    collection: Collection,
+    id: i64,
+) -> Result<Response<Body>, ApiError> {
     let clock = Arc::clone(&app.clock);
     app.store
         .writer

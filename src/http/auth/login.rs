@@ -16,13 +16,12 @@ use serde_json::json;
 
 use crate::accounts::{self, User};
 use crate::http::api::ApiError;
-use crate::http::cors::Cors;
 use crate::http::{empty, json_response, Body, Incoming};
 use crate::store::{accounts as users, sessions};
 
 use super::limiter::Key;
 use super::token::{self, session_cookie, token_hash};
-use super::{origin, Auth, Identity, Settings};
+use super::{Auth, Identity, Settings};
 
 /// Largest login body read; `{email, password}` needs a few hundred bytes.
 const MAX_LOGIN_BODY: usize = 16 * 1024;
@@ -33,9 +32,7 @@ impl Auth {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        cors: &Cors,
     ) -> Result<Response<Body>, ApiError> {
-        origin::from_writing_page(cors, req.headers())?;
         let credentials = read_login(req).await?;
         let settings = self.settings();
         let keys = [
@@ -150,12 +147,7 @@ impl Auth {
 
     /// `DELETE /api/session`: end the cookie's session (its sockets are closed) and forget
     /// the cookie.
-    pub(crate) async fn logout(
-        &self,
-        headers: &HeaderMap,
-        cors: &Cors,
-    ) -> Result<Response<Body>, ApiError> {
-        origin::from_writing_page(cors, headers)?;
+    pub(crate) async fn logout(&self, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
         if let Some(token) = session_cookie(headers) {
             if let Some(session_id) = sessions::end(&self.store.writer, token_hash(token)).await? {
                 self.revoked(session_id);

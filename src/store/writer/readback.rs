@@ -6,6 +6,7 @@ use rusqlite::Connection;
 
 use super::super::capture;
 use super::super::change_log::Drained;
+use super::super::orders::OrderFacts;
 use super::super::{menu, records, Change, ChangeSet, Collection, Op, StoreError};
 use super::Engine;
 
@@ -54,7 +55,7 @@ impl Engine {
                 op,
                 record: record.map(Arc::new),
                 before: match collection {
-                    Collection::Order => drained.before.get(&id).cloned().map(Arc::new),
+                    Collection::Order => drained.before.get(&id).and_then(OrderFacts::of_record),
                     _ => None,
                 },
             });

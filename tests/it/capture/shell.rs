@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kaffediem::clock::SystemClock;
+use kaffediem::store::orders::{OrderFacts, OrderState};
 use kaffediem::store::{ChangeFeed, ChangeSet, Collection, Op, RecordCtx, Store, StoreOptions};
 use rusqlite::Connection;
 use serde_json::json;
@@ -233,11 +234,13 @@ async fn an_order_change_carries_the_fields_it_had_before() {
     let set = next(&mut feed).await;
     assert_eq!(ops(&set), vec![(Collection::Order, 1, Op::Update)]);
     assert_eq!(
-        set.changes[0].before.as_deref(),
-        Some(
-            &json!({"inserted_at": "2026-01-05T08:00:00.000000Z", "customer_id": 5,
-                     "state": "dispatched", "day_id": 117})
-        )
+        set.changes[0].before,
+        Some(OrderFacts {
+            inserted_at: "2026-01-05T08:00:00Z".parse().expect("instant"),
+            customer_id: Some(5),
+            state: Some(OrderState::Dispatched),
+            day_id: Some(117),
+        })
     );
     assert_eq!(
         set.changes[0].record.as_deref().expect("record")["customer_id"],
@@ -255,8 +258,8 @@ async fn an_order_change_carries_the_fields_it_had_before() {
         .expect("write");
     let set = next(&mut feed).await;
     assert_eq!(
-        set.changes[0].before.as_deref().expect("before")["state"],
-        "completed"
+        set.changes[0].before.as_ref().and_then(|b| b.state),
+        Some(OrderState::Completed)
     );
 
     sh.execute(r#"DELETE FROM "order" WHERE id = 1"#, [])
@@ -264,8 +267,8 @@ async fn an_order_change_carries_the_fields_it_had_before() {
     let set = next(&mut feed).await;
     assert_eq!(ops(&set), vec![(Collection::Order, 1, Op::Delete)]);
     assert_eq!(
-        set.changes[0].before.as_deref().expect("before")["customer_id"],
-        6
+        set.changes[0].before.as_ref().and_then(|b| b.customer_id),
+        Some(6)
     );
     store.shutdown().await.expect("shutdown");
 }

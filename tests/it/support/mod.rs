@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod accounts;
+pub mod barrier;
 pub mod http;
 pub mod process;
 
@@ -41,6 +42,16 @@ impl Daemon {
     }
 
     pub async fn start(demo: bool, configure: impl FnOnce(&mut Config)) -> Daemon {
+        Daemon::start_with_clock(OffsetClock::new(), demo, configure).await
+    }
+
+    /// [`Daemon::start`] on `clock`, already set: what the daemon reads at start (the café's
+    /// day the fan-out begins with) comes from it, so no roll-over races the test's first steps.
+    pub async fn start_with_clock(
+        clock: Arc<OffsetClock>,
+        demo: bool,
+        configure: impl FnOnce(&mut Config),
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("kaffediem.db");
         let mut config = Config::default();
@@ -49,7 +60,6 @@ impl Daemon {
         config.database.path = db.clone();
         config.access.admin_token = "admin-secret".into();
         configure(&mut config);
-        let clock = OffsetClock::new();
         let running = server::start(server::Options {
             config,
             config_path: None,
@@ -157,7 +167,9 @@ impl Socket {
         }
     }
 
-    /// Frames arriving within `window` (used to prove that something does NOT arrive).
+    /// Frames arriving within `window`. To prove that something does NOT arrive, use a
+    /// barrier instead ([`Socket::frames_before_barrier`]): a window proves nothing on a
+    /// loaded machine and costs its length every run.
     pub async fn recv_for(&mut self, window: Duration) -> Vec<Value> {
         let mut frames = Vec::new();
         let deadline = tokio::time::Instant::now() + window;

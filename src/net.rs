@@ -1,3 +1,6 @@
+//! Client addresses, below both `config` (which validates the ranges) and `http` (which
+//! resolves one per request).
+//!
 //! Who a request comes from when a reverse proxy stands in front (`http.trusted_proxies`):
 //! the TCP peer, unless that peer is a trusted proxy — then the address it forwarded in
 //! `X-Forwarded-For`, or in `Forwarded: for=` (RFC 7239) when there is no `X-Forwarded-For`.
@@ -10,6 +13,11 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hyper::header::{HeaderMap, HeaderName};
+
+/// The client a request came from (after `http.trusted_proxies`), for routes that share
+/// something per client (the bulk lane's turns).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
