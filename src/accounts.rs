@@ -67,12 +67,27 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
 }
 
 /// Does `password` match the stored `hash`? A malformed hash matches nothing. Slow on purpose.
+/// A bcrypt hash (an account imported from the old backend) is checked as bcrypt; the login
+/// then replaces it with Argon2id ([`is_bcrypt`]).
 pub fn verify_password(hash: &str, password: &str) -> bool {
+    if is_bcrypt(hash) {
+        // A cost past the old backend's (12) by far is no hash of ours: one check would hold
+        // a password-check slot for minutes.
+        use std::str::FromStr;
+        return bcrypt::HashParts::from_str(hash).is_ok_and(|p| p.get_cost() <= 16)
+            && bcrypt::verify(password, hash).unwrap_or(false);
+    }
     PasswordHash::new(hash).is_ok_and(|parsed| {
         Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok()
     })
+}
+
+/// Whether `hash` is bcrypt (`$2a$`, `$2b$`, `$2y$`), kept from the old backend until the
+/// user's next login re-hashes the password with Argon2id.
+pub fn is_bcrypt(hash: &str) -> bool {
+    hash.starts_with("$2")
 }
 
 /// A hash no password matches in practice, with the same cost as a real one: a login for an
@@ -185,6 +200,15 @@ mod tests {
         assert!(verify_password(&hash, "correct horse"));
         assert!(!verify_password(&hash, "wrong horse"));
         assert!(!verify_password("not a hash", "correct horse"));
+    }
+
+    #[test]
+    fn an_imported_bcrypt_hash_verifies_only_its_password() {
+        let hash = bcrypt::hash("gammel kaffe", 4).unwrap();
+        assert!(is_bcrypt(&hash));
+        assert!(verify_password(&hash, "gammel kaffe"));
+        assert!(!verify_password(&hash, "ny kaffe"));
+        assert!(!verify_password("!locked: no password", ""));
     }
 
     #[test]

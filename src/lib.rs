@@ -14,6 +14,7 @@
 //!   and sessions, are in `store`; cookies and socket tokens in `http::auth`).
 //! - [`secret`]: random tokens, constant-time comparison, the admin token: one home for each.
 //! - [`config`]: `kaffediem.toml`, environment overrides, validation.
+//! - [`import`]: `kaffediem import kaffebase`: a café's data from the old backend's file.
 //! - [`net`]: client addresses and trusted proxies, shared by `config` and `http`.
 //! - [`server`]: wires the rooms together for `kaffediem serve`.
 //! - [`ops`]: the appliance around it: backup, check, systemd, metrics, config reload, logs.
@@ -24,6 +25,7 @@ pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod import;
 pub mod net;
 pub mod ops;
 pub mod phoenix;

@@ -55,6 +55,31 @@ enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
+    /// Bring a café's data over from another backend (safe while the daemon runs).
+    Import {
+        #[command(subcommand)]
+        from: ImportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Import users, menu, messages, status and every order from the old backend's SQLite
+    /// file (Kaffebase), keeping ids. The file is only read. Prints a report: counts per table,
+    /// every row skipped or altered and why.
+    Kaffebase {
+        /// The old backend's database file (its DATABASE_PATH, e.g. kaffebase_prod.db).
+        path: PathBuf,
+        /// Replace the café data and accounts this database already has.
+        #[arg(long)]
+        replace: bool,
+        /// Print the report without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Directory holding the files of items whose image is a local path.
+        #[arg(long, value_name = "DIR")]
+        images: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +134,7 @@ fn main() -> ExitCode {
             Command::Backup { file, force } => backup(&config, &file, force),
             Command::Check => check(&config),
             Command::User { action } => user(config, action).await,
+            Command::Import { from } => import(&config, config_path.as_deref(), from),
         }
     });
     match result {
@@ -210,6 +236,60 @@ fn check(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Err(format!("{}: {}", config.database.path.display(), trouble.join("; ")).into())
     }
+}
+
+fn import(
+    config: &Config,
+    config_path: Option<&Path>,
+    from: ImportCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ImportCommand::Kaffebase {
+        path,
+        replace,
+        dry_run,
+        images,
+    } = from;
+    let time_zone = jiff::tz::TimeZone::get(&config.cafe.time_zone)?;
+    let options = kaffediem::import::Options {
+        source: path,
+        target: config.database.path.clone(),
+        replace,
+        dry_run,
+        images,
+        max_image_bytes: config.limits.max_upload_bytes,
+        time_zone,
+        serve_command: serve_command(config, config_path),
+    };
+    let mut progress = kaffediem::import::Progress::on_terminal();
+    let report = kaffediem::import::kaffebase(&options, &mut progress);
+    progress.done();
+    print!("{}", report?);
+    Ok(())
+}
+
+/// The exact command that serves `config`'s database: the configuration file it was read
+/// from, and the database given by `KAFFEDIEM_DB` when that is where it came from.
+fn serve_command(config: &Config, config_path: Option<&Path>) -> String {
+    let quote = |p: &Path| {
+        let s = p.display().to_string();
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@=".contains(c))
+        {
+            s
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let mut command = String::new();
+    if std::env::var_os("KAFFEDIEM_DB").is_some() {
+        command.push_str(&format!("KAFFEDIEM_DB={} ", quote(&config.database.path)));
+    }
+    command.push_str("kaffediem ");
+    if let Some(path) = config_path {
+        command.push_str(&format!("--config {} ", quote(path)));
+    }
+    command.push_str("serve");
+    command
 }
 
 async fn user(config: Config, action: UserCommand) -> Result<(), Box<dyn std::error::Error>> {

@@ -31,6 +31,25 @@ impl DaemonLock {
     /// Take the lock for the database at `db`, or say which process holds it. One line, for
     /// the console and the journal.
     pub fn acquire(db: &Path) -> Result<DaemonLock, String> {
+        match DaemonLock::try_acquire(db)? {
+            Lock::Taken(lock) => Ok(lock),
+            Lock::HeldBy(pid) => {
+                let who = match pid {
+                    Some(pid) => format!("another kaffediem (pid {pid})"),
+                    None => "another kaffediem".to_owned(),
+                };
+                Err(format!(
+                    "{who} is already serving {}: stop it first (systemctl stop kaffediem), or give this one another database.path / KAFFEDIEM_DB",
+                    db.display()
+                ))
+            }
+        }
+    }
+
+    /// Take the lock if no daemon holds it. A command that writes beside the daemon (the
+    /// import) uses this to tell whether one is serving; `Err` only when the lock file cannot
+    /// be opened or locked at all.
+    pub fn try_acquire(db: &Path) -> Result<Lock, String> {
         let path = lock_path(db);
         let mut options = std::fs::OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
@@ -45,14 +64,7 @@ impl DaemonLock {
                 let mut held_by = String::new();
                 // At most a pid and a newline; a hand-made file is not read whole.
                 let _ = (&file).take(64).read_to_string(&mut held_by);
-                let who = match held_by.trim().parse::<u32>() {
-                    Ok(pid) => format!("another kaffediem (pid {pid})"),
-                    Err(_) => "another kaffediem".to_owned(),
-                };
-                return Err(format!(
-                    "{who} is already serving {}: stop it first (systemctl stop kaffediem), or give this one another database.path / KAFFEDIEM_DB",
-                    db.display()
-                ));
+                return Ok(Lock::HeldBy(held_by.trim().parse::<u32>().ok()));
             }
             Err(e) => {
                 return Err(format!("cannot lock {}: {e}", path.display()));
@@ -64,8 +76,17 @@ impl DaemonLock {
             .set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{}", std::process::id()));
-        Ok(DaemonLock { _file: file })
+        Ok(Lock::Taken(DaemonLock { _file: file }))
     }
+}
+
+/// What [`DaemonLock::try_acquire`] found.
+#[derive(Debug)]
+pub enum Lock {
+    /// Nobody held it; now this process does.
+    Taken(DaemonLock),
+    /// A daemon serves the database (its pid, when the lock file says).
+    HeldBy(Option<u32>),
 }
 
 /// Whether another process serves the database at `db` now (holds its lock). This process

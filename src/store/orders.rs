@@ -4,7 +4,7 @@
 //! placements never share a `day_id`.
 
 mod lookup;
-mod price;
+pub mod price;
 
 use std::collections::{HashMap, HashSet};
 

@@ -535,9 +535,14 @@ fn order_items(r: &Row<'_>, idx: usize, id: i64, colors: Option<&HashMap<i64, Va
     Value::Array(items)
 }
 
-/// `{public_url}/api/files/item/{id}/{filename}`, or null without an image.
+/// `{public_url}/api/files/item/{id}/{filename}`, or null without an image. An absolute
+/// `http(s)` URL (an image the old backend's frontend linked to, kept by the import) is
+/// served as it is.
 fn image_url(ctx: &RecordCtx, id: i64, r: &Row<'_>) -> Value {
     match opt_text(r, 5) {
+        Value::String(url) if url.starts_with("https://") || url.starts_with("http://") => {
+            Value::String(url)
+        }
         Value::String(name) if !name.is_empty() => Value::String(format!(
             "{}/api/files/item/{id}/{}",
             ctx.public_url.trim_end_matches('/'),

@@ -20,6 +20,7 @@ mod foreign_race;
 mod group_commit;
 mod hostile;
 mod hostile_load;
+mod import;
 mod lists;
 mod litestream;
 mod log_level;

@@ -60,6 +60,8 @@ impl Auth {
         // The Argon2 work happens whether or not the email exists, so the answer's timing
         // does not tell which emails have accounts.
         let password = credentials.password;
+        // An account imported with its bcrypt hash gets Argon2id at its first login.
+        let rehash = accounts::is_bcrypt(&hash).then(|| password.clone());
         let checked = self
             .password_checks
             .run(move || accounts::verify_password(&hash, &password))
@@ -77,6 +79,14 @@ impl Auth {
         };
         self.limiter.refund(&keys[0]);
         self.limiter.clear(&keys[1]);
+        if let Some(password) = rehash {
+            match accounts::set_password(&self.store.writer, &user.email, &password).await {
+                Ok(_) => {
+                    tracing::info!(user_id = user.id, "bcrypt password re-hashed with Argon2id")
+                }
+                Err(e) => tracing::warn!(user_id = user.id, error = %e, "kept the bcrypt hash"),
+            }
+        }
         self.start_session(&user, &settings).await
     }
 
