@@ -23,9 +23,13 @@ pub struct Site {
 
 impl Site {
     pub fn new() -> Site {
-        Site {
-            dir: tempfile::tempdir().expect("tempdir"),
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        // KAFFEDIEM_KEEP_SITES: leave every site's files behind, to look at after a failure.
+        if std::env::var_os("KAFFEDIEM_KEEP_SITES").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("site kept: {}", dir.path().display());
         }
+        Site { dir }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
