@@ -2,54 +2,15 @@
 //! an almost empty database, and so do start-up and the reads that serve today.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use kaffediem::clock::SystemClock;
 use kaffediem::store::records::{self, Window};
-use kaffediem::store::{
-    self, stamps, ChangeFeed, ChangeSet, Collection, Op, OrderQuery, RecordCtx, Stop, Store,
-    StoreOptions,
-};
+use kaffediem::store::{self, stamps, Collection, Op, OrderQuery, RecordCtx, Stop};
 use rusqlite::Connection;
+
+use super::{next, open, ops, shell};
 
 /// Past orders written into the file while the daemon is stopped.
 const HISTORY: i64 = 200_000;
-
-fn open(path: &Path) -> (Store, ChangeFeed) {
-    Store::open(
-        StoreOptions {
-            path: path.to_owned(),
-            readers: 1,
-            records: RecordCtx {
-                public_url: "http://kaffe.test:4000".into(),
-            },
-        },
-        Arc::new(SystemClock),
-    )
-    .expect("open store")
-}
-
-/// A separate connection, as the `sqlite3` shell would open it.
-fn shell(path: &Path) -> Connection {
-    let conn = Connection::open(path).expect("shell");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
-    conn
-}
-
-async fn next(feed: &mut ChangeFeed) -> Arc<ChangeSet> {
-    tokio::time::timeout(Duration::from_secs(30), feed.recv())
-        .await
-        .expect("a change set within 30 s")
-        .expect("feed open")
-}
-
-fn ops(set: &ChangeSet) -> Vec<(Collection, i64, Op)> {
-    set.changes
-        .iter()
-        .map(|c| (c.collection, c.id, c.op))
-        .collect()
-}
 
 /// `count` orders spread over the past days (oldest first), as a café leaves them.
 fn fill(path: &Path, count: i64) {

@@ -3,52 +3,13 @@
 //! `INSERT OR REPLACE` replaces (by id and by the order's `uuid`), an id changed in place,
 //! and the CLI writing beside a running daemon.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
-
-use kaffediem::clock::SystemClock;
 use kaffediem::store::orders::{OrderFacts, OrderState};
-use kaffediem::store::{ChangeFeed, ChangeSet, Collection, Op, RecordCtx, Store, StoreOptions};
-use rusqlite::Connection;
+use kaffediem::store::{Collection, Op};
 use serde_json::json;
 
+use super::{next, open, ops, shell};
 use crate::support::process::{text, Daemon, Site};
 use crate::support::Socket;
-
-fn open(path: &Path) -> (Store, ChangeFeed) {
-    Store::open(
-        StoreOptions {
-            path: path.to_owned(),
-            readers: 1,
-            records: RecordCtx {
-                public_url: "http://kaffe.test:4000".into(),
-            },
-        },
-        Arc::new(SystemClock),
-    )
-    .expect("open store")
-}
-
-fn shell(path: &Path) -> Connection {
-    let conn = Connection::open(path).expect("shell");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
-    conn
-}
-
-async fn next(feed: &mut ChangeFeed) -> Arc<ChangeSet> {
-    tokio::time::timeout(Duration::from_secs(10), feed.recv())
-        .await
-        .expect("a change set within 10 s")
-        .expect("feed open")
-}
-
-fn ops(set: &ChangeSet) -> Vec<(Collection, i64, Op)> {
-    set.changes
-        .iter()
-        .map(|c| (c.collection, c.id, c.op))
-        .collect()
-}
 
 /// One shell statement per collection and kind of change; each must come out as exactly
 /// that change, with the next `seq`.

@@ -2,33 +2,12 @@
 //! collection has them on a fresh file, and one dropped in the shell is put back at the next
 //! start (without it the shell's writes to that collection would never reach a screen).
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use kaffediem::clock::SystemClock;
-use kaffediem::store::{change_log, ChangeFeed, Collection, Op, RecordCtx, Store, StoreOptions};
+use kaffediem::store::{change_log, Collection, Op};
 use rusqlite::Connection;
 
-fn open(path: &Path) -> (Store, ChangeFeed) {
-    Store::open(
-        StoreOptions {
-            path: path.to_owned(),
-            readers: 1,
-            records: RecordCtx {
-                public_url: "http://kaffe.test:4000".into(),
-            },
-        },
-        Arc::new(SystemClock),
-    )
-    .expect("open store")
-}
-
-fn shell(path: &Path) -> Connection {
-    let conn = Connection::open(path).expect("shell");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
-    conn
-}
+use super::{open, shell};
 
 /// The names of the triggers on `table`.
 fn triggers_on(conn: &Connection, table: &str) -> Vec<String> {
