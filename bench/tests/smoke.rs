@@ -22,25 +22,7 @@ fn daemon() -> PathBuf {
 
 #[test]
 fn bench_smoke_delivers_every_order_to_every_subscriber() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("bench.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_kaffediem-bench"))
-        .args(["--smoke", "--daemon"])
-        .arg(daemon())
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("the bench tool runs");
-    assert!(
-        out.status.success(),
-        "bench failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let report = smoke_run(&[]);
     let run = &report["runs"][0];
     assert_eq!(run["sockets"], 20);
     // 5 orders one at a time + 40 concurrently, each to 20 subscribers.
@@ -80,25 +62,7 @@ fn bench_smoke_delivers_every_order_to_every_subscriber() {
 /// Counts only: the budget verdicts are figures for BENCHMARKS.md, not assertions.
 #[test]
 fn bench_smoke_hostile_phase_runs_every_attack_and_the_screen_misses_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("hostile.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_kaffediem-bench"))
-        .args(["--smoke", "--hostile-only", "--daemon"])
-        .arg(daemon())
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("the bench tool runs");
-    assert!(
-        out.status.success(),
-        "bench failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let report = smoke_run(&["--hostile-only"]);
     assert_eq!(
         report["runs"].as_array().map(Vec::len),
         Some(0),
