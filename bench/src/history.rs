@@ -53,6 +53,9 @@ pub struct HistoryArgs {
 #[derive(Debug, Default, Serialize)]
 pub struct HistoryPoint {
     pub orders: u64,
+    /// A control point, not part of the curve: only as many past orders as the school year's
+    /// no-options snapshot held, so that join answers as much without the history behind it.
+    pub window_control: bool,
     /// `kaffediem demo --history N`: seconds to write the history, and the file's size.
     pub generate_s: f64,
     pub db_bytes: u64,
@@ -101,8 +104,20 @@ pub async fn run(
         eprintln!("== history: {n} past orders");
         run.points.push(point(main, daemon, &here, n).await?);
     }
+    // The curve: the control point below is not on it.
     crate::plot::history_svg(&run.points, &svg)?;
     run.svg = Some(svg);
+    // The join without options sends the last days (capped), so with history it answers with
+    // more records than on the empty database. The control point answers with as many, with
+    // no history behind them: the school year is judged against it as well.
+    if let Some(records) = window_control_size(&run.points) {
+        let here = dir.join("history-window");
+        std::fs::create_dir_all(&here).map_err(|e| e.to_string())?;
+        eprintln!("== history: {records} past orders (the window's answer without the history)");
+        let mut control = point(main, daemon, &here, records).await?;
+        control.window_control = true;
+        run.points.push(control);
+    }
     Ok(run)
 }
 
@@ -387,21 +402,33 @@ async fn foreign_writes(
     Ok(Stats::of_ns(times))
 }
 
+/// How many past orders the window control point gets: as many as the school year's
+/// no-options join sent, when that is well above what the empty database's sent.
+fn window_control_size(points: &[HistoryPoint]) -> Option<u64> {
+    let empty = points.iter().find(|p| p.orders == 0)?;
+    let year = school_year(points)?;
+    let records = year.join_default_records as u64;
+    (records as f64 > 1.1 * empty.join_default_records as f64).then_some(records)
+}
+
+/// The point issue 14 judges: the smallest history of at least a school year.
+fn school_year(points: &[HistoryPoint]) -> Option<&HistoryPoint> {
+    points
+        .iter()
+        .filter(|p| p.orders >= SCHOOL_YEAR && !p.window_control)
+        .min_by_key(|p| p.orders)
+}
+
 /// Issue 14's verdicts: at a school year of history, each per-operation figure within 1.2× of
 /// the empty database's (backup and check may grow linearly and are not judged).
 pub fn verdicts(run: &HistoryRun) -> Vec<Verdict> {
     let Some(empty) = run.points.iter().find(|p| p.orders == 0) else {
         return Vec::new();
     };
-    let Some(year) = run
-        .points
-        .iter()
-        .filter(|p| p.orders >= SCHOOL_YEAR)
-        .min_by_key(|p| p.orders)
-    else {
+    let Some(year) = school_year(&run.points) else {
         return Vec::new();
     };
-    figures(year)
+    let mut verdicts: Vec<Verdict> = figures(year)
         .into_iter()
         .zip(figures(empty))
         .map(|((name, at_year, lower_is_better), (_, at_empty, _))| {
@@ -419,7 +446,26 @@ pub fn verdicts(run: &HistoryRun) -> Vec<Verdict> {
                 met: r <= TARGET_RATIO,
             }
         })
-        .collect()
+        .collect();
+    if let Some(control) = run.points.iter().find(|p| p.window_control) {
+        let r = year.join_default.p50_ms / control.join_default.p50_ms.max(f64::MIN_POSITIVE);
+        verdicts.push(Verdict {
+            target: format!(
+                "history {} orders: join without options within {TARGET_RATIO}x of the same \
+                 answer without the history behind it ({} past orders)",
+                year.orders, control.orders
+            ),
+            figure: format!(
+                "{:.2} ms ({} records) vs {:.2} ms ({} records) ({r:.2}x)",
+                year.join_default.p50_ms,
+                year.join_default_records,
+                control.join_default.p50_ms,
+                control.join_default_records
+            ),
+            met: r <= TARGET_RATIO,
+        });
+    }
+    verdicts
 }
 
 /// The judged figures of one point: (name, value, whether lower is better).
@@ -470,9 +516,14 @@ pub fn print(run: &HistoryRun) {
         "backup s"
     );
     for p in &run.points {
+        let orders = if p.window_control {
+            format!("{}w", p.orders)
+        } else {
+            p.orders.to_string()
+        };
         println!(
             "{:>9} {:>8.1} {:>8.1} {:>9.2} {:>8.2} {:>8.2} {:>9.0} {:>10.2} {:>8.2} {:>8.2} {:>8.1} {:>8.2}",
-            p.orders,
+            orders,
             p.start_to_ready.p50_ms,
             p.rss_after_start_kib as f64 / 1024.0,
             p.socket_run.latency.p50_ms,
