@@ -117,16 +117,36 @@ check "postrm purges the units' state" contains "$work/control/postrm" "deb-syst
 check "the scripts are sound shell" sh -n "$work/control/postinst"
 sh -n "$work/control/prerm" && sh -n "$work/control/postrm" || fail "prerm/postrm do not parse"
 
+# The Litestream unit follows the daemon (README "Backups"): started after it, stopped and
+# restarted with it (systemd's restart after a crash included), and enabled as wanted by it.
+litestream_unit="$work/tree/usr/lib/systemd/system/kaffediem-litestream.service"
+check "the Litestream unit is part of the daemon's (PartOf=)" grep -qx 'PartOf=kaffediem.service' "$litestream_unit"
+check "the Litestream unit starts after the daemon" grep -qxE 'After=.*\bkaffediem\.service\b.*' "$litestream_unit"
+check "the Litestream unit is installed as wanted by the daemon's" grep -qx 'WantedBy=kaffediem.service' "$litestream_unit"
+if command -v systemctl >/dev/null; then
+  # `systemctl --root` enables into a directory tree: no running systemd needed.
+  mkdir -p "$work/root/usr/lib/systemd/system"
+  cp "$work/tree/usr/lib/systemd/system/"*.service "$work/root/usr/lib/systemd/system/"
+  systemctl --root="$work/root" enable kaffediem-litestream.service >"$work/enable.log" 2>&1 ||
+    { cat "$work/enable.log" >&2; fail "systemctl --root enable kaffediem-litestream"; }
+  check "enabling the Litestream unit makes the daemon's start pull it in" \
+    test -L "$work/root/etc/systemd/system/kaffediem.service.wants/kaffediem-litestream.service"
+  check "and not boot on its own" test ! -e "$work/root/etc/systemd/system/multi-user.target.wants/kaffediem-litestream.service"
+fi
 if command -v litestream >/dev/null; then
   check "the Litestream example is a configuration Litestream reads" \
     sh -c "litestream databases -config packaging/litestream.yml | grep -q '/var/lib/kaffediem/kaffediem.db'"
 fi
 if command -v systemd-analyze >/dev/null; then
   # `verify` checks ExecStart exists: point it at a stand-in (Litestream is not in the package).
+  # The daemon's unit beside it (with the packaged binary), for PartOf= and After= to name.
   mkdir -p "$work/units"
   sed "s|^ExecStart=/usr/bin/litestream|ExecStart=$(command -v true)|" \
-    "$work/tree/usr/lib/systemd/system/kaffediem-litestream.service" >"$work/units/kaffediem-litestream.service"
-  systemd-analyze verify "$work/units/kaffediem-litestream.service" >"$work/verify.log" 2>&1 || true
+    "$litestream_unit" >"$work/units/kaffediem-litestream.service"
+  sed "s|^ExecStart=/usr/bin/kaffediem|ExecStart=$work/tree/usr/bin/kaffediem|" \
+    "$work/tree/usr/lib/systemd/system/kaffediem.service" >"$work/units/kaffediem.service"
+  systemd-analyze verify "$work/units/kaffediem-litestream.service" "$work/units/kaffediem.service" \
+    >"$work/verify.log" 2>&1 || true
   check "systemd-analyze verify: the Litestream unit is sound" \
     sh -c "! grep -q 'kaffediem-litestream.service' '$work/verify.log'"
 fi
@@ -209,7 +229,8 @@ check "$DATA: kaffediem:kaffediem 750" test "$(mode_of "$DATA")" = "kaffediem:ka
 check "$CONF: root:kaffediem 640" test "$(mode_of "$CONF")" = "root:kaffediem 640"
 check "/usr/bin/kaffediem: root:root 755" test "$(mode_of /usr/bin/kaffediem)" = "root:root 755"
 check "the daemon is enabled at boot" test -L /etc/systemd/system/multi-user.target.wants/kaffediem.service
-check "the Litestream unit is not" test ! -e /etc/systemd/system/multi-user.target.wants/kaffediem-litestream.service
+check "the Litestream unit is not" test ! -e /etc/systemd/system/kaffediem.service.wants/kaffediem-litestream.service
+check "(nor at boot on its own)" test ! -e /etc/systemd/system/multi-user.target.wants/kaffediem-litestream.service
 if [ "$systemd_running" = no ]; then
   check "the install says systemd is not running, and how to start by hand" \
     contains "$work/install.log" "systemd is not running here, so the service was not started"

@@ -136,28 +136,37 @@ impl Pool {
     }
 }
 
-/// One probe request: on a pooled connection (or a new one), within `PROBE_TIMEOUT`.
-/// Returns whether `wanted` came back, and how long it took.
-async fn ask(
-    pool: &Pool,
-    addr: SocketAddr,
-    path: &str,
-    headers: &str,
-    body: &str,
+/// One probe request, and where its answer goes.
+struct Ask {
+    path: &'static str,
+    headers: Arc<str>,
+    /// Empty for a GET.
+    body: String,
+    /// The status of a probe that succeeded.
     wanted: u16,
-) -> (bool, u64) {
+    record: Record,
+}
+
+/// Records a probe's answer in its phase's samples: whether it was `wanted`, and how long it
+/// took (ns).
+type Record = Box<dyn FnOnce(&mut Samples, bool, u64) + Send + Sync>;
+
+/// One probe request: on a pooled connection (or a new one), within `PROBE_TIMEOUT`.
+/// Returns whether `ask.wanted` came back, and how long it took.
+async fn send(pool: &Pool, addr: SocketAddr, ask: &Ask) -> (bool, u64) {
     let sent = Instant::now();
-    let method = if body.is_empty() { "GET" } else { "POST" };
+    let method = if ask.body.is_empty() { "GET" } else { "POST" };
     let asked = async {
         let mut conn = match pool.take() {
             Some(c) => c,
             None => BufReader::new(orders::connect(addr).await?),
         };
-        let reply = orders::exchange(&mut conn, addr, method, path, headers, body).await?;
+        let reply =
+            orders::exchange(&mut conn, addr, method, ask.path, &ask.headers, &ask.body).await?;
         Ok::<_, String>((reply.status, conn))
     };
     let ok = match tokio::time::timeout(PROBE_TIMEOUT, asked).await {
-        Ok(Ok((status, conn))) if status == wanted => {
+        Ok(Ok((status, conn))) if status == ask.wanted => {
             pool.give_back(conn);
             true
         }
@@ -166,39 +175,63 @@ async fn ask(
     (ok, sent.elapsed().as_nanos() as u64)
 }
 
-fn probe_clock() -> tokio::time::Interval {
-    let mut every = tokio::time::interval(PROBE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    every
-}
-
-/// `GET /healthz` every 50 ms.
-pub async fn healthz(addr: SocketAddr, probes: Arc<Probes>) {
+/// A probe on every 50 ms tick, up to `IN_FLIGHT` unanswered: a tick with no room counts in
+/// `refused`; otherwise `next` gives the tick's request, or `None` to stop probing.
+async fn every_tick(
+    addr: SocketAddr,
+    probes: Arc<Probes>,
+    refused: fn(&mut Samples),
+    mut next: impl FnMut() -> Option<Ask>,
+) {
     let (pool, gate) = (
         Arc::new(Pool::default()),
         Arc::new(Semaphore::new(IN_FLIGHT)),
     );
-    let mut every = probe_clock();
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut flying = JoinSet::new();
     loop {
         every.tick().await;
         while flying.try_join_next().is_some() {}
         let phase = probes.phase.load(Ordering::Relaxed);
         let Ok(permit) = Arc::clone(&gate).try_acquire_owned() else {
-            probes.record(phase, |s| s.healthz_failed += 1);
+            probes.record(phase, refused);
             continue;
+        };
+        let Some(ask) = next() else {
+            return;
         };
         let (pool, probes) = (Arc::clone(&pool), Arc::clone(&probes));
         flying.spawn(async move {
             let _permit = permit;
             let _counted = Flying::new(&probes, phase);
-            let (ok, took) = ask(&pool, addr, "/healthz", "", "", 200).await;
-            probes.record(phase, |s| {
-                s.healthz.push(took);
-                s.healthz_failed += u64::from(!ok);
-            });
+            let (ok, took) = send(&pool, addr, &ask).await;
+            probes.record(phase, |s| (ask.record)(s, ok, took));
         });
     }
+}
+
+/// `GET /healthz` every 50 ms.
+pub async fn healthz(addr: SocketAddr, probes: Arc<Probes>) {
+    let no_headers: Arc<str> = "".into();
+    every_tick(
+        addr,
+        probes,
+        |s| s.healthz_failed += 1,
+        || {
+            Some(Ask {
+                path: "/healthz",
+                headers: Arc::clone(&no_headers),
+                body: String::new(),
+                wanted: 200,
+                record: Box::new(|s, ok, took| {
+                    s.healthz.push(took);
+                    s.healthz_failed += u64::from(!ok);
+                }),
+            })
+        },
+    )
+    .await;
 }
 
 /// The logged-in customer (`cookie`) places an order of `item` every 50 ms; each order's
@@ -212,43 +245,35 @@ pub async fn orders(
     probes: Arc<Probes>,
 ) {
     let headers: Arc<str> = format!("Cookie: {cookie}\r\n").into();
-    let (pool, gate) = (
-        Arc::new(Pool::default()),
-        Arc::new(Semaphore::new(IN_FLIGHT)),
-    );
-    let mut every = probe_clock();
-    let mut flying = JoinSet::new();
-    loop {
-        every.tick().await;
-        while flying.try_join_next().is_some() {}
-        let phase = probes.phase.load(Ordering::Relaxed);
-        let Ok(permit) = Arc::clone(&gate).try_acquire_owned() else {
-            probes.record(phase, |s| s.orders_failed += 1);
-            continue;
-        };
-        let i = probes.next_order.fetch_add(1, Ordering::Relaxed);
-        if i >= capacity {
-            return;
-        }
-        let body = format!(
-            r#"{{"items":[{{"item":{item},"customizations":[]}}],"state":"received","missing_information":false,"uuid":"{prefix}{i}"}}"#
-        );
-        let (pool, probes, headers) = (Arc::clone(&pool), Arc::clone(&probes), headers.clone());
-        flying.spawn(async move {
-            let _permit = permit;
-            let _counted = Flying::new(&probes, phase);
-            let path = "/api/collections/order/records";
-            let (ok, took) = ask(&pool, addr, path, &headers, &body, 201).await;
-            probes.record(phase, |s| {
-                s.acks.push(took);
-                if ok {
-                    s.placed.push(i);
-                } else {
-                    s.orders_failed += 1;
-                }
-            });
-        });
-    }
+    let slots = Arc::clone(&probes);
+    every_tick(
+        addr,
+        probes,
+        |s| s.orders_failed += 1,
+        || {
+            let i = slots.next_order.fetch_add(1, Ordering::Relaxed);
+            if i >= capacity {
+                return None;
+            }
+            Some(Ask {
+                path: "/api/collections/order/records",
+                headers: Arc::clone(&headers),
+                body: format!(
+                    r#"{{"items":[{{"item":{item},"customizations":[]}}],"state":"received","missing_information":false,"uuid":"{prefix}{i}"}}"#
+                ),
+                wanted: 201,
+                record: Box::new(move |s, ok, took| {
+                    s.acks.push(took);
+                    if ok {
+                        s.placed.push(i);
+                    } else {
+                        s.orders_failed += 1;
+                    }
+                }),
+            })
+        },
+    )
+    .await;
 }
 
 /// The daemon's `VmRSS` every 20 ms: the phase's peak, and the safety cap.

@@ -104,8 +104,9 @@ impl Drop for Replicator {
     }
 }
 
-/// `litestream restore` of `<site>/replica` into `out` (which must not exist).
-fn restore(bin: &Path, site: &Site, out: &Path) {
+/// `litestream restore` of `<site>/replica` into `out` (which must not exist); its output if it
+/// failed.
+fn try_restore(bin: &Path, site: &Site, out: &Path) -> Result<(), String> {
     let replica = format!("file://{}", site.path("replica").display());
     let done = Command::new(bin)
         .args(["restore", "-o"])
@@ -113,12 +114,21 @@ fn restore(bin: &Path, site: &Site, out: &Path) {
         .arg(&replica)
         .output()
         .expect("run litestream restore");
-    assert!(
-        done.status.success(),
-        "litestream restore: {}{}",
-        text(&done.stdout),
-        text(&done.stderr)
-    );
+    if done.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", text(&done.stdout), text(&done.stderr)))
+    }
+}
+
+/// A restore of `<site>/replica` into a new site, and the orders the restored file holds.
+fn restore_replica(bin: &Path, site: &Site) -> (Site, HashSet<String>) {
+    let restored = Site::new();
+    if let Err(output) = try_restore(bin, site, &restored.db()) {
+        panic!("litestream restore: {output}");
+    }
+    let stored = uuids(&restored.db());
+    (restored, stored)
 }
 
 /// Wait (a generous deadline, no timing asserted) until a restore of the replica succeeds and
@@ -131,15 +141,9 @@ async fn replica_holds(bin: &Path, site: &Site, replicator: &Replicator, expecte
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", out.display()));
         }
-        let done = Command::new(bin)
-            .args(["restore", "-o"])
-            .arg(&out)
-            .arg(format!("file://{}", site.path("replica").display()))
-            .output()
-            .expect("run litestream restore");
-        if done.status.success() {
+        if try_restore(bin, site, &out).is_ok() {
             let stored = uuids(&out);
-            if expected.iter().all(|u| stored.contains(u)) {
+            if missing(expected, &stored).is_empty() {
                 return;
             }
         }
@@ -170,18 +174,42 @@ fn uuids(db: &Path) -> HashSet<String> {
     rows.collect::<Result<_, _>>().expect("uuids")
 }
 
-/// A daemon on the site's database with `database.external_replication = true`.
-fn start_daemon(site: &Site, demo: bool) -> Daemon {
+/// The orders of `expected` that `stored` lacks.
+fn missing<'a>(
+    expected: impl IntoIterator<Item = &'a String>,
+    stored: &HashSet<String>,
+) -> Vec<&'a String> {
+    expected
+        .into_iter()
+        .filter(|u| !stored.contains(*u))
+        .collect()
+}
+
+/// Every order in the restored copy was sent by a till: nothing phantom.
+fn assert_only_sent<'a>(stored: &HashSet<String>, sent: impl IntoIterator<Item = &'a String>) {
+    let sent: HashSet<&String> = sent.into_iter().collect();
+    assert!(
+        stored.iter().all(|u| sent.contains(u)),
+        "the replica holds orders nobody placed"
+    );
+}
+
+/// The demo daemon on a new site with `database.external_replication` as given, and Litestream
+/// replicating it, once Litestream has taken its first snapshot (the demo menu): before any
+/// order is placed.
+async fn replicated_daemon(bin: &Path, external_replication: bool) -> (Site, Daemon, Replicator) {
+    let site = Site::new();
     std::fs::write(
         site.path("kaffediem.toml"),
-        format!("[access]\nadmin_token = \"{TOKEN}\"\n[database]\nexternal_replication = true\n"),
+        format!(
+            "[access]\nadmin_token = \"{TOKEN}\"\n[database]\nexternal_replication = {external_replication}\n"
+        ),
     )
     .expect("write config");
-    let mut args = vec!["--config", "kaffediem.toml", "serve"];
-    if demo {
-        args.push("--demo");
-    }
-    Daemon::start(site.command(&args))
+    let daemon = Daemon::start(site.command(&["--config", "kaffediem.toml", "serve", "--demo"]));
+    let replicator = Replicator::start(bin, &site);
+    replica_holds(bin, &site, &replicator, &[]).await;
+    (site, daemon, replicator)
 }
 
 async fn an_item(addr: std::net::SocketAddr) -> i64 {
@@ -204,6 +232,16 @@ struct Placed {
     acked: Mutex<Vec<String>>,
     /// Set to end the burst without a crash: each till finishes the order in flight.
     stop: AtomicBool,
+}
+
+impl Placed {
+    fn sent(&self) -> Vec<String> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn acked(&self) -> Vec<String> {
+        self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 async fn place_until_refused(
@@ -246,12 +284,30 @@ async fn place_until_refused(
     }
 }
 
+/// Four tills placing orders (`burst`).
+struct Burst {
+    placed: Arc<Placed>,
+    tills: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Burst {
+    /// Ends the burst without a crash: each till finishes the order in flight.
+    async fn stop(self) -> Arc<Placed> {
+        self.placed.stop.store(true, Ordering::Relaxed);
+        self.tills_done().await
+    }
+
+    /// Once every till has returned (after a crash, at the first order the daemon refused).
+    async fn tills_done(self) -> Arc<Placed> {
+        for till in self.tills {
+            till.await.expect("till");
+        }
+        self.placed
+    }
+}
+
 /// Four tills placing orders until the daemon dies; returns once `at_least` are acknowledged.
-async fn burst(
-    addr: std::net::SocketAddr,
-    tag: &str,
-    at_least: usize,
-) -> (Arc<Placed>, Vec<tokio::task::JoinHandle<()>>) {
+async fn burst(addr: std::net::SocketAddr, tag: &str, at_least: usize) -> Burst {
     let item = an_item(addr).await;
     let placed = Arc::new(Placed::default());
     let tills = (0..4)
@@ -269,12 +325,17 @@ async fn burst(
         assert!(Instant::now() < deadline, "orders were not acknowledged");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (placed, tills)
+    Burst { placed, tills }
 }
 
-/// The restored file serves: `kaffediem check` passes on it, and `kaffediem serve` answers
-/// `/healthz` and lists every order in `expected`.
+/// The restored file serves with the admin token configured: `kaffediem check` passes on it,
+/// and `kaffediem serve` answers `/healthz` and lists every order in `expected`.
 async fn serves(site: &Site, expected: &HashSet<String>) {
+    std::fs::write(
+        site.path("kaffediem.toml"),
+        format!("[access]\nadmin_token = \"{TOKEN}\"\n"),
+    )
+    .expect("config");
     let checked = site.run(&["check"]);
     assert!(
         checked.status.success(),
@@ -304,8 +365,8 @@ async fn serves(site: &Site, expected: &HashSet<String>) {
                 .filter_map(|o| o["uuid"].as_str().map(str::to_owned)),
         );
     }
-    let missing: Vec<&String> = expected.iter().filter(|u| !listed.contains(*u)).collect();
-    assert!(missing.is_empty(), "restored but not served: {missing:?}");
+    let unserved = missing(expected, &listed);
+    assert!(unserved.is_empty(), "restored but not served: {unserved:?}");
     daemon.terminate();
     assert!(daemon.wait().success());
 }
@@ -317,47 +378,20 @@ async fn a_daemon_killed_mid_burst_loses_no_acknowledged_order_in_the_replica() 
     let Some(bin) = litestream("a_daemon_killed_mid_burst") else {
         return;
     };
-    let site = Site::new();
-    let mut daemon = start_daemon(&site, true);
-    let replicator = Replicator::start(&bin, &site);
-    // Litestream has taken its first snapshot (the demo menu) before the orders begin.
-    replica_holds(&bin, &site, &replicator, &[]).await;
-    let (placed, tills) = burst(daemon.addr, "crash", 200).await;
+    let (site, mut daemon, replicator) = replicated_daemon(&bin, true).await;
+    let crash = burst(daemon.addr, "crash", 200).await;
     daemon.kill();
-    for till in tills {
-        till.await.expect("till");
-    }
+    let placed = crash.tills_done().await;
     replicator.stop();
 
-    let restored = Site::new();
-    restore(&bin, &site, &restored.db());
-    let stored = uuids(&restored.db());
-    let acked = placed
-        .acked
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let lost: Vec<&String> = acked.iter().filter(|u| !stored.contains(*u)).collect();
+    let (restored, stored) = restore_replica(&bin, &site);
+    let acked = placed.acked();
+    let lost = missing(&acked, &stored);
     assert!(
         lost.is_empty(),
         "acknowledged but not in the replica: {lost:?}"
     );
-    let sent: HashSet<String> = placed
-        .sent
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .cloned()
-        .collect();
-    assert!(
-        stored.iter().all(|u| sent.contains(u)),
-        "the replica holds orders nobody placed"
-    );
-    std::fs::write(
-        restored.path("kaffediem.toml"),
-        format!("[access]\nadmin_token = \"{TOKEN}\"\n"),
-    )
-    .expect("config");
+    assert_only_sent(&stored, &placed.sent());
     serves(&restored, &acked.into_iter().collect()).await;
 }
 
@@ -369,59 +403,27 @@ async fn when_the_pi_dies_orders_shipped_before_are_restored() {
     let Some(bin) = litestream("when_the_pi_dies") else {
         return;
     };
-    let site = Site::new();
-    let mut daemon = start_daemon(&site, true);
-    let replicator = Replicator::start(&bin, &site);
-    // Litestream has taken its first snapshot (the demo menu) before the orders begin.
-    replica_holds(&bin, &site, &replicator, &[]).await;
+    let (site, mut daemon, replicator) = replicated_daemon(&bin, true).await;
 
     // Before: a first lot of orders, acknowledged, then seen in the replica (a restore that
     // holds them all is the barrier: Litestream has synced past them).
-    let (before, tills) = burst(daemon.addr, "before", 50).await;
-    before.stop.store(true, Ordering::Relaxed);
-    for till in tills {
-        till.await.expect("till");
-    }
-    let shipped: Vec<String> = before
-        .acked
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let before = burst(daemon.addr, "before", 50).await.stop().await;
+    let shipped = before.acked();
     replica_holds(&bin, &site, &replicator, &shipped).await;
 
     // Then a second burst, and the Pi loses power: daemon and Litestream die together.
-    let (after, tills) = burst(daemon.addr, "after", 100).await;
+    let after = burst(daemon.addr, "after", 100).await;
     daemon.kill();
     replicator.kill();
-    for till in tills {
-        till.await.expect("till");
-    }
+    let after = after.tills_done().await;
 
-    let restored = Site::new();
-    restore(&bin, &site, &restored.db());
-    let stored = uuids(&restored.db());
-    let lost: Vec<&String> = shipped.iter().filter(|u| !stored.contains(*u)).collect();
+    let (restored, stored) = restore_replica(&bin, &site);
+    let lost = missing(&shipped, &stored);
     assert!(
         lost.is_empty(),
         "shipped before the crash but not restored: {lost:?}"
     );
-    let sent: HashSet<String> = before
-        .sent
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .chain(after.sent.lock().unwrap_or_else(|e| e.into_inner()).iter())
-        .cloned()
-        .collect();
-    assert!(
-        stored.iter().all(|u| sent.contains(u)),
-        "the replica holds orders nobody placed"
-    );
-    std::fs::write(
-        restored.path("kaffediem.toml"),
-        format!("[access]\nadmin_token = \"{TOKEN}\"\n"),
-    )
-    .expect("config");
+    assert_only_sent(&stored, before.sent().iter().chain(&after.sent()));
     serves(&restored, &stored).await;
 }
 
@@ -435,28 +437,8 @@ async fn a_clean_stop_leaves_the_wal_to_litestream_only_with_external_replicatio
         return;
     };
     for external in [true, false] {
-        let site = Site::new();
-        std::fs::write(
-            site.path("kaffediem.toml"),
-            format!(
-                "[access]\nadmin_token = \"{TOKEN}\"\n[database]\nexternal_replication = {external}\n"
-            ),
-        )
-        .expect("write config");
-        let mut daemon =
-            Daemon::start(site.command(&["--config", "kaffediem.toml", "serve", "--demo"]));
-        let replicator = Replicator::start(&bin, &site);
-        replica_holds(&bin, &site, &replicator, &[]).await;
-        let (placed, tills) = burst(daemon.addr, "clean", 20).await;
-        placed.stop.store(true, Ordering::Relaxed);
-        for till in tills {
-            till.await.expect("till");
-        }
-        let acked = placed
-            .acked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let (site, mut daemon, replicator) = replicated_daemon(&bin, external).await;
+        let acked = burst(daemon.addr, "clean", 20).await.stop().await.acked();
         replica_holds(&bin, &site, &replicator, &acked).await;
         daemon.terminate();
         assert!(daemon.wait().success(), "{}", daemon.log());
@@ -472,11 +454,9 @@ async fn a_clean_stop_leaves_the_wal_to_litestream_only_with_external_replicatio
             daemon.wait_for_log(&["database.external_replication = true"]);
         }
         replicator.stop();
-        let restored = Site::new();
-        restore(&bin, &site, &restored.db());
-        let stored = uuids(&restored.db());
+        let (_restored, stored) = restore_replica(&bin, &site);
         assert!(
-            acked.iter().all(|u| stored.contains(u)),
+            missing(&acked, &stored).is_empty(),
             "external_replication = {external}"
         );
     }

@@ -70,37 +70,58 @@ fn envelope(reply: &Reply) -> Value {
     reply.json()
 }
 
-/// A client of one session.
-struct Session {
-    addr: SocketAddr,
-    token: String,
+/// Where a session's requests go: over HTTP to the server's address (here), or straight to the
+/// endpoint in process (`paused`). Each answer's envelope is checked, and its body returned.
+trait Transport {
+    async fn get(&self, query: &str) -> Value;
+    /// A POST of ndjson lines.
+    async fn post(&self, query: &str, body: String) -> Value;
 }
 
-/// `GET ?vsn=2.0.0&` as the 1.8 client's first request: a new session (410 with its token).
-async fn open(addr: SocketAddr) -> Session {
-    let body = envelope(&get(addr, "vsn=2.0.0&").await);
-    assert_eq!(body["status"], 410, "{body}");
-    assert_eq!(body["messages"], json!([]));
-    let token = body["token"].as_str().expect("token").to_owned();
-    Session { addr, token }
-}
-
-impl Session {
-    async fn poll(&self) -> Value {
-        envelope(&get(self.addr, &format!("vsn=2.0.0&token={}", self.token)).await)
+impl Transport for SocketAddr {
+    async fn get(&self, query: &str) -> Value {
+        envelope(&get(*self, query).await)
     }
 
-    /// POST frames as the 1.8 client does: ndjson, lines joined with `\n`.
-    async fn post_lines(&self, lines: &[String]) -> Value {
-        let path = format!("/socket/longpoll?vsn=2.0.0&token={}", self.token);
-        let request = call(self.addr, "POST", &path)
+    async fn post(&self, query: &str, body: String) -> Value {
+        let request = call(*self, "POST", &format!("/socket/longpoll?{query}"))
             .header("content-type", "application/x-ndjson")
-            .raw(lines.join("\n"));
+            .raw(body);
         envelope(
             &timeout(GUARD, request.send())
                 .await
                 .expect("answer in time"),
         )
+    }
+}
+
+/// A client of one session.
+struct Session<T> {
+    transport: T,
+    token: String,
+}
+
+/// `GET ?vsn=2.0.0&` as the 1.8 client's first request: a new session (410 with its token).
+async fn open<T: Transport>(transport: T) -> Session<T> {
+    let body = transport.get("vsn=2.0.0&").await;
+    assert_eq!(body["status"], 410, "{body}");
+    assert_eq!(body["messages"], json!([]));
+    let token = body["token"].as_str().expect("token").to_owned();
+    Session { transport, token }
+}
+
+impl<T: Transport> Session<T> {
+    fn query(&self) -> String {
+        format!("vsn=2.0.0&token={}", self.token)
+    }
+
+    async fn poll(&self) -> Value {
+        self.transport.get(&self.query()).await
+    }
+
+    /// POST frames as the 1.8 client does: ndjson, lines joined with `\n`.
+    async fn post_lines(&self, lines: &[String]) -> Value {
+        self.transport.post(&self.query(), lines.join("\n")).await
     }
 
     async fn post(&self, frames: &[Value]) -> Value {
@@ -252,7 +273,7 @@ async fn longpoll_waiting_poll_answers_as_soon_as_a_frame_arrives() {
 async fn longpoll_bogus_tokens_get_410() {
     let s = server().await;
     let bogus = Session {
-        addr: s.addr,
+        transport: s.addr,
         token: "bogus".into(),
     };
     assert_eq!(
@@ -501,7 +522,7 @@ async fn longpoll_close_all_answers_the_waiting_poll_then_410() {
     let s = server_with(|_, lp| lp.window = GUARD).await;
     let session = open(s.addr).await;
     session.join("1", "test:c").await;
-    let (addr, token) = (session.addr, session.token.clone());
+    let (addr, token) = (session.transport, session.token.clone());
     let waiting = tokio::spawn(async move { session.poll().await });
     poll_waiting(&s).await;
     timeout(GUARD, s.endpoint.close_all(1001))
@@ -513,7 +534,10 @@ async fn longpoll_close_all_answers_the_waiting_poll_then_410() {
         .expect("poll");
     assert_eq!(answered["status"], 204);
     assert_eq!(s.endpoint.metrics().open_sockets.load(Ordering::Relaxed), 0);
-    let session = Session { addr, token };
+    let session = Session {
+        transport: addr,
+        token,
+    };
     assert_eq!(
         session
             .post(&[json!(["1", "2", "test:c", "echo", {}])])
@@ -580,7 +604,7 @@ async fn longpoll_v1_clients_post_one_object_per_request() {
     let body = envelope(&get(s.addr, "").await);
     assert_eq!(body["status"], 410);
     let session = Session {
-        addr: s.addr,
+        transport: s.addr,
         token: body["token"].as_str().expect("token").to_owned(),
     };
     let join = json!({"topic": "test:v1", "event": "phx_join", "payload": {}, "ref": "1"});

@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{server, server_with, WINDOW};
-use crate::phoenix::{reply, GUARD};
+use super::{open, server, server_with, Session, Transport, WINDOW};
+use crate::phoenix::reply;
 use crate::phoenix_test_app::{TestApp, TestServer};
 use kaffediem::phoenix::Endpoint;
 
@@ -60,75 +60,25 @@ async fn request(
     serde_json::from_slice(&bytes).expect("JSON envelope")
 }
 
-/// A client of one session, talking to the endpoint in process.
-struct Direct {
-    endpoint: Arc<Endpoint<TestApp>>,
-    token: String,
+impl Transport for Arc<Endpoint<TestApp>> {
+    async fn get(&self, query: &str) -> Value {
+        request(self, "GET", query, String::new()).await
+    }
+
+    async fn post(&self, query: &str, body: String) -> Value {
+        request(self, "POST", query, body).await
+    }
 }
 
-impl Direct {
-    /// `GET ?vsn=2.0.0&`: a new session (410 with its token).
-    async fn open(s: &TestServer) -> Direct {
-        let body = request(&s.endpoint, "GET", "vsn=2.0.0&", String::new()).await;
-        assert_eq!(body["status"], 410, "{body}");
-        let token = body["token"].as_str().expect("token").to_owned();
-        Direct {
-            endpoint: Arc::clone(&s.endpoint),
-            token,
-        }
-    }
-
-    fn query(&self) -> String {
-        format!("vsn=2.0.0&token={}", self.token)
-    }
-
-    async fn poll(&self) -> Value {
-        request(&self.endpoint, "GET", &self.query(), String::new()).await
-    }
-
-    async fn post(&self, frames: &[Value]) -> Value {
-        let lines: Vec<String> = frames.iter().map(Value::to_string).collect();
-        request(&self.endpoint, "POST", &self.query(), lines.join("\n")).await
-    }
-
-    /// Poll until `n` frames arrived; each poll's status is 200 or 204.
-    async fn frames(&self, n: usize) -> Vec<Value> {
-        let mut frames = Vec::new();
-        let deadline = Instant::now() + GUARD;
-        while frames.len() < n {
-            assert!(Instant::now() < deadline, "only {frames:?} arrived");
-            let body = self.poll().await;
-            assert_eq!(body["token"], self.token.as_str());
-            match body["status"].as_u64() {
-                Some(200) => {}
-                Some(204) => continue,
-                _ => panic!("unexpected poll answer {body}"),
-            }
-            for text in body["messages"].as_array().expect("messages") {
-                let text = text.as_str().expect("each message is the frame's text");
-                frames.push(serde_json::from_str(text).expect("JSON frame"));
-            }
-        }
-        assert_eq!(frames.len(), n, "more frames than expected: {frames:?}");
-        frames
-    }
-
-    async fn join(&self, jr: &str, topic: &str) {
-        assert_eq!(
-            self.post(&[json!([jr, jr, topic, "phx_join", {}])]).await,
-            json!({"status": 200})
-        );
-        assert_eq!(
-            self.frames(1).await,
-            vec![reply(jr, jr, topic, "ok", json!({}))]
-        );
-    }
+/// A client of one session, talking to the endpoint in process.
+async fn open_direct(s: &TestServer) -> Session<Arc<Endpoint<TestApp>>> {
+    open(Arc::clone(&s.endpoint)).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn longpoll_poll_with_nothing_pending_answers_204_after_the_window() {
     let s = server().await;
-    let session = Direct::open(&s).await;
+    let session = open_direct(&s).await;
     let started = Instant::now();
     let body = session.poll().await;
     assert!(started.elapsed() >= WINDOW, "{:?}", started.elapsed());
@@ -142,7 +92,7 @@ async fn longpoll_poll_with_nothing_pending_answers_204_after_the_window() {
 async fn longpoll_session_without_polls_is_reaped() {
     let inactivity = Duration::from_millis(300);
     let s = server_with(|_, lp| lp.inactivity = inactivity).await;
-    let session = Direct::open(&s).await;
+    let session = open_direct(&s).await;
     session.join("1", "test:r").await;
     let open_sockets = || s.endpoint.metrics().open_sockets.load(Ordering::Relaxed);
     assert_eq!(open_sockets(), 1);
@@ -170,7 +120,7 @@ async fn longpoll_polling_session_outlives_the_idle_timeout_and_the_reaper() {
         lp.inactivity = Duration::from_millis(400);
     })
     .await;
-    let session = Direct::open(&s).await;
+    let session = open_direct(&s).await;
     session.join("1", "test:p").await;
     // Polls of 300 ms each, back to back, for well over both timeouts; no heartbeats.
     let started = Instant::now();
@@ -192,7 +142,7 @@ async fn longpoll_post_not_handled_within_the_window_is_408() {
     // One frame waits for a poll at most; replies then pile up in the socket until it stops
     // reading, so the rest of a large batch is not handled while nobody polls.
     let s = server_with(|config, _| config.outbound_queue = 1).await;
-    let session = Direct::open(&s).await;
+    let session = open_direct(&s).await;
     let heartbeats: Vec<Value> = (0..100)
         .map(|n| json!([null, n.to_string(), "phoenix", "heartbeat", {}]))
         .collect();

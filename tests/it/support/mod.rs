@@ -1,8 +1,6 @@
 //! Shared test support: an in-process daemon on an ephemeral port with a real SQLite file,
 //! and a raw Phoenix V2 WebSocket client.
 
-#![allow(dead_code)]
-
 pub mod accounts;
 pub mod barrier;
 pub mod http;
@@ -165,20 +163,6 @@ impl Socket {
                 return frame.map_or(1005, |f| f.code.into());
             }
         }
-    }
-
-    /// Frames arriving within `window`. To prove that something does NOT arrive, use a
-    /// barrier instead ([`Socket::frames_before_barrier`]): a window proves nothing on a
-    /// loaded machine and costs its length every run.
-    pub async fn recv_for(&mut self, window: Duration) -> Vec<Value> {
-        let mut frames = Vec::new();
-        let deadline = tokio::time::Instant::now() + window;
-        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
-            if let Message::Text(text) = msg {
-                frames.push(serde_json::from_str(&text).expect("json frame"));
-            }
-        }
-        frames
     }
 
     /// Join `topic` with `payload`; returns the reply's payload (`{"status","response"}`).
