@@ -228,15 +228,24 @@ async fn writes_queued_together_are_counted_as_one_commit() {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     let before = commits();
-    let busy = w.write(|tx| {
-        std::thread::sleep(Duration::from_millis(300));
-        insert(tx, "busy")
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let busy = tokio::spawn({
+        let w = w.clone();
+        async move {
+            w.write(move |tx| {
+                let _ = started.send(());
+                std::thread::sleep(Duration::from_millis(300));
+                insert(tx, "busy")
+            })
+            .await
+        }
     });
+    running.await.unwrap();
     let queued: Vec<_> = (0..20)
         .map(|n| w.write(move |tx| insert(tx, &format!("till {n}"))))
         .collect();
-    let (busy, queued) = tokio::join!(busy, futures_util::future::join_all(queued));
-    busy.unwrap();
+    let queued = futures_util::future::join_all(queued).await;
+    busy.await.unwrap().unwrap();
     assert!(queued.iter().all(Result::is_ok));
     // The slow one, then the twenty together.
     assert_eq!(commits() - before, 2);

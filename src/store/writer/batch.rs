@@ -74,7 +74,7 @@ impl Engine {
         let took = committing.elapsed();
         self.counts.commits.fetch_add(1, Ordering::Relaxed);
         let wal_pages = checkpointer::wal_frames();
-        let checkpoint_now = match &mut self.checkpointer {
+        let checkpoint_here = match &mut self.checkpointer {
             Some(c) if !self.replicated.load(Ordering::SeqCst) => c.committed(wal_pages),
             _ => false,
         };
@@ -90,25 +90,17 @@ impl Engine {
         for reply in replies {
             reply(None);
         }
-        if checkpoint_now {
+        if let (true, Some(c)) = (checkpoint_here, &mut self.checkpointer) {
             // Unbroken load kept the checkpointer from completing: after the answers, so
             // only the next batch waits for it.
-            match checkpointer::passive(&self.conn) {
+            match c.checkpoint_here(&self.conn, wal_pages) {
                 Ok(Some(_)) => {
                     self.counts
                         .writer_checkpoints
                         .fetch_add(1, Ordering::Relaxed);
-                    if let Some(c) = &mut self.checkpointer {
-                        c.checkpointed(wal_pages);
-                    }
                 }
-                Ok(None) => {} // The checkpointer's is running: after the next commit.
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot checkpoint the WAL");
-                    if let Some(c) = &mut self.checkpointer {
-                        c.checkpointed(wal_pages);
-                    }
-                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot checkpoint the WAL"),
             }
         }
         self.gather = (asked > 1).then(|| Gather {

@@ -23,7 +23,7 @@ use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -82,6 +82,9 @@ pub(super) struct Checkpointer {
     told_at: i64,
     /// The WAL length at which the writer last checkpointed itself (0: likewise).
     forced_at: i64,
+    /// Held through each checkpoint: the writer's own waits for the thread's to finish
+    /// rather than fail (PASSIVE gives up at once when another is running).
+    turn: Arc<Mutex<()>>,
 }
 
 impl Checkpointer {
@@ -94,15 +97,18 @@ impl Checkpointer {
         let conn = schema::open_connection(path)?;
         let (tell, told) = mpsc::channel();
         let path = path.to_owned();
+        let turn = Arc::new(Mutex::new(()));
+        let theirs = Arc::clone(&turn);
         let thread = std::thread::Builder::new()
             .name("kaffediem-checkpointer".into())
-            .spawn(move || run(&conn, &path, &told, &counts, &replicated))
+            .spawn(move || run(&conn, &path, &told, &counts, &replicated, &theirs))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpointer: {e}")))?;
         Ok(Checkpointer {
             tell: Some(tell),
             thread: Some(thread),
             told_at: 0,
             forced_at: 0,
+            turn,
         })
     }
 
@@ -126,10 +132,20 @@ impl Checkpointer {
         due(pages, self.forced_at, WAL_LIMIT_PAGES)
     }
 
-    /// The writer checkpointed itself at a WAL of `pages` pages (it tries again after every
-    /// commit until it could: the checkpointer's own may be running, and then its fails).
-    pub(super) fn checkpointed(&mut self, pages: i64) {
-        self.forced_at = pages;
+    /// Checkpoint on `conn` (the writer's, between two batches) once the thread's own
+    /// checkpoint, if one is running, has finished; the WAL held `pages` pages. `None`: a
+    /// checkpoint of another process was running (tried again after the next commit).
+    pub(super) fn checkpoint_here(
+        &mut self,
+        conn: &Connection,
+        pages: i64,
+    ) -> rusqlite::Result<Option<(i64, i64)>> {
+        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let done = passive(conn);
+        if !matches!(done, Ok(None)) {
+            self.forced_at = pages;
+        }
+        done
     }
 
     /// Let a running checkpoint finish and stop the thread (before the shutdown's own).
@@ -164,6 +180,7 @@ fn run(
     told: &mpsc::Receiver<i64>,
     counts: &WriterCounts,
     replicated: &AtomicBool,
+    turn: &Mutex<()>,
 ) {
     // The last checkpoint left frames behind (commits landed while it ran).
     let mut behind = false;
@@ -184,8 +201,12 @@ fn run(
             behind = false;
             continue;
         }
-        match passive(conn) {
-            Ok(None) => {} // Another checkpoint (the writer's) is running.
+        let done = {
+            let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+            passive(conn)
+        };
+        match done {
+            Ok(None) => {} // Another process's checkpoint was running.
             Ok(Some((log, done))) => {
                 counts.checkpoints.fetch_add(1, Ordering::Relaxed);
                 behind = done < log;
