@@ -24,12 +24,15 @@
 //! read-back rows and change set), rolled back on `Err` or a panic without touching the
 //! others. After the single durable COMMIT the change sets go onto the feed in order and
 //! every job is answered. A lone job costs what it did before; under concurrent load one
-//! fsync serves the whole batch (measured in `BENCHMARKS.md`). [`Writer::write`] is unchanged.
+//! fsync serves the whole batch (measured in `BENCHMARKS.md`), and after a commit that
+//! answered several jobs the next batch waits a moment for as many ([`Gather`]).
+//! [`Writer::write`] is unchanged.
 //!
 //! Where each part lives: this file, the handle ([`Writer`]), the thread's state and its loop,
 //! and the final checkpoint; `batch`, group commit with savepoints; `readback`, `seq` and the
 //! read-back of a commit's rows; `foreign`, noticing and publishing other processes' commits;
-//! `wake`, the file watcher and the heartbeat.
+//! `wake`, the file watcher and the heartbeat; `checkpointer`, WAL checkpoints on a thread of
+//! their own, out of the commits.
 
 mod batch;
 mod checkpointer;
@@ -56,8 +59,9 @@ pub use checkpointer::{WAL_LIMIT_PAGES, WAL_PAGES};
 use foreign::data_version;
 use wake::{watch, Pulse, FOREIGN_POLL, SETTLE};
 
-/// Most jobs committed together. Only jobs already waiting are taken (the writer never waits
-/// for more), so this only bounds how long the first job of a burst waits for its answer.
+/// Most jobs committed together. Jobs already waiting are taken (and, after a commit that
+/// answered several, those that arrive within [`Gather`]'s moment), so this only bounds how
+/// long the first job of a burst waits for its answer.
 const MAX_BATCH: usize = 256;
 
 /// After a commit that answered several jobs, the writer waits for as many again for up to

@@ -60,7 +60,7 @@ pub(super) fn wal_frames() -> i64 {
     WAL_FRAMES.with(Cell::get)
 }
 
-/// Make `conn` (the writer's; on the writer thread) report its WAL length instead of
+/// Make `conn` (the writer's) report its WAL length after each commit instead of
 /// checkpointing in its commits, and keep the WAL file's size sane after a checkpoint.
 pub(super) fn take_over(conn: &Connection) -> Result<(), StoreError> {
     conn.wal_hook(Some(wal_hook));
