@@ -265,6 +265,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         registry,
         counters,
         writes: Some(writes),
+        writer: Some(store.writer.counts()),
         clock: Some(cafe_clock),
     });
 

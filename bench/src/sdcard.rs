@@ -15,12 +15,20 @@ use crate::process::{self, DaemonSpec};
 use crate::report::{Stats, Verdict};
 use crate::subscribers::Tracker;
 
-/// The shim: sleep `KAFFEDIEM_FSYNC_DELAY_US` microseconds, then the real call.
+/// The shim: sleep `KAFFEDIEM_FSYNC_DELAY_US` microseconds, then the real call. With
+/// `KAFFEDIEM_FSYNC_LOG` set, it also appends one line per call to that file: the start
+/// (`CLOCK_MONOTONIC`, ns), how long the call took with its sleep (µs), the thread, the fd and
+/// the file it syncs — to attribute slow acknowledgements (see `fsync_log` below).
 const SHIM_C: &str = r#"
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 #include <errno.h>
 
 static long delay_us(void) {
@@ -32,6 +40,19 @@ static long delay_us(void) {
     return delay;
 }
 
+static int log_fd = -1;
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+static void open_log(void) {
+    const char *s = getenv("KAFFEDIEM_FSYNC_LOG");
+    if (s && *s) log_fd = open(s, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+static long long mono_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
 static void sd_card(void) {
     long us = delay_us();
     if (us <= 0) return;
@@ -39,18 +60,42 @@ static void sd_card(void) {
     while (nanosleep(&left, &left) != 0 && errno == EINTR) {}
 }
 
+static void note(int fd, long long start) {
+    pthread_once(&log_once, open_log);
+    if (log_fd < 0) return;
+    long long end = mono_ns();
+    char link[64], target[512], line[700];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n < 0) n = 0;
+    target[n] = 0;
+    int len = snprintf(line, sizeof line, "%lld %lld %ld %d %s\n", start,
+                       (end - start) / 1000, (long)syscall(SYS_gettid), fd, target);
+    if (len > 0) (void)!write(log_fd, line, len < (int)sizeof line ? len : (int)sizeof line - 1);
+}
+
 int fsync(int fd) {
     static int (*real)(int);
     if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    long long start = mono_ns();
     sd_card();
-    return real(fd);
+    int r = real(fd);
+    int saved = errno;
+    note(fd, start);
+    errno = saved;
+    return r;
 }
 
 int fdatasync(int fd) {
     static int (*real)(int);
     if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    long long start = mono_ns();
     sd_card();
-    return real(fd);
+    int r = real(fd);
+    int saved = errno;
+    note(fd, start);
+    errno = saved;
+    return r;
 }
 "#;
 
@@ -110,7 +155,9 @@ fn build_shim(dir: &Path) -> Result<PathBuf, String> {
 /// The floor in a child process (this tool as `raw-sqlite`) under the shim.
 fn raw_floor(shim: &Path, dir: &Path, delay_us: u64, rows: usize) -> Result<f64, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new(me)
+    let mut cmd = Command::new(me);
+    fsync_log::set(&mut cmd, &format!("raw-{}", delay_us / 1000));
+    let out = cmd
         .arg("raw-sqlite")
         .arg("--dir")
         .arg(dir)
@@ -157,6 +204,7 @@ pub async fn run(main: &crate::RunArgs, daemon: &Path, dir: &Path) -> Result<Vec
         let mut cmd = process::daemon_command(&spec)?;
         cmd.env("LD_PRELOAD", &shim)
             .env("KAFFEDIEM_FSYNC_DELAY_US", delay_us.to_string());
+        fsync_log::set(&mut cmd, &format!("daemon-{ms}"));
         let server = process::spawn(cmd, "daemon")?;
         let placement = Placement::Http {
             addr: server.addr,
@@ -182,6 +230,7 @@ pub async fn run(main: &crate::RunArgs, daemon: &Path, dir: &Path) -> Result<Vec
                 .zip(&placed.acked_ns)
                 .map(|(s, a)| a.saturating_sub(*s))
                 .collect();
+            fsync_log::acks(&format!("acks-{ms}-{writers}"), &tracker, &placed);
             let rate = placed.rate();
             let run = SdWriters {
                 writers,
@@ -207,6 +256,56 @@ pub async fn run(main: &crate::RunArgs, daemon: &Path, dir: &Path) -> Result<Vec
         });
     }
     Ok(runs)
+}
+
+/// `KAFFEDIEM_FSYNC_LOG=<base>` in the bench's environment: the shim logs every fsync of the
+/// floor to `<base>.raw-<ms>` and of the daemon to `<base>.daemon-<ms>`, and the bench writes
+/// each order's send and acknowledgement (`CLOCK_MONOTONIC` ns, like the shim's) to
+/// `<base>.acks-<ms>-<writers>`: which fsyncs a slow acknowledgement waited for.
+mod fsync_log {
+    use std::io::Write;
+    use std::process::Command;
+
+    use crate::orders::Placed;
+    use crate::subscribers::Tracker;
+
+    const VAR: &str = "KAFFEDIEM_FSYNC_LOG";
+
+    fn base() -> Option<String> {
+        std::env::var(VAR).ok().filter(|b| !b.is_empty())
+    }
+
+    /// The child logs to `<base>.<what>`, or not at all.
+    pub fn set(cmd: &mut Command, what: &str) {
+        match base() {
+            Some(base) => cmd.env(VAR, format!("{base}.{what}")),
+            None => cmd.env_remove(VAR),
+        };
+    }
+
+    fn mono_ns() -> u64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid timespec for the call to fill in.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    }
+
+    pub fn acks(what: &str, tracker: &Tracker, placed: &Placed) {
+        let Some(base) = base() else { return };
+        // The tracker's epoch on the monotonic clock.
+        let epoch = mono_ns().saturating_sub(tracker.now_ns());
+        let mut out = String::new();
+        for (s, a) in placed.sent_ns.iter().zip(&placed.acked_ns) {
+            out.push_str(&format!("{} {}\n", epoch + s, epoch + a));
+        }
+        let path = format!("{base}.{what}");
+        if let Err(e) = std::fs::File::create(&path).and_then(|mut f| f.write_all(out.as_bytes())) {
+            eprintln!("   cannot write {path}: {e}");
+        }
+    }
 }
 
 /// Issue 14's SD-card targets.

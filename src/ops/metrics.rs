@@ -106,6 +106,8 @@ pub struct Sources {
     /// Write transactions timed where they run, on the writer thread. `None` while the store
     /// keeps no such figures: the family is left out rather than shown as a flat zero.
     pub writes: Option<Arc<WriteMetrics>>,
+    /// The writer's commits, group-commit waits and WAL checkpoints; `None` likewise.
+    pub writer: Option<Arc<crate::store::writer::WriterCounts>>,
     /// Broadcasts counted where they are made, in the fan-out; `None` likewise.
     pub broadcasts: Option<Arc<AtomicU64>>,
     /// Joins told to resync by the fan-out; `None` likewise.
@@ -139,12 +141,27 @@ impl Sources {
                 .as_deref()
                 .map(|c| [load(&c.run), load(&c.skipped), load(&c.stopped)]),
             writes: self.writes.as_ref().map(|w| w.histogram()),
+            writer: self.writer.as_deref().map(|w| WriterFigures {
+                commits: load(&w.commits),
+                commit_waits: load(&w.commit_waits),
+                checkpoints: load(&w.checkpoints),
+                writer_checkpoints: load(&w.writer_checkpoints),
+            }),
             clock: self
                 .clock
                 .as_ref()
                 .map(|c| (c.behind_seconds(), c.held_total())),
         }
     }
+}
+
+/// The writer's own counts (see `store::writer::WriterCounts`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WriterFigures {
+    pub commits: u64,
+    pub commit_waits: u64,
+    pub checkpoints: u64,
+    pub writer_checkpoints: u64,
 }
 
 /// A histogram as rendered: cumulative counts per upper bound.
@@ -176,6 +193,8 @@ pub struct Figures {
     pub commits: u64,
     /// `None`: nobody times them (the family is left out).
     pub writes: Option<Histogram>,
+    /// `None`: nobody counts them (the families are left out).
+    pub writer: Option<WriterFigures>,
     pub orders_created: u64,
     /// Seconds the system clock is behind the newest stored stamp, and how many readings
     /// were held at that stamp; `None`: no café clock (the families are left out).
@@ -274,6 +293,33 @@ pub fn render(f: &Figures) -> String {
             writes,
         );
     }
+    if let Some(w) = &f.writer {
+        out.single(
+            "kaffediem_writer_commits_total",
+            "counter",
+            "Durable commits of the daemon's own writes; one serves every write queued with it.",
+            w.commits,
+        );
+        out.single(
+            "kaffediem_writer_commit_waits_total",
+            "counter",
+            "Commits that waited a moment for the clients the commit before had answered (never \
+             after a commit that answered only one).",
+            w.commit_waits,
+        );
+        out.family(
+            "kaffediem_wal_checkpoints_total",
+            "counter",
+            "WAL checkpoints: on the checkpointer's own thread, or by the writer between two \
+             commits when unbroken load kept the checkpointer's from completing.",
+        );
+        for (by, n) in [
+            ("checkpointer", w.checkpoints),
+            ("writer", w.writer_checkpoints),
+        ] {
+            out.sample("kaffediem_wal_checkpoints_total", &[("by", by)], n);
+        }
+    }
     out.single(
         "kaffediem_orders_created_total",
         "counter",
@@ -369,9 +415,18 @@ mod tests {
             open_sockets: 2,
             joined: vec![("collection:order".into(), 3)],
             writes: Some(WriteMetrics::default().histogram()),
+            writer: Some(WriterFigures {
+                commits: 5,
+                checkpoints: 2,
+                ..WriterFigures::default()
+            }),
             ..Figures::default()
         };
         let text = render(&figures);
+        assert!(text.contains("kaffediem_writer_commits_total 5\n"));
+        assert!(text.contains("kaffediem_writer_commit_waits_total 0\n"));
+        assert!(text.contains("kaffediem_wal_checkpoints_total{by=\"checkpointer\"} 2\n"));
+        assert!(text.contains("kaffediem_wal_checkpoints_total{by=\"writer\"} 0\n"));
         assert!(text.contains("# TYPE kaffediem_open_sockets gauge\nkaffediem_open_sockets 2\n"));
         assert!(text.contains("kaffediem_joined_channels{topic=\"collection:order\"} 3\n"));
         assert!(text.contains("kaffediem_write_transaction_seconds_bucket{le=\"+Inf\"} 0\n"));

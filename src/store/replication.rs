@@ -7,8 +7,10 @@
 //! `wal_checkpoint(TRUNCATE)` of a clean stop, which waits out the busy timeout for
 //! Litestream's read lock (holding off writers, Litestream's own included), and which, if it
 //! lands between two of Litestream's lock renewals, restarts the WAL under it. So with a
-//! replicator the daemon checkpoints nothing: automatic checkpoints are off on the writer's
-//! connection, and the shutdown checkpoint is skipped. The WAL then stays beside the database
+//! replicator the daemon checkpoints nothing: its checkpointer thread (`writer/checkpointer`)
+//! is told to stand by, automatic checkpoints are off on the writer's connection (a writer
+//! beside the daemon, `kaffediem user`, would otherwise make them), and the shutdown
+//! checkpoint is skipped. The WAL then stays beside the database
 //! after a stop (Litestream checkpoints it when it next runs): a copy of `kaffediem.db` alone is
 //! no longer a whole backup, `kaffediem backup` (SQLite's backup API) still is.
 //!
@@ -17,14 +19,13 @@
 //! Litestream's read lock), and SQLite's checkpoint when the last connection to the file
 //! closes, which only happens when Litestream is not running (it keeps one open).
 
-use rusqlite::Connection;
-
 use super::writer::Writer;
 use super::StoreError;
 
-/// Leave every checkpoint of the writer's connection to the replicator: no automatic ones from
-/// now on, and none at shutdown (see [`replicator_checkpoints`]). Call before the first write.
+/// Leave every checkpoint to the replicator: none by the checkpointer, no automatic ones on
+/// the writer's connection from now on, and none at shutdown. Call before the first write.
 pub async fn leave_checkpoints_to_replicator(writer: &Writer) -> Result<(), StoreError> {
+    writer.leave_checkpoints();
     writer
         .write(|tx| {
             // A connection setting, not a change: the (empty) commit publishes nothing.
@@ -32,11 +33,4 @@ pub async fn leave_checkpoints_to_replicator(writer: &Writer) -> Result<(), Stor
             Ok(())
         })
         .await
-}
-
-/// Whether `conn` leaves checkpoints to a replicator: its automatic checkpoints are off,
-/// which [`leave_checkpoints_to_replicator`] is the only one to do.
-pub(crate) fn replicator_checkpoints(conn: &Connection) -> bool {
-    conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get::<_, i64>(0))
-        .is_ok_and(|pages| pages <= 0)
 }

@@ -24,14 +24,18 @@
 //! read-back rows and change set), rolled back on `Err` or a panic without touching the
 //! others. After the single durable COMMIT the change sets go onto the feed in order and
 //! every job is answered. A lone job costs what it did before; under concurrent load one
-//! fsync serves the whole batch (measured in `BENCHMARKS.md`). [`Writer::write`] is unchanged.
+//! fsync serves the whole batch (measured in `BENCHMARKS.md`), and after a commit that
+//! answered several jobs the next batch waits a moment for as many ([`Gather`]).
+//! [`Writer::write`] is unchanged.
 //!
 //! Where each part lives: this file, the handle ([`Writer`]), the thread's state and its loop,
 //! and the final checkpoint; `batch`, group commit with savepoints; `readback`, `seq` and the
 //! read-back of a commit's rows; `foreign`, noticing and publishing other processes' commits;
-//! `wake`, the file watcher and the heartbeat.
+//! `wake`, the file watcher and the heartbeat; `checkpointer`, WAL checkpoints on a thread of
+//! their own, out of the commits.
 
 mod batch;
+mod checkpointer;
 mod foreign;
 mod readback;
 mod wake;
@@ -39,8 +43,8 @@ mod wake;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,13 +54,47 @@ use tokio::sync::{mpsc::UnboundedSender, oneshot};
 
 use super::capture::{self, CategoryNames};
 use super::{change_log, schema, ChangeSet, RecordCtx, StoreError};
+use checkpointer::Checkpointer;
+pub use checkpointer::{WAL_LIMIT_PAGES, WAL_PAGES};
 use foreign::data_version;
 use wake::{watch, Pulse, FOREIGN_POLL, SETTLE};
 
-/// Most jobs committed together. Only jobs already waiting are taken (the writer never waits
-/// for more), so this only bounds how long the first job of a burst waits for its answer.
+/// Most jobs committed together. Jobs already waiting are taken (and, after a commit that
+/// answered several, those that arrive within [`Gather`]'s moment), so this only bounds how
+/// long the first job of a burst waits for its answer.
 const MAX_BATCH: usize = 256;
 
+/// After a commit that answered several jobs, the writer waits for as many again for up to
+/// this share of that commit's time (see [`Gather`])...
+const GATHER_SHARE: u32 = 2;
+/// ...and never longer than this.
+const GATHER_CAP: Duration = Duration::from_millis(10);
+
+/// What the writer counts, for `/metrics` and for tests (counts, not timings).
+#[derive(Debug, Default)]
+pub struct WriterCounts {
+    /// Durable COMMITs of the daemon's own writes (one per batch).
+    pub commits: AtomicU64,
+    /// Batches that waited for the tills the commit before had answered ([`Gather`]).
+    pub commit_waits: AtomicU64,
+    /// WAL checkpoints run by the checkpointer thread (never inside a commit).
+    pub checkpoints: AtomicU64,
+    /// WAL checkpoints the writer ran itself between two batches, because unbroken load had
+    /// kept the checkpointer's from completing until the WAL held [`WAL_LIMIT_PAGES`].
+    pub writer_checkpoints: AtomicU64,
+}
+
+/// After a commit that answered `jobs` jobs (more than one), the next batch waits until
+/// `until` for that many to be queued (each answered till sends its next order about now),
+/// instead of committing the first one alone while the others queue behind it: under steady
+/// load that alternation costs every till two fsyncs per order (issue 14). The wait is a
+/// share of the commit's own time, so on a fast disk it is next to nothing; a lone till
+/// (one job per commit) never waits. Like PostgreSQL's `commit_delay` with `commit_siblings`.
+#[derive(Clone, Copy)]
+struct Gather {
+    until: Instant,
+    jobs: usize,
+}
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
@@ -73,6 +111,9 @@ struct Inner {
     /// Told how long each answered write took, queueing included (for `/metrics`).
     observer: std::sync::OnceLock<Box<dyn Fn(Duration) + Send + Sync>>,
     pulse: Arc<Pulse>,
+    counts: Arc<WriterCounts>,
+    /// `database.external_replication`: the replicator checkpoints, the daemon never does.
+    replicated: Arc<AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -132,12 +173,26 @@ impl Writer {
             }
         }
         let names = CategoryNames::scan(&conn)?;
+        let counts = Arc::new(WriterCounts::default());
+        let replicated = Arc::new(AtomicBool::new(false));
+        // The daemon's writer checkpoints on a thread of its own, out of its commits.
+        let checkpointer = if publishes {
+            checkpointer::take_over(&conn)?;
+            Some(Checkpointer::start(
+                path,
+                Arc::clone(&counts),
+                Arc::clone(&replicated),
+            )?)
+        } else {
+            None
+        };
         let (queue, inbox) = mpsc::channel();
         let watcher = watch(path, queue.clone());
         let path = path.to_owned();
         let closed = Arc::new(AtomicBool::new(false));
         let pulse = Arc::new(Pulse::new());
         let beating = Arc::clone(&pulse);
+        let (engine_counts, engine_replicated) = (Arc::clone(&counts), Arc::clone(&replicated));
         let thread = std::thread::Builder::new()
             .name("kaffediem-writer".into())
             .spawn(move || {
@@ -154,6 +209,10 @@ impl Writer {
                     publishes,
                     foreign_left: false,
                     pulse: beating,
+                    counts: engine_counts,
+                    replicated: engine_replicated,
+                    checkpointer,
+                    gather: None,
                 };
                 engine.run(inbox);
             })
@@ -165,6 +224,8 @@ impl Writer {
                 closed,
                 observer: std::sync::OnceLock::new(),
                 pulse,
+                counts,
+                replicated,
             }),
         })
     }
@@ -180,6 +241,17 @@ impl Writer {
     /// for other processes' commits cost, for tests that hold it independent of the history.
     pub fn pages_read(&self) -> u64 {
         self.inner.pulse.pages()
+    }
+
+    /// What the writer has counted so far (commits, waits, checkpoints).
+    pub fn counts(&self) -> Arc<WriterCounts> {
+        Arc::clone(&self.inner.counts)
+    }
+
+    /// `database.external_replication`: from now on the daemon checkpoints nothing, neither
+    /// on the checkpointer thread nor at shutdown ([`super::replication`]).
+    pub(crate) fn leave_checkpoints(&self) {
+        self.inner.replicated.store(true, Ordering::SeqCst);
     }
 
     /// How long ago the writer thread last came round its loop (it does at least once a
@@ -333,6 +405,12 @@ struct Engine {
     /// The heartbeat and page count the handle reads; pages are counted before every
     /// publication, so a test that saw a change set reads a count that includes its work.
     pulse: Arc<Pulse>,
+    counts: Arc<WriterCounts>,
+    replicated: Arc<AtomicBool>,
+    /// Checkpoints the WAL off this thread; `None` for a writer beside a running daemon.
+    checkpointer: Option<Checkpointer>,
+    /// Set by a commit that answered several jobs: how long the next batch may wait for them.
+    gather: Option<Gather>,
 }
 
 impl Engine {
@@ -351,19 +429,36 @@ impl Engine {
             match msg {
                 Ok(Msg::Job(job)) => {
                     let mut batch = vec![job];
+                    let gather = self.gather.take();
+                    let mut waited = false;
                     while batch.len() < MAX_BATCH {
-                        match inbox.try_recv() {
-                            Ok(Msg::Job(job)) => batch.push(job),
+                        let msg = match inbox.try_recv() {
+                            Ok(msg) => Some(msg),
+                            Err(TryRecvError::Disconnected) => None,
+                            Err(TryRecvError::Empty) => match gather {
+                                Some(g) if batch.len() < g.jobs => {
+                                    let left = g.until.saturating_duration_since(Instant::now());
+                                    waited |= !left.is_zero();
+                                    inbox.recv_timeout(left).ok()
+                                }
+                                _ => None,
+                            },
+                        };
+                        match msg {
+                            Some(Msg::Job(job)) => batch.push(job),
                             // Served by the check right before the batch. Breaking here
                             // would split the jobs queued behind a slow commit into one
                             // fsync each (every commit of ours wakes the watcher).
-                            Ok(Msg::Wake) => next_check = Instant::now() + SETTLE,
-                            Ok(other) => {
+                            Some(Msg::Wake) => next_check = Instant::now() + SETTLE,
+                            Some(other) => {
                                 held = Some(other);
                                 break;
                             }
-                            Err(_) => break,
+                            None => break,
                         }
+                    }
+                    if waited {
+                        self.counts.commit_waits.fetch_add(1, Ordering::Relaxed);
                     }
                     // A foreign commit still in the log is published first, in the batch.
                     if self.publishes {
@@ -403,8 +498,12 @@ impl Engine {
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.check_foreign();
+        // Its checkpoint would only make this one wait.
+        if let Some(mut checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
         // database.external_replication: the WAL is Litestream's to checkpoint.
-        if super::replication::replicator_checkpoints(&self.conn) {
+        if self.replicated.load(Ordering::SeqCst) {
             return Ok(());
         }
         // The first column is 1 when another connection's read lock (Litestream's, say) kept

@@ -214,3 +214,40 @@ async fn a_wake_up_between_queued_jobs_does_not_split_their_commit() {
     assert_eq!(second, (20..40).collect::<Vec<i64>>());
     store.shutdown().await.unwrap();
 }
+
+/// Writes queued behind a slow commit share the next one: twenty tills' orders cost one
+/// durable commit, not twenty (what `/metrics` counts as `kaffediem_writer_commits_total`).
+#[tokio::test]
+async fn writes_queued_together_are_counted_as_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _feed) = open(&dir.path().join("kaffediem.db"));
+    let w = &store.writer;
+    let commits = || {
+        w.counts()
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = commits();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let busy = tokio::spawn({
+        let w = w.clone();
+        async move {
+            w.write(move |tx| {
+                let _ = started.send(());
+                std::thread::sleep(Duration::from_millis(300));
+                insert(tx, "busy")
+            })
+            .await
+        }
+    });
+    running.await.unwrap();
+    let queued: Vec<_> = (0..20)
+        .map(|n| w.write(move |tx| insert(tx, &format!("till {n}"))))
+        .collect();
+    let queued = futures_util::future::join_all(queued).await;
+    busy.await.unwrap().unwrap();
+    assert!(queued.iter().all(Result::is_ok));
+    // The slow one, then the twenty together.
+    assert_eq!(commits() - before, 2);
+    store.shutdown().await.unwrap();
+}

@@ -10,6 +10,7 @@ mod authz;
 mod body_fuzz;
 mod capture;
 mod channels;
+mod checkpoints;
 mod clock;
 mod database;
 mod demo_history;

@@ -3,12 +3,14 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rusqlite::{Transaction, TransactionBehavior};
 
 use super::super::{change_log, schema, ChangeSet, StoreError};
-use super::{Engine, Job, Outcome, Reply};
+use super::{checkpointer, Engine, Gather, Job, Outcome, Reply, GATHER_CAP, GATHER_SHARE};
 
 /// Savepoint wrapping each job of a batch (jobs may nest their own under other names).
 const JOB_SAVEPOINT: &str = "kaffediem_job";
@@ -18,6 +20,8 @@ impl Engine {
     /// change set per committed job, in order; then answer every job. What other processes
     /// committed and the change log still holds goes first, as a change set of its own.
     pub(super) fn run_batch(&mut self, mut jobs: Vec<Job>) {
+        // The callers answered by this batch (not the publication of foreign commits).
+        let asked = jobs.len();
         // `new_unchecked` borrows the connection shared; this thread is its only user.
         let conn = Rc::clone(&self.conn);
         let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
@@ -57,6 +61,7 @@ impl Engine {
         if committed.is_empty() {
             return; // Nothing to commit; dropping `tx` rolls back (a no-op).
         }
+        let committing = Instant::now();
         if let Err(e) = tx.commit() {
             let e = schema::unavailable(&self.path, e);
             tracing::warn!(error = %e, "commit failed; rolled back");
@@ -66,6 +71,13 @@ impl Engine {
             }
             return;
         }
+        let took = committing.elapsed();
+        self.counts.commits.fetch_add(1, Ordering::Relaxed);
+        let wal_pages = checkpointer::wal_frames();
+        let checkpoint_here = match &mut self.checkpointer {
+            Some(c) if !self.replicated.load(Ordering::SeqCst) => c.committed(wal_pages),
+            _ => false,
+        };
         let mut replies = Vec::with_capacity(committed.len());
         for (set, reply) in committed {
             if let Some(set) = set {
@@ -78,6 +90,23 @@ impl Engine {
         for reply in replies {
             reply(None);
         }
+        if let (true, Some(c)) = (checkpoint_here, &mut self.checkpointer) {
+            // Unbroken load kept the checkpointer from completing: after the answers, so
+            // only the next batch waits for it.
+            match c.checkpoint_here(&self.conn, wal_pages) {
+                Ok(Some(_)) => {
+                    self.counts
+                        .writer_checkpoints
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot checkpoint the WAL"),
+            }
+        }
+        self.gather = (asked > 1).then(|| Gather {
+            until: Instant::now() + (took / GATHER_SHARE).min(GATHER_CAP),
+            jobs: asked,
+        });
     }
 
     /// One job inside `SAVEPOINT`: `Some` with its change set and answer when released,
