@@ -352,6 +352,43 @@ async fn phoenix_stalled_reader_is_closed_1013_while_others_keep_receiving() {
     assert_eq!(stalled.close_code().await, 1013);
 }
 
+/// Broadcasts larger than the connection takes at once (written partly straight from the
+/// sender, the rest by the socket task) reach a client that reads late whole and in order;
+/// a heartbeat sent meanwhile is answered (replies may overtake queued broadcasts).
+#[tokio::test]
+async fn phoenix_broadcasts_larger_than_the_connection_takes_arrive_whole_and_in_order() {
+    const N: usize = 16;
+    const PAD: usize = 1 << 20;
+    let s = server_with(|c| c.outbound_queue = 64).await;
+    let mut c = v2(s.addr).await;
+    c.join("1", "test:big").await;
+    let pad = "x".repeat(PAD);
+    for n in 0..N {
+        let payload = j(json!({"n": n, "pad": pad}));
+        assert_eq!(s.app.broadcast("test:big", "big", payload), 1);
+    }
+    c.send(json!([null, "hb", "phoenix", "heartbeat", {}]))
+        .await;
+    let (mut next, mut replies) = (0, 0);
+    while next < N || replies == 0 {
+        let got = c.recv().await;
+        if got[3] == json!("phx_reply") {
+            assert_eq!(
+                got,
+                json!([null, "hb", "phoenix", "phx_reply", {"status": "ok", "response": {}}])
+            );
+            replies += 1;
+            continue;
+        }
+        assert_eq!((&got[3], &got[4]["n"]), (&json!("big"), &json!(next)));
+        assert_eq!(got[4]["pad"].as_str().map(str::len), Some(PAD));
+        next += 1;
+    }
+    c.barrier().await;
+    assert_eq!((next, replies), (N, 1));
+    assert_eq!(s.endpoint.metrics().slow_closed.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test]
 async fn phoenix_close_all_closes_with_1001_and_waits() {
     let s = server().await;
