@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -155,7 +155,8 @@ impl Conn {
             Ok(parts) => {
                 let tcp = Arc::new(parts.io.into_inner());
                 let writer = DirectWriter {
-                    tcp: Arc::clone(&tcp),
+                    fd: tcp.as_raw_fd(),
+                    _tcp: Arc::clone(&tcp),
                     vsn,
                     sent,
                 };
@@ -313,7 +314,12 @@ pub(crate) trait CountSent: Send + Sync {
 
 /// Writes broadcasts straight to a WebSocket's TCP stream, from the fan-out.
 pub(crate) struct DirectWriter {
-    tcp: Arc<TcpStream>,
+    /// The stream's descriptor, written with `writev(2)` itself: one cache miss less per
+    /// socket than through tokio's registration (whose readiness the socket task still keeps:
+    /// a stale "writable" there only costs it one `WouldBlock`).
+    fd: RawFd,
+    /// Keeps `fd` open.
+    _tcp: Arc<TcpStream>,
     vsn: Vsn,
     sent: Arc<dyn CountSent>,
 }
@@ -349,7 +355,16 @@ impl DirectWriter {
         self.sent.count_sent(frame.payload.len());
         // An error other than "would block" is left to the socket task, which meets it on its
         // own next write of the queued broadcast.
-        let written = self.tcp.try_write_vectored(&slices).unwrap_or(0);
+        // SAFETY: `fd` stays open while `_tcp` lives, and `IoSlice` is ABI-compatible with
+        // `iovec` on Unix; two slices.
+        let written = unsafe {
+            libc::writev(
+                self.fd,
+                slices.as_ptr().cast::<libc::iovec>(),
+                slices.len() as libc::c_int,
+            )
+        };
+        let written = usize::try_from(written).unwrap_or(0);
         if written == 0 {
             self.sent.uncount_sent(frame.payload.len());
             return Wrote::Nothing;
