@@ -43,8 +43,10 @@ pub struct EqualRateArgs {
     /// Seconds of load per run.
     #[arg(long, default_value_t = 20)]
     pub equal_rate_seconds: u32,
-    /// Record a CPU profile of the daemon (`perf record -g`) during each of its equal-rate
-    /// runs into this directory (`perf` must be installed).
+    /// Record a CPU profile of each server (`perf record -g`) during each of its equal-rate
+    /// runs into this directory (`perf` must be installed), and report how much of its CPU
+    /// went to the receive path the kernel ran inside it (`net_rx_action`: on loopback,
+    /// mostly its clients' receiving).
     #[arg(long, value_name = "DIR")]
     pub equal_rate_perf: Option<PathBuf>,
     /// Also run each load with the server in its own network namespace behind a veth pair,
@@ -78,6 +80,13 @@ pub struct ServerAtRate {
     pub rss_idle_kib: u64,
     pub rss_connected_kib: u64,
     pub kib_per_subscriber: f64,
+    /// Share of the server's profile samples under the kernel's receive path
+    /// (`net_rx_action`), when profiled. On loopback this is mostly the clients' receiving
+    /// (the rest: the ACKs for the server's own sockets).
+    pub receive_share: Option<f64>,
+    /// `cpu_us_per_event` without that share: what is left when every packet's receiving is
+    /// charged elsewhere (a lower bound for a server whose screens are other machines).
+    pub cpu_us_per_event_without_receive: Option<f64>,
 }
 
 /// Where the server runs, as the clients see it.
@@ -111,6 +120,8 @@ pub struct EqualRateRun {
     pub pocketbase: Option<ServerAtRate>,
     /// `perf.data` of the daemon during this run, when asked for.
     pub perf_data: Option<PathBuf>,
+    /// `perf.data` of PocketBase during this run, when asked for.
+    pub perf_data_pocketbase: Option<PathBuf>,
 }
 
 pub async fn run(
@@ -189,6 +200,11 @@ async fn run_load(
         .equal_rate_perf
         .as_ref()
         .map(|d| d.join(format!("perf-{rate}-{subs}{net}.data")));
+    let perf_data_pb = main.pocketbase.as_ref().and(
+        args.equal_rate_perf
+            .as_ref()
+            .map(|d| d.join(format!("perf-pb-{rate}-{subs}{net}.data"))),
+    );
     let kaffediem = drive(
         main,
         &server,
@@ -216,7 +232,17 @@ async fn run_load(
                 }
             };
             let placement = crate::pocketbase::placement(&server);
-            let pb = drive(main, &server, &placement, true, rate, subs, seconds, None).await?;
+            let pb = drive(
+                main,
+                &server,
+                &placement,
+                true,
+                rate,
+                subs,
+                seconds,
+                perf_data_pb.as_deref(),
+            )
+            .await?;
             report("PocketBase", &pb);
             if let Err(e) = server.stop() {
                 eprintln!("   pocketbase {e}");
@@ -233,6 +259,7 @@ async fn run_load(
         kaffediem,
         pocketbase,
         perf_data,
+        perf_data_pocketbase: perf_data_pb,
     })
 }
 
@@ -343,6 +370,45 @@ fn report(who: &str, r: &ServerAtRate) {
         r.kib_per_subscriber,
         r.deliveries_missing
     );
+    if let (Some(share), Some(without)) = (r.receive_share, r.cpu_us_per_event_without_receive) {
+        eprintln!(
+            "   {who}: {:.1} % of its samples under net_rx_action; without them {:.1} µs per delivered event",
+            share * 100.0,
+            without
+        );
+    }
+}
+
+/// The share of the samples in `data` with `net_rx_action` on their stack (`perf report`).
+fn receive_share(data: &Path) -> Option<f64> {
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--children",
+            "--sort",
+            "sym",
+            "-g",
+            "none",
+            "-i",
+        ])
+        .arg(data)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "    28.39%     1.19%  [k] net_rx_action": children first. No line: no such sample.
+    let share = text
+        .lines()
+        .find(|l| l.trim_end().ends_with("[k] net_rx_action"))
+        .map_or(Some(0.0), |l| {
+            l.split_whitespace()
+                .next()?
+                .trim_end_matches('%')
+                .parse::<f64>()
+                .ok()
+        })?;
+    Some(share / 100.0)
 }
 
 /// `perf record` attached to `pid` until dropped (SIGINT, so it writes its file).
@@ -448,12 +514,14 @@ async fn drive(
     }
     let cpu = cpu_before.zip(server.cpu_ms()).map_or(0.0, |(a, b)| b - a);
     drop(profile);
+    let receive = perf.and_then(receive_share);
     let latencies: Vec<u64> = (0..orders)
         .filter_map(|i| Some(tracker.arrivals(i)?.1.saturating_sub(sent[i])))
         .collect();
     let got: u64 = (0..orders).map(|i| u64::from(tracker.count(i))).sum();
     subscribers.close().await;
     let expected = (orders * subs) as u64;
+    let per_event = cpu * 1000.0 / got.max(1) as f64;
     let (idle_kib, connected_kib) = (
         idle.map_or(0, |r| r.now_kib),
         connected.map_or(0, |r| r.now_kib),
@@ -466,10 +534,12 @@ async fn drive(
         deliveries_expected: expected,
         deliveries_missing: expected.saturating_sub(got),
         cpu_ms: cpu,
-        cpu_us_per_event: cpu * 1000.0 / got.max(1) as f64,
+        cpu_us_per_event: per_event,
         rss_idle_kib: idle_kib,
         rss_connected_kib: connected_kib,
         kib_per_subscriber: connected_kib.saturating_sub(idle_kib) as f64 / subs.max(1) as f64,
+        receive_share: receive,
+        cpu_us_per_event_without_receive: receive.map(|share| per_event * (1.0 - share)),
     })
 }
 
@@ -495,6 +565,18 @@ pub fn verdicts(runs: &[EqualRateRun]) -> Vec<Verdict> {
             ),
             met: k.cpu_us_per_event * 5.0 <= pb.cpu_us_per_event && k.deliveries_missing == 0,
         });
+        if let (Some(kw), Some(pw)) = (
+            k.cpu_us_per_event_without_receive,
+            pb.cpu_us_per_event_without_receive,
+        ) {
+            out.push(Verdict {
+                target: format!(
+                    "equal rate ({load}), receive path (net_rx_action) taken out of both profiles: CPU per delivered event <= 1/5 of PocketBase's"
+                ),
+                figure: format!("{kw:.1} vs {pw:.1} µs ({:.2}x)", kw / pw.max(f64::MIN_POSITIVE)),
+                met: kw * 5.0 <= pw && k.deliveries_missing == 0,
+            });
+        }
         out.push(Verdict {
             target: format!("equal rate ({load}): e2e p99 <= 1/3 of PocketBase's"),
             figure: format!(
