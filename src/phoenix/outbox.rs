@@ -5,7 +5,7 @@
 //!
 //! A WebSocket over TCP hands its connection to a [`DirectWriter`] while its task has nothing
 //! left to write: a broadcast is then written straight from the sender (the fan-out) with
-//! one non-blocking `writev`, and the socket task is neither woken nor polled. Whatever the
+//! one non-blocking `sendmsg`, and the socket task is neither woken nor polled. Whatever the
 //! connection does not take at once goes through the queue as before, and the task takes the
 //! connection back. The hand-over is decided under the queue's lock, so the order of frames
 //! on the wire is the order of the queue.
