@@ -52,6 +52,11 @@ const MAX_IOVECS: usize = 64;
 const CONTROL_HIGH: usize = 4 * 1024;
 /// A drained queue keeps at most this much room (frames); a burst's larger allocation is freed.
 const IDLE_QUEUE_CAPACITY: usize = 4;
+/// Broadcasts larger than this are not written by the [`DirectWriter`] but queued: the fan-out
+/// writes under the registry's lock, and copying a 600 KB menu into 200 sockets' buffers there
+/// would hold it for tens of milliseconds (the socket tasks copy it in parallel instead). An
+/// order's change is about a kilobyte.
+const DIRECT_MAX_BYTES: usize = 64 * 1024;
 
 /// The connection as tungstenite sees it: reads go to the socket, writes are collected.
 pub(crate) struct Tap<S> {
@@ -348,6 +353,9 @@ impl DirectWriter {
             Message::Binary(data) => OutFrame::data(Data::Binary, data),
             _ => return Wrote::Nothing,
         };
+        if frame.len() > DIRECT_MAX_BYTES {
+            return Wrote::Nothing;
+        }
         let slices = [
             IoSlice::new(&frame.head[..frame.head_len as usize]),
             IoSlice::new(&frame.payload),
