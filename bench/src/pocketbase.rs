@@ -2,7 +2,7 @@
 //! same work — N realtime subscribers (Server-Sent Events on `/api/realtime`, subscribed to an
 //! `orders` collection) and orders created over HTTP — measured the same way as the daemon.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -21,6 +21,17 @@ const PASSWORD: &str = "bench-password-123";
 /// Start `pocketbase serve` on a fresh data directory with an `orders` collection anyone may
 /// create and read (so the subscribers need no accounts, like the café's public screens).
 pub async fn start(binary: &Path, dir: &Path) -> Result<Server, String> {
+    start_on(binary, dir, Ipv4Addr::LOCALHOST.into(), &|cmd| cmd).await
+}
+
+/// [`start`], listening on `host`, its `serve` command run through `wrap` (the equal-rate
+/// phase's network namespace and CPU pinning).
+pub async fn start_on(
+    binary: &Path,
+    dir: &Path,
+    host: IpAddr,
+    wrap: &dyn Fn(Command) -> Command,
+) -> Result<Server, String> {
     let data = dir.join("pb_data");
     let status = Command::new(binary)
         .args(["superuser", "upsert", EMAIL, PASSWORD, "--dir"])
@@ -36,10 +47,12 @@ pub async fn start(binary: &Path, dir: &Path) -> Result<Server, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let child = Command::new(binary)
+    let addr = SocketAddr::new(host, port);
+    let mut serve = Command::new(binary);
+    serve
         .args(["serve", "--http", &addr.to_string(), "--dir"])
-        .arg(&data)
+        .arg(&data);
+    let child = wrap(serve)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -203,13 +203,16 @@ where
 
 pub type Ws = WebSocketStream<TcpStream>;
 
-/// A TCP connection to `server` from one of the loopback source addresses.
+/// A TCP connection to `server` from one of the loopback source addresses (from the host's
+/// own address when `server` is not on loopback: the equal-rate phase's network namespace).
 pub async fn tcp(server: SocketAddr, i: usize) -> Result<TcpStream, String> {
     let src = Ipv4Addr::new(127, 0, 0, 2 + (i as u32 % SOURCE_ADDRESSES) as u8);
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    socket
-        .bind(SocketAddr::new(IpAddr::V4(src), 0))
-        .map_err(|e| format!("bind {src}: {e}"))?;
+    if server.ip().is_loopback() {
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(src), 0))
+            .map_err(|e| format!("bind {src}: {e}"))?;
+    }
     let stream = socket
         .connect(server)
         .await

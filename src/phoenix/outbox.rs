@@ -2,15 +2,23 @@
 //! ([`Outbox`]), and broadcasts encoded at most once per serializer ([`Broadcast`]). Nothing
 //! here ever waits: a full queue marks the socket as a slow consumer and wakes it to close
 //! with 1013.
+//!
+//! A WebSocket over TCP hands its connection to a [`DirectWriter`] while its task has nothing
+//! left to write: a broadcast is then written straight from the sender (the fan-out) with
+//! one non-blocking `sendmsg`, and the socket task is neither woken nor polled. Whatever the
+//! connection does not take at once goes through the queue as before, and the task takes the
+//! connection back. The hand-over is decided under the queue's lock, so the order of frames
+//! on the wire is the order of the queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::frame::{self, Payload, Vsn};
+use super::websocket::{DirectWriter, Remainder, Wrote};
 
 /// A server broadcast (`[null, null, topic, event, payload]`), encoded at most once per
 /// serializer however many sockets receive it; every socket gets the same bytes.
@@ -89,6 +97,14 @@ pub(crate) struct SocketShared {
 struct Queue {
     items: VecDeque<Outbound>,
     limit: usize,
+    /// Writes broadcasts straight to the connection (a WebSocket over TCP only).
+    direct: Option<DirectWriter>,
+    /// The socket task has written everything and waits: the connection is the direct
+    /// writer's until the task claims it back ([`SocketShared::claim_wire`]). Only ever true
+    /// while `items` is empty.
+    handed: bool,
+    /// The unwritten rest of a frame the direct writer started; the task writes it first.
+    rest: Option<Remainder>,
 }
 
 /// A drained queue keeps at most this many slots; a burst's larger allocation is freed.
@@ -104,6 +120,9 @@ impl SocketShared {
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 limit: limit.max(1),
+                direct: None,
+                handed: false,
+                rest: None,
             }),
             closed: AtomicBool::new(false),
             app_id: OnceLock::new(),
@@ -125,22 +144,83 @@ impl SocketShared {
         item
     }
 
-    /// Stop taking items and drop the queued ones.
+    /// Stop taking items and drop the queued ones; the direct writer is dropped too.
     pub(crate) fn close_queue(&self) {
         self.closed.store(true, Ordering::Release);
-        let dropped = std::mem::take(&mut self.lock().items);
+        let mut queue = self.lock();
+        queue.handed = false;
+        let dropped = (
+            std::mem::take(&mut queue.items),
+            queue.direct.take(),
+            queue.rest.take(),
+        );
+        drop(queue);
         drop(dropped);
+    }
+
+    /// Let `writer` write broadcasts while the connection is handed to it.
+    pub(crate) fn set_direct(&self, writer: DirectWriter) {
+        self.lock().direct = Some(writer);
+    }
+
+    /// The socket task takes the connection back (it is about to write, read a message that
+    /// may be answered, or end), with the rest of a frame the direct writer started, which
+    /// must be written first.
+    pub(crate) fn claim_wire(&self) -> Option<Remainder> {
+        let mut queue = self.lock();
+        queue.handed = false;
+        queue.rest.take()
+    }
+
+    /// The socket task has written everything it had and waits: broadcasts may go straight
+    /// to the connection until it claims it back. Not while anything is queued (the task was
+    /// woken for it) or once the socket is closing.
+    pub(crate) fn release_wire(&self) {
+        let mut queue = self.lock();
+        if queue.items.is_empty()
+            && queue.rest.is_none()
+            && queue.direct.is_some()
+            && !self.queue_closed()
+            && self.requested_close().is_none()
+        {
+            queue.handed = true;
+        }
     }
 
     fn queue_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Queue an item and wake the socket; a full queue closes the socket as a slow consumer.
-    fn push(&self, item: Outbound) -> bool {
+    /// Write a broadcast straight to the connection when it is handed over, else queue the
+    /// item and wake the socket; a full queue closes the socket as a slow consumer.
+    fn push(&self, item: Outbound, join: &JoinShared) -> bool {
         let mut queue = self.lock();
         if self.queue_closed() {
             return false;
+        }
+        if queue.handed {
+            // The socket task is parked with nothing to write, and it claims the connection
+            // back before it handles anything (so the join is current unless it ended).
+            if join.ended.load(Ordering::Acquire) {
+                return false;
+            }
+            if let (OutKind::Broadcast(msg), Some(direct)) = (&item.kind, &queue.direct) {
+                if item.seq <= join.after_seq.load(Ordering::Acquire) {
+                    return true; // already in the join's snapshot, as `Socket::outbound` says
+                }
+                match direct.write(msg) {
+                    Wrote::All => return true,
+                    Wrote::Part(rest) => {
+                        queue.rest = Some(rest);
+                        queue.handed = false;
+                        drop(queue);
+                        self.waker.wake();
+                        return true;
+                    }
+                    Wrote::Nothing => {}
+                }
+            }
+            queue.handed = false;
         }
         if queue.items.len() >= queue.limit {
             drop(queue);
@@ -185,6 +265,8 @@ impl SocketShared {
 pub(crate) struct JoinShared {
     pub(crate) id: u64,
     pub(crate) ended: AtomicBool,
+    /// Broadcasts at or below this position are in the join's snapshot (set when it is joined).
+    after_seq: AtomicU64,
 }
 
 /// Handle to one join instance (one topic on one socket). Cheap to clone. Sending never
@@ -200,12 +282,18 @@ impl Outbox {
         let join = Arc::new(JoinShared {
             id: join_id,
             ended: AtomicBool::new(false),
+            after_seq: AtomicU64::new(0),
         });
         Outbox { socket, join }
     }
 
     pub(crate) fn join_id(&self) -> u64 {
         self.join.id
+    }
+
+    /// The join is in place: broadcasts at or below `seq` are in its snapshot.
+    pub(crate) fn joined_at(&self, seq: u64) {
+        self.join.after_seq.store(seq, Ordering::Release);
     }
 
     /// Mark this join instance as over; later sends return `false`.
@@ -251,11 +339,12 @@ impl Outbox {
         if self.is_closed() {
             return false;
         }
-        self.socket.push(Outbound {
+        let item = Outbound {
             join: self.join.id,
             seq,
             kind,
-        })
+        };
+        self.socket.push(item, &self.join)
     }
 }
 

@@ -26,8 +26,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::frame::{self, InMessage, Payload, Vsn};
 use super::outbox::{OutKind, Outbound, Outbox, SocketShared};
 use super::rate::Bucket;
-use super::transport::{EndpointConfig, SocketSlot};
-use super::websocket::WsWire;
+use super::transport::{Endpoint, EndpointConfig, SocketSlot};
+use super::websocket::{Conn, CountSent, Remainder, WsWire};
 use super::{BoxFuture, Channel, JoinResult, Reply, SocketHandler};
 
 /// What a socket's state machine reads client frames from and writes server frames to. The
@@ -40,6 +40,15 @@ pub(crate) trait Wire: Sink<Message, Error = WsError> + Unpin {
 
     /// The next thing the client sent. Registers the task's waker when nothing is there yet.
     fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Inbound>;
+
+    /// Whether everything handed to the wire is written, so the connection may be handed to
+    /// a direct writer (a WebSocket over TCP; never a long-poll session).
+    fn drained(&mut self) -> bool {
+        false
+    }
+
+    /// Take back the unwritten rest of a frame a direct writer started; it goes out first.
+    fn resume(&mut self, _rest: Remainder) {}
 }
 
 /// One step of a client's input.
@@ -140,11 +149,32 @@ pub(crate) async fn run<H: SocketHandler>(
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(config.max_message_bytes))
         .max_frame_size(Some(config.max_message_bytes));
-    let mut ws = WsWire::new(io, ws_config, config.outbound_queue).await;
+    let sent: Arc<dyn CountSent> = Arc::clone(&slot.endpoint) as _;
+    let (conn, direct) = Conn::new(io.into_inner(), vsn, sent);
+    if let Some(writer) = direct {
+        slot.shared.set_direct(writer);
+    }
+    let mut ws = WsWire::new(conn, ws_config, config.outbound_queue).await;
     let mut socket = Socket::new(slot, session, vsn, peer);
     let end = socket.serve(&mut ws).await;
     // Boxed (like joins): an idle socket's task then only holds the state of its read loop.
     Box::pin(socket.finish(ws, end)).await;
+}
+
+impl<H: SocketHandler> CountSent for Endpoint<H> {
+    fn count_sent(&self, payload_bytes: usize) {
+        self.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .bytes_sent
+            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
+    }
+
+    fn uncount_sent(&self, payload_bytes: usize) {
+        self.metrics.messages_sent.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .bytes_sent
+            .fetch_sub(payload_bytes as u64, Ordering::Relaxed);
+    }
 }
 
 fn deadline(from: Instant, after: Duration) -> Instant {
@@ -238,6 +268,10 @@ impl<H: SocketHandler> Socket<H> {
         idle: Pin<&mut Sleep>,
     ) -> Poll<Event> {
         self.slot.shared.register(cx.waker());
+        // The connection is ours again until this returns `Pending` with nothing to write.
+        if let Some(rest) = self.slot.shared.claim_wire() {
+            ws.resume(rest);
+        }
         if let Some(code) = self.slot.shared.requested_close() {
             return Poll::Ready(Event::CloseRequested(code));
         }
@@ -253,6 +287,11 @@ impl<H: SocketHandler> Socket<H> {
         }
         if idle.poll(cx).is_ready() {
             return Poll::Ready(Event::IdleCheck);
+        }
+        // Parked with nothing left to write: broadcasts may go straight to the connection
+        // (the waker is registered, so whatever gets queued instead wakes this task).
+        if self.pending.is_empty() && !self.unflushed && !self.peer_closed && ws.drained() {
+            self.slot.shared.release_wire();
         }
         Poll::Pending
     }
@@ -496,6 +535,7 @@ impl<H: SocketHandler> Socket<H> {
                     } else {
                         join_ref.clone()
                     };
+                    outbox.joined_at(seq);
                     // Sockets join a few topics and keep them for hours: no spare room.
                     self.joined.reserve_exact(1);
                     self.joined.push(Joined {

@@ -8,17 +8,25 @@
 //! tungstenite never writes to the connection itself. Its own frames (pong, close) land in
 //! the [`Tap`]'s `control` buffer and are queued here as whole frames, after the frames
 //! already waiting, so the byte stream always consists of whole frames.
+//!
+//! Over TCP the connection is shared ([`SharedTcp`]) with a [`DirectWriter`]: while the socket
+//! task has nothing waiting to be written, the fan-out writes a broadcast straight to the
+//! connection (one non-blocking `sendmsg`, no task wake-up), under the lock of the socket's
+//! outbound queue (see [`super::outbox::SocketShared`] for the hand-over rules).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::{Sink, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
@@ -26,6 +34,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use super::frame::Vsn;
+use super::outbox::Broadcast;
 use super::socket::{Inbound, Wire};
 
 /// `poll_ready` says "not now" once this many bytes wait to be written: the socket then stops
@@ -42,6 +52,11 @@ const MAX_IOVECS: usize = 64;
 const CONTROL_HIGH: usize = 4 * 1024;
 /// A drained queue keeps at most this much room (frames); a burst's larger allocation is freed.
 const IDLE_QUEUE_CAPACITY: usize = 4;
+/// Broadcasts larger than this are not written by the [`DirectWriter`] but queued: the fan-out
+/// writes under the registry's lock, and copying a 600 KB menu into 200 sockets' buffers there
+/// would hold it for tens of milliseconds (the socket tasks copy it in parallel instead). An
+/// order's change is about a kilobyte.
+const DIRECT_MAX_BYTES: usize = 64 * 1024;
 
 /// The connection as tungstenite sees it: reads go to the socket, writes are collected.
 pub(crate) struct Tap<S> {
@@ -87,7 +102,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
 
 /// One frame waiting to be written: its header, built for this socket, and its payload,
 /// shared with every other socket sending the same message.
-struct OutFrame {
+pub(crate) struct OutFrame {
     head: [u8; 10],
     head_len: u8,
     payload: Bytes,
@@ -127,9 +142,253 @@ impl OutFrame {
     }
 }
 
+/// The connection of an upgraded WebSocket: TCP shared with a [`DirectWriter`] when hyper hands
+/// the stream over as one, anything else (a test's pipe) as it is.
+pub(crate) enum Conn {
+    Tcp(SharedTcp),
+    Other(TokioIo<Upgraded>),
+}
+
+impl Conn {
+    /// The upgraded connection, with a [`DirectWriter`] for broadcasts when it is TCP.
+    pub(crate) fn new(
+        upgraded: Upgraded,
+        vsn: Vsn,
+        sent: Arc<dyn CountSent>,
+    ) -> (Conn, Option<DirectWriter>) {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let tcp = Arc::new(parts.io.into_inner());
+                let writer = DirectWriter {
+                    fd: tcp.as_raw_fd(),
+                    _tcp: Arc::clone(&tcp),
+                    vsn,
+                    sent,
+                };
+                // A copy: hyper's `read_buf` shares (and would keep) its whole read buffer.
+                let conn = SharedTcp {
+                    tcp,
+                    early: Bytes::copy_from_slice(&parts.read_buf),
+                };
+                (Conn::Tcp(conn), Some(writer))
+            }
+            Err(upgraded) => (Conn::Other(TokioIo::new(upgraded)), None),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Conn::Other(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Conn::Other(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Conn::Other(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            Conn::Other(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Conn::Other(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A WebSocket's TCP stream as its socket task sees it: the same stream a [`DirectWriter`]
+/// writes to (never at the same time, see [`super::outbox::SocketShared`]).
+pub(crate) struct SharedTcp {
+    tcp: Arc<TcpStream>,
+    /// Bytes hyper read past the upgrade request (a client's first frames): read first.
+    early: Bytes,
+}
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early[..n]);
+            self.early.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(self.tcp.poll_read_ready(cx))?;
+            match self.tcp.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was cleared: the next poll registers the waker.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            match self.tcp.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // SAFETY: shutdown(2) on a descriptor this stream owns and keeps open meanwhile.
+        let done = unsafe { libc::shutdown(self.tcp.as_raw_fd(), libc::SHUT_WR) };
+        match done {
+            0 => Poll::Ready(Ok(())),
+            _ => Poll::Ready(Err(io::Error::last_os_error())),
+        }
+    }
+}
+
+/// Counts what a [`DirectWriter`] sends into its endpoint's metrics, as the socket task counts
+/// what it sends: before it is written (a client that has it may look at the metrics at once).
+pub(crate) trait CountSent: Send + Sync {
+    fn count_sent(&self, payload_bytes: usize);
+    /// Take back a count for a message that was not written after all (the socket task counts
+    /// it when it sends it).
+    fn uncount_sent(&self, payload_bytes: usize);
+}
+
+/// Writes broadcasts straight to a WebSocket's TCP stream, from the fan-out.
+pub(crate) struct DirectWriter {
+    /// The stream's descriptor, written with `sendmsg(2)` itself: one cache miss less per
+    /// socket than through tokio's registration (whose readiness the socket task still keeps:
+    /// a stale "writable" there only costs it one `WouldBlock`).
+    fd: RawFd,
+    /// Keeps `fd` open.
+    _tcp: Arc<TcpStream>,
+    vsn: Vsn,
+    sent: Arc<dyn CountSent>,
+}
+
+/// What a [`DirectWriter`] got onto the connection.
+pub(crate) enum Wrote {
+    /// The whole frame.
+    All,
+    /// Part of it: the socket task writes the rest ([`Wire::resume`]) before anything else.
+    Part(Remainder),
+    /// Nothing (the connection would block, or failed): the broadcast is queued as usual.
+    Nothing,
+}
+
+/// The unwritten rest of a frame a [`DirectWriter`] started.
+pub(crate) struct Remainder {
+    frame: OutFrame,
+    written: usize,
+}
+
+impl DirectWriter {
+    /// Write `msg` without waiting: one `sendmsg` of its header and its shared payload.
+    pub(crate) fn write(&self, msg: &Broadcast) -> Wrote {
+        let frame = match msg.encoded(self.vsn) {
+            Message::Text(text) => OutFrame::data(Data::Text, Bytes::from(text)),
+            Message::Binary(data) => OutFrame::data(Data::Binary, data),
+            _ => return Wrote::Nothing,
+        };
+        if frame.len() > DIRECT_MAX_BYTES {
+            return Wrote::Nothing;
+        }
+        let slices = [
+            IoSlice::new(&frame.head[..frame.head_len as usize]),
+            IoSlice::new(&frame.payload),
+        ];
+        self.sent.count_sent(frame.payload.len());
+        // An error other than "would block" is left to the socket task, which meets it on its
+        // own next write of the queued broadcast.
+        // sendmsg(2) rather than writev(2): a socket's own call skips the file layer, and
+        // MSG_NOSIGNAL keeps a vanished client from raising SIGPIPE.
+        // SAFETY: `fd` stays open while `_tcp` lives; `IoSlice` is ABI-compatible with `iovec`
+        // on Unix, and the two slices outlive the call.
+        let written = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = slices.as_ptr().cast::<libc::iovec>().cast_mut();
+            msg.msg_iovlen = slices.len() as _;
+            libc::sendmsg(self.fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        let written = usize::try_from(written).unwrap_or(0);
+        if written == 0 {
+            self.sent.uncount_sent(frame.payload.len());
+            return Wrote::Nothing;
+        }
+        if written == frame.len() {
+            Wrote::All
+        } else {
+            Wrote::Part(Remainder { frame, written })
+        }
+    }
+}
+
 /// The WebSocket transport of one socket (over the upgraded HTTP connection; any stream in
 /// tests).
-pub(crate) struct WsWire<S = TokioIo<Upgraded>> {
+pub(crate) struct WsWire<S = Conn> {
     ws: WebSocketStream<Tap<S>>,
     out: VecDeque<OutFrame>,
     /// Bytes of the first frame in `out` already written.
@@ -283,6 +542,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWire<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire for WsWire<S> {
     const IDLE_TIMEOUT: bool = true;
+
+    fn drained(&mut self) -> bool {
+        self.out.is_empty() && self.ws.get_ref().control.is_empty()
+    }
+
+    fn resume(&mut self, rest: Remainder) {
+        // The rest goes before anything else. Nothing of ours was waiting when the connection
+        // was handed to the direct writer (`drained`), so no other frame is half written.
+        debug_assert_eq!(self.written, 0);
+        let Remainder { frame, written } = rest;
+        self.queued_bytes += frame.len() - written;
+        self.out.push_front(frame);
+        self.written = written;
+    }
 
     fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
         let polled = self.ws.poll_next_unpin(cx);

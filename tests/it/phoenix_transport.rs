@@ -352,6 +352,46 @@ async fn phoenix_stalled_reader_is_closed_1013_while_others_keep_receiving() {
     assert_eq!(stalled.close_code().await, 1013);
 }
 
+/// More broadcasts than the connection takes at once (the first ones written straight from
+/// the sender until the connection takes one only in part, the rest by the socket task; the
+/// last too large to be written straight) reach a client that reads late whole and in order;
+/// a heartbeat sent meanwhile is answered (replies may overtake queued broadcasts).
+#[tokio::test]
+async fn phoenix_broadcasts_larger_than_the_connection_takes_arrive_whole_and_in_order() {
+    const N: usize = 240;
+    const PAD: usize = 60 * 1024;
+    let s = server_with(|c| c.outbound_queue = 1024).await;
+    let mut c = v2(s.addr).await;
+    c.join("1", "test:big").await;
+    for n in 0..N {
+        // The last is past what a broadcast may be for a straight write (64 KiB).
+        let pad = "x".repeat(if n == N - 1 { 2 * PAD } else { PAD });
+        let payload = j(json!({"n": n, "pad": pad}));
+        assert_eq!(s.app.broadcast("test:big", "big", payload), 1);
+    }
+    c.send(json!([null, "hb", "phoenix", "heartbeat", {}]))
+        .await;
+    let (mut next, mut replies) = (0, 0);
+    while next < N || replies == 0 {
+        let got = c.recv().await;
+        if got[3] == json!("phx_reply") {
+            assert_eq!(
+                got,
+                json!([null, "hb", "phoenix", "phx_reply", {"status": "ok", "response": {}}])
+            );
+            replies += 1;
+            continue;
+        }
+        assert_eq!((&got[3], &got[4]["n"]), (&json!("big"), &json!(next)));
+        let pad = if next == N - 1 { 2 * PAD } else { PAD };
+        assert_eq!(got[4]["pad"].as_str().map(str::len), Some(pad));
+        next += 1;
+    }
+    c.barrier().await;
+    assert_eq!((next, replies), (N, 1));
+    assert_eq!(s.endpoint.metrics().slow_closed.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test]
 async fn phoenix_close_all_closes_with_1001_and_waits() {
     let s = server().await;
