@@ -16,7 +16,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -25,6 +24,7 @@ use bytes::{Buf, Bytes};
 use futures_util::{Sink, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -160,8 +160,7 @@ impl Conn {
             Ok(parts) => {
                 let tcp = Arc::new(parts.io.into_inner());
                 let writer = DirectWriter {
-                    fd: tcp.as_raw_fd(),
-                    _tcp: Arc::clone(&tcp),
+                    tcp: Arc::clone(&tcp),
                     vsn,
                     sent,
                 };
@@ -299,12 +298,9 @@ impl AsyncWrite for SharedTcp {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // SAFETY: shutdown(2) on a descriptor this stream owns and keeps open meanwhile.
-        let done = unsafe { libc::shutdown(self.tcp.as_raw_fd(), libc::SHUT_WR) };
-        match done {
-            0 => Poll::Ready(Ok(())),
-            _ => Poll::Ready(Err(io::Error::last_os_error())),
-        }
+        // The stream is shared with the direct writer, so tokio's own `poll_shutdown` (which
+        // takes it by `&mut`) is out of reach; shutdown(2) itself needs only the descriptor.
+        Poll::Ready(SockRef::from(&*self.tcp).shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -319,12 +315,10 @@ pub(crate) trait CountSent: Send + Sync {
 
 /// Writes broadcasts straight to a WebSocket's TCP stream, from the fan-out.
 pub(crate) struct DirectWriter {
-    /// The stream's descriptor, written with `sendmsg(2)` itself: one cache miss less per
-    /// socket than through tokio's registration (whose readiness the socket task still keeps:
-    /// a stale "writable" there only costs it one `WouldBlock`).
-    fd: RawFd,
-    /// Keeps `fd` open.
-    _tcp: Arc<TcpStream>,
+    /// The stream, written with `sendmsg(2)` on its descriptor rather than through tokio's
+    /// registration (whose readiness the socket task still keeps: a stale "writable" there
+    /// only costs it one `WouldBlock`).
+    tcp: Arc<TcpStream>,
     vsn: Vsn,
     sent: Arc<dyn CountSent>,
 }
@@ -365,15 +359,9 @@ impl DirectWriter {
         // own next write of the queued broadcast.
         // sendmsg(2) rather than writev(2): a socket's own call skips the file layer, and
         // MSG_NOSIGNAL keeps a vanished client from raising SIGPIPE.
-        // SAFETY: `fd` stays open while `_tcp` lives; `IoSlice` is ABI-compatible with `iovec`
-        // on Unix, and the two slices outlive the call.
-        let written = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = slices.as_ptr().cast::<libc::iovec>().cast_mut();
-            msg.msg_iovlen = slices.len() as _;
-            libc::sendmsg(self.fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        };
-        let written = usize::try_from(written).unwrap_or(0);
+        let written = SockRef::from(&*self.tcp)
+            .send_vectored_with_flags(&slices, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            .unwrap_or(0);
         if written == 0 {
             self.sent.uncount_sent(frame.payload.len());
             return Wrote::Nothing;
