@@ -109,7 +109,9 @@ CREATE TABLE "order" (
     updated_at          TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 -- Listing oldest first, and "inserted since local midnight" (from_date, day_id numbering).
-CREATE INDEX order_inserted ON "order" (inserted_at, id);
+-- `day_id` rides along so that counting the day's highest number (the first order of a day,
+-- or after a schema change) reads today's entries of this index only, never the orders.
+CREATE INDEX order_inserted ON "order" (inserted_at, id, day_id);
 CREATE INDEX order_customer ON "order" (customer_id, inserted_at);
 CREATE INDEX order_day ON "order" (day_id);
 -- The newest stamp at start (the clock's floor) without reading every order.
@@ -151,7 +153,11 @@ END;
 -- history's identity, carried in join replies beside `seq`: a new one on every restore),
 -- `restored_pending` (set in the copies `kaffediem backup` writes: the first start on one
 -- begins a new epoch), `collections_version` (bumped by the change-log triggers, see
--- `kaffediem_changes`), `published_version`, later `socket_secret`.
+-- `kaffediem_changes`), `published_version`, later `socket_secret`; `day_start`, `day_max`,
+-- `day_schema`: the highest `day_id` of the orders inserted since the local midnight
+-- `day_start`, kept by the `order_day_max_*` triggers (`DAY_MAX_TRIGGERS` in
+-- `src/store/orders.rs`, created with the schema and put back at start), so numbering the next
+-- order reads three keys, not the day's orders.
 CREATE TABLE kaffediem_meta (
     key   TEXT PRIMARY KEY,
     value

@@ -219,20 +219,20 @@ pub fn place(
     let day_id = next_day_id(tx, now, tz)?;
     let at = format_timestamp(now);
     let uuid = uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO \"order\" (uuid, customer_id, day_id, state, missing_information, items, \
          total_nok, inserted_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-        rusqlite::params![
-            uuid,
-            customer_id,
-            day_id,
-            state.as_str(),
-            missing_information,
-            items,
-            total_nok,
-            at
-        ],
-    )?;
+    )?
+    .execute(rusqlite::params![
+        uuid,
+        customer_id,
+        day_id,
+        state.as_str(),
+        missing_information,
+        items,
+        total_nok,
+        at
+    ])?;
     let id = tx.last_insert_rowid();
     let record = write::read_back(tx, Collection::Order, id, ctx)?;
     // Measured on what every order screen would receive; the `Err` rolls the insert back.
@@ -297,11 +297,8 @@ fn existing(
     ctx: &RecordCtx,
 ) -> Result<Option<Value>, WriteError> {
     let found: Option<(i64, Option<i64>)> = tx
-        .query_row(
-            "SELECT id, customer_id FROM \"order\" WHERE uuid = ?1",
-            [uuid],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT id, customer_id FROM \"order\" WHERE uuid = ?1")?
+        .query_row([uuid], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((id, owner)) = found else {
         return Ok(None);
@@ -314,23 +311,92 @@ fn existing(
     write::read_back(tx, Collection::Order, id, ctx).map(Some)
 }
 
+/// The highest `day_id` of the orders inserted at or after `?1` (a stored stamp): the truth,
+/// read from `order_inserted` alone (it holds `day_id` since schema version 4).
+pub const NEXT_DAY_ID_SQL: &str = "SELECT MAX(+day_id) FROM \"order\" WHERE inserted_at >= ?1";
+
+/// The triggers that keep `kaffediem_meta`'s `day_max` the highest `day_id` of the orders
+/// inserted at or after its `day_start`, whoever writes the order (the daemon, the `sqlite3`
+/// shell, `kaffediem import`): an insert, or an update of either column, raises it. A delete
+/// leaves it as it was, so a deleted order's number is not handed out again that day.
+/// Without a `day_start` they do nothing. Created with the schema (version 4) and put back at
+/// start if dropped.
+pub const DAY_MAX_TRIGGERS: &str = r#"
+CREATE TRIGGER IF NOT EXISTS order_day_max_insert AFTER INSERT ON "order"
+WHEN NEW.inserted_at >= (SELECT value FROM kaffediem_meta WHERE key = 'day_start') BEGIN
+    UPDATE kaffediem_meta SET value = NEW.day_id
+    WHERE key = 'day_max' AND (value IS NULL OR NEW.day_id > value);
+END;
+CREATE TRIGGER IF NOT EXISTS order_day_max_update AFTER UPDATE OF inserted_at, day_id ON "order"
+WHEN NEW.inserted_at >= (SELECT value FROM kaffediem_meta WHERE key = 'day_start') BEGIN
+    UPDATE kaffediem_meta SET value = NEW.day_id
+    WHERE key = 'day_max' AND (value IS NULL OR NEW.day_id > value);
+END;
+"#;
+
+/// The names of [`DAY_MAX_TRIGGERS`].
+pub const DAY_MAX_TRIGGER_NAMES: [&str; 2] = ["order_day_max_insert", "order_day_max_update"];
+
+/// How many of [`DAY_MAX_TRIGGER_NAMES`] the file holds.
+pub fn day_max_triggers(conn: &rusqlite::Connection) -> Result<usize, StoreError> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM sqlite_schema \
+             WHERE type = 'trigger' AND tbl_name = 'order' AND name IN (?1, ?2)",
+        )?
+        .query_row(DAY_MAX_TRIGGER_NAMES, |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// `max(day_id)` of the orders inserted since the local midnight before `now`, plus one; 101
 /// for the day's first order. Must run in the transaction that inserts the order.
+///
+/// The maximum comes from `kaffediem_meta` (`day_max`, kept by [`DAY_MAX_TRIGGERS`]) when it
+/// was counted from this very midnight (`day_start`) under this very schema (`day_schema`:
+/// SQLite bumps `schema_version` on every `CREATE` or `DROP`, so a dropped trigger shows):
+/// three key lookups, however many orders the day holds. Otherwise — the day's first order, a
+/// schema change, the triggers missing — it reads the orders of the day
+/// ([`NEXT_DAY_ID_SQL`]) and, when both triggers are there, counts from here on.
 pub fn next_day_id(tx: &Transaction<'_>, now: Timestamp, tz: &TimeZone) -> Result<i64, StoreError> {
     let midnight = now
         .to_zoned(tz.clone())
         .start_of_day()
         .map(|z| z.timestamp())
         .unwrap_or(now);
-    // Stored stamps are RFC 3339 UTC text with a `Z`, so text order is time order. `+day_id`
-    // keeps SQLite from answering MAX through the `order_day` index, which walks down past
-    // days' higher numbers until it meets one of today's (the whole history, late in a day
-    // with few orders); the `order_inserted` range reads today's orders only.
-    let max: Option<i64> = tx.query_row(
-        "SELECT MAX(+day_id) FROM \"order\" WHERE inserted_at >= ?1",
-        [format_timestamp(midnight)],
-        |r| r.get(0),
-    )?;
+    let start = format_timestamp(midnight);
+    let kept: Option<Option<i64>> = tx
+        .prepare_cached(
+            "SELECT m.value FROM kaffediem_meta s, kaffediem_meta v, kaffediem_meta m \
+             WHERE s.key = 'day_start' AND s.value = ?1 \
+               AND v.key = 'day_schema' \
+               AND v.value = (SELECT schema_version FROM pragma_schema_version) \
+               AND m.key = 'day_max'",
+        )?
+        .query_row([&start], |r| r.get(0))
+        .optional()?;
+    let max = match kept {
+        Some(max) => max,
+        None => {
+            // Stored stamps are RFC 3339 UTC text with a `Z`, so text order is time order.
+            // `+day_id` keeps SQLite from answering MAX through the `order_day` index, which
+            // walks down past days' higher numbers until it meets one of today's (the whole
+            // history, late in a day with few orders); the `order_inserted` range reads
+            // today's index entries only, no order row (about a page per hundred orders).
+            let max: Option<i64> = tx
+                .prepare_cached(NEXT_DAY_ID_SQL)?
+                .query_row([&start], |r| r.get(0))?;
+            if day_max_triggers(tx)? == DAY_MAX_TRIGGER_NAMES.len() {
+                tx.prepare_cached(
+                    "INSERT INTO kaffediem_meta (key, value) VALUES \
+                         ('day_start', ?1), ('day_max', ?2), \
+                         ('day_schema', (SELECT schema_version FROM pragma_schema_version)) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(rusqlite::params![start, max])?;
+            }
+            max
+        }
+    };
     Ok(match max {
         Some(max) if max >= FIRST_DAY_ID => max + 1,
         _ => FIRST_DAY_ID,

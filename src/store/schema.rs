@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use super::{change_log, Collection, StoreError};
+use super::{change_log, orders, Collection, StoreError};
 
 /// The schema every fresh database starts from (the repository's `schema.sql`).
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The `user_version` this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// One upgrade step, run inside the upgrade transaction (foreign keys off, see [`migrate`]).
 type Upgrade = fn(&Transaction<'_>) -> Result<(), StoreError>;
@@ -23,7 +23,7 @@ type Upgrade = fn(&Transaction<'_>) -> Result<(), StoreError>;
 /// Upgrade steps: entry `i` takes a database from version `i + 1` to `i + 2`. All pending
 /// steps run in one transaction at open, so a failed upgrade leaves the file as it was.
 /// Append here (and bump [`SCHEMA_VERSION`], and edit `schema.sql` to the new shape).
-const UPGRADES: &[Upgrade] = &[never_reused_ids, change_log];
+const UPGRADES: &[Upgrade] = &[never_reused_ids, change_log, day_max];
 
 /// Every table whose ids leave the database (records, users, sessions): AUTOINCREMENT since
 /// schema version 2, so an id is never handed out twice.
@@ -86,7 +86,8 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     if user_version(conn)? == SCHEMA_VERSION {
         // An admin may have dropped a change-log trigger; without it the shell's writes to
         // that collection would never reach a screen.
-        return change_log::ensure_triggers(conn);
+        change_log::ensure_triggers(conn)?;
+        return ensure_day_max_triggers(conn);
     }
     // An upgrade rebuilds tables; with foreign keys on, dropping the old table would cascade
     // its deletes (sessions, images). The pragma only takes effect outside a transaction.
@@ -120,6 +121,7 @@ fn migrate_locked(conn: &mut Connection, path: &Path) -> Result<(), StoreError> 
         }
         tx.execute_batch(SCHEMA_SQL)?;
         change_log::create_triggers(&tx)?;
+        tx.execute_batch(orders::DAY_MAX_TRIGGERS)?;
     } else {
         // Rows already pointing nowhere (a category deleted from the sqlite3 shell) stay as
         // they were — `kaffediem check` names them — but the upgrade must break none.
@@ -224,6 +226,33 @@ fn change_log(tx: &Transaction<'_>) -> Result<(), StoreError> {
         }
     }
     change_log::create_triggers(tx)
+}
+
+/// Version 3 → 4: numbering the next order ([`orders::next_day_id`]) read every order of the
+/// day (most of the writer's CPU on a day of thousands of orders). Now triggers keep the day's
+/// highest `day_id` in `kaffediem_meta` ([`orders::DAY_MAX_TRIGGERS`]), and `order_inserted`
+/// carries `day_id`, so counting it afresh (a day's first order) reads that index only. The
+/// index is built again once, from the orders already there.
+fn day_max(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS order_inserted;
+         CREATE INDEX order_inserted ON \"order\" (inserted_at, id, day_id);",
+    )?;
+    tx.execute_batch(orders::DAY_MAX_TRIGGERS)?;
+    Ok(())
+}
+
+/// Put back the day-number triggers if an admin dropped them. Without them numbering stays
+/// right (it reads the day's orders every time) but costs what the day holds.
+fn ensure_day_max_triggers(conn: &mut Connection) -> Result<(), StoreError> {
+    if orders::day_max_triggers(conn)? == orders::DAY_MAX_TRIGGER_NAMES.len() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(orders::DAY_MAX_TRIGGERS)?;
+    tx.commit()?;
+    tracing::warn!("the day-number triggers were missing and have been put back");
+    Ok(())
 }
 
 /// The file's `PRAGMA user_version`.

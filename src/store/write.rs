@@ -364,7 +364,11 @@ fn nullable(kind: Kind) -> bool {
 
 fn exists(tx: &Transaction<'_>, collection: Collection, id: i64) -> Result<bool, StoreError> {
     let sql = format!("SELECT 1 FROM {} WHERE id = ?1", collection.table());
-    Ok(tx.query_row(&sql, [id], |_| Ok(())).optional()?.is_some())
+    Ok(tx
+        .prepare_cached(&sql)?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// References the new values make must point at existing rows.
@@ -429,10 +433,10 @@ pub fn create(
         collection.table(),
         names.join(", ")
     );
-    tx.execute(
-        &sql,
-        rusqlite::params_from_iter(columns.into_iter().map(|(_, v)| v)),
-    )?;
+    tx.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(
+            columns.into_iter().map(|(_, v)| v),
+        ))?;
     let id = tx.last_insert_rowid();
     if let Some(image) = image {
         store_image(tx, id, image)?;
@@ -470,7 +474,8 @@ pub fn update(
         .into_iter()
         .map(|(_, v)| v)
         .chain(std::iter::once(Sql::Integer(id)));
-    tx.execute(&sql, rusqlite::params_from_iter(params))?;
+    tx.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(params))?;
     read_back(tx, collection, id, ctx)
 }
 

@@ -3,6 +3,7 @@
 //! orders. Counted in database pages the writer's connection looked at (SQLite's own
 //! page-cache counters), never timed.
 
+mod day_id;
 mod history;
 mod shell;
 mod triggers;

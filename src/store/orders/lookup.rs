@@ -87,61 +87,58 @@ impl Lookup {
 
 pub fn menu_item(tx: &Transaction<'_>, id: i64) -> Result<Option<MenuItem>, StoreError> {
     Ok(tx
-        .query_row(
+        .prepare_cached(
             "SELECT i.name, i.price_nok, i.enable, c.id, c.name, c.valid_customizations \
              FROM item i LEFT JOIN category c ON c.id = i.category_id WHERE i.id = ?1",
-            [id],
-            |r| {
-                let category = match r.get_ref(3)? {
-                    rusqlite::types::ValueRef::Null => None,
-                    _ => Some(text(r, 4)),
-                };
-                Ok(MenuItem {
-                    name: text(r, 0),
-                    price_nok: stored_nok(r.get_ref(1)?),
-                    enable: boolean(r, 2),
-                    category,
-                    valid_customizations: parse_ids(&text(r, 5)),
-                })
-            },
-        )
+        )?
+        .query_row([id], |r| {
+            let category = match r.get_ref(3)? {
+                rusqlite::types::ValueRef::Null => None,
+                _ => Some(text(r, 4)),
+            };
+            Ok(MenuItem {
+                name: text(r, 0),
+                price_nok: stored_nok(r.get_ref(1)?),
+                enable: boolean(r, 2),
+                category,
+                valid_customizations: parse_ids(&text(r, 5)),
+            })
+        })
         .optional()?)
 }
 
 fn menu_key(tx: &Transaction<'_>, id: i64) -> Result<Option<Key>, StoreError> {
     Ok(tx
-        .query_row(
+        .prepare_cached(
             "SELECT name, multiple_choice, label_color FROM customization_key WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(Key {
-                    name: text(r, 0),
-                    multiple_choice: boolean(r, 1),
-                    label_color: match r.get_ref(2)? {
-                        rusqlite::types::ValueRef::Null => None,
-                        _ => Some(text(r, 2)),
-                    },
-                })
-            },
-        )
+        )?
+        .query_row([id], |r| {
+            Ok(Key {
+                name: text(r, 0),
+                multiple_choice: boolean(r, 1),
+                label_color: match r.get_ref(2)? {
+                    rusqlite::types::ValueRef::Null => None,
+                    _ => Some(text(r, 2)),
+                },
+            })
+        })
         .optional()?)
 }
 
 pub fn menu_value(tx: &Transaction<'_>, id: i64) -> Result<Option<MenuValue>, StoreError> {
     Ok(tx
-        .query_row(
+        .prepare_cached(
             "SELECT name, price_increment_nok, constant_price, belongs_to \
              FROM customization_value WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(MenuValue {
-                    name: text(r, 0),
-                    increment_nok: stored_nok(r.get_ref(1)?),
-                    constant_price: boolean(r, 2),
-                    belongs_to: stored_nok(r.get_ref(3)?),
-                })
-            },
-        )
+        )?
+        .query_row([id], |r| {
+            Ok(MenuValue {
+                name: text(r, 0),
+                increment_nok: stored_nok(r.get_ref(1)?),
+                constant_price: boolean(r, 2),
+                belongs_to: stored_nok(r.get_ref(3)?),
+            })
+        })
         .optional()?)
 }
 
