@@ -313,7 +313,8 @@ fn existing(
 
 /// The highest `day_id` of the orders inserted at or after `?1` (a stored stamp): the truth,
 /// read from `order_inserted` alone (it holds `day_id` since schema version 4).
-pub const NEXT_DAY_ID_SQL: &str = "SELECT MAX(+day_id) FROM \"order\" WHERE inserted_at >= ?1";
+pub const NEXT_DAY_ID_SQL: &str =
+    "SELECT MAX(+day_id) FROM \"order\" WHERE inserted_at >= ?1 AND typeof(day_id) = 'integer'";
 
 /// The triggers that keep `kaffediem_meta`'s `day_max` the highest `day_id` of the orders
 /// inserted at or after its `day_start`, whoever writes the order (the daemon, the `sqlite3`
@@ -325,12 +326,14 @@ pub const DAY_MAX_TRIGGERS: &str = r#"
 CREATE TRIGGER IF NOT EXISTS order_day_max_insert AFTER INSERT ON "order"
 WHEN NEW.inserted_at >= (SELECT value FROM kaffediem_meta WHERE key = 'day_start') BEGIN
     UPDATE kaffediem_meta SET value = NEW.day_id
-    WHERE key = 'day_max' AND (value IS NULL OR NEW.day_id > value);
+    WHERE key = 'day_max' AND typeof(NEW.day_id) = 'integer'
+      AND (value IS NULL OR NEW.day_id > value);
 END;
 CREATE TRIGGER IF NOT EXISTS order_day_max_update AFTER UPDATE OF inserted_at, day_id ON "order"
 WHEN NEW.inserted_at >= (SELECT value FROM kaffediem_meta WHERE key = 'day_start') BEGIN
     UPDATE kaffediem_meta SET value = NEW.day_id
-    WHERE key = 'day_max' AND (value IS NULL OR NEW.day_id > value);
+    WHERE key = 'day_max' AND typeof(NEW.day_id) = 'integer'
+      AND (value IS NULL OR NEW.day_id > value);
 END;
 "#;
 
@@ -370,7 +373,7 @@ pub fn next_day_id(tx: &Transaction<'_>, now: Timestamp, tz: &TimeZone) -> Resul
              WHERE s.key = 'day_start' AND s.value = ?1 \
                AND v.key = 'day_schema' \
                AND v.value = (SELECT schema_version FROM pragma_schema_version) \
-               AND m.key = 'day_max'",
+               AND m.key = 'day_max' AND typeof(m.value) IN ('integer', 'null')",
         )?
         .query_row([&start], |r| r.get(0))
         .optional()?;

@@ -190,6 +190,24 @@ async fn the_shells_orders_of_today_are_counted_and_no_number_comes_twice() {
     sh.execute(r#"DELETE FROM "order" WHERE day_id = 901"#, [])
         .expect("shell delete");
     assert_eq!(place(&daemon, bun).await, 902);
+    // A junk number typed into the shell (text in `day_id`) numbers nothing: placement goes
+    // on from the last number, kept or counted afresh, and so does junk in the kept maximum.
+    sh.execute(
+        r#"INSERT INTO "order" (uuid, day_id, items, inserted_at)
+           VALUES ('shell-junk', 'abc', '[]', '2036-12-01T09:40:00.000Z')"#,
+        [],
+    )
+    .expect("shell junk");
+    assert_eq!(place(&daemon, bun).await, 903);
+    sh.execute_batch("CREATE TABLE scratch (x); DROP TABLE scratch;")
+        .expect("schema change");
+    assert_eq!(place(&daemon, bun).await, 904, "counted afresh past the junk");
+    sh.execute(
+        "UPDATE kaffediem_meta SET value = 'junk' WHERE key = 'day_max'",
+        [],
+    )
+    .expect("shell junk in the kept maximum");
+    assert_eq!(place(&daemon, bun).await, 905, "junk kept: counted afresh");
     // Without the triggers the day's orders are read every time: still right.
     sh.execute_batch("DROP TRIGGER order_day_max_insert")
         .expect("drop trigger");
