@@ -5,16 +5,17 @@
 //!
 //! What a watch costs follows the time that passes, not the writes made (issue 14): the
 //! daemon's own commits write the WAL a few times per page, and each write raises an event.
-//! After reporting a change, the Linux watch leaves its queue unread for [`COALESCE`], so the
+//! After reading events, the Linux watch leaves its queue unread for [`COALESCE`], so the
 //! kernel folds the identical events of that burst into one and the thread wakes again for
-//! all of them together: at most one report per [`COALESCE`], however many writes.
+//! all of them together: at most one read and one report per [`COALESCE`], however many
+//! writes, to the watched file or to any other in its directory.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long the Linux watch leaves the kernel's queue unread after a report. A change made
-/// within it is reported at its end, so at most this much later than the first.
+/// How long the Linux watch leaves the kernel's queue unread after reading it. A change made
+/// within it is reported at its end, so at most this much late.
 pub const COALESCE: Duration = Duration::from_millis(10);
 
 /// A running watch; dropping it stops watching.
@@ -137,8 +138,9 @@ mod linux {
                                 return;
                             }
                         };
-                        let (mut ours, mut gone) = (false, false);
+                        let (mut ours, mut gone, mut read) = (false, false, false);
                         for event in events {
+                            read = true;
                             // The watch was removed: by `drop`, or the directory went away.
                             gone |= event.mask.contains(EventMask::IGNORED);
                             ours |= event.mask.contains(EventMask::Q_OVERFLOW)
@@ -153,9 +155,11 @@ mod linux {
                         if gone {
                             return;
                         }
-                        if ours {
+                        if read {
                             // Identical events queued meanwhile (the rest of this burst of
-                            // WAL writes) are merged by the kernel into one, read next.
+                            // WAL writes) are merged by the kernel into one, read next. Other
+                            // files' events too: the config's watch shares the database's
+                            // directory when the two files do.
                             std::thread::sleep(COALESCE);
                         }
                     }
