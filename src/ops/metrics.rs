@@ -146,6 +146,8 @@ impl Sources {
                 commit_waits: load(&w.commit_waits),
                 checkpoints: load(&w.checkpoints),
                 writer_checkpoints: load(&w.writer_checkpoints),
+                wakeups: load(&w.wakeups),
+                foreign_checks: load(&w.foreign_checks),
             }),
             clock: self
                 .clock
@@ -162,6 +164,8 @@ pub struct WriterFigures {
     pub commit_waits: u64,
     pub checkpoints: u64,
     pub writer_checkpoints: u64,
+    pub wakeups: u64,
+    pub foreign_checks: u64,
 }
 
 /// A histogram as rendered: cumulative counts per upper bound.
@@ -319,6 +323,20 @@ pub fn render(f: &Figures) -> String {
         ] {
             out.sample("kaffediem_wal_checkpoints_total", &[("by", by)], n);
         }
+        out.single(
+            "kaffediem_writer_wakeups_total",
+            "counter",
+            "Wake-ups of the writer by the watch on the database files (the daemon's own \
+             commits change them too; a burst of changes wakes it once).",
+            w.wakeups,
+        );
+        out.single(
+            "kaffediem_writer_foreign_checks_total",
+            "counter",
+            "Looks for other processes' commits (the sqlite3 shell's): before every commit, at \
+             a wake-up, shortly after one, and once a second.",
+            w.foreign_checks,
+        );
     }
     out.single(
         "kaffediem_orders_created_total",
@@ -427,6 +445,7 @@ mod tests {
         assert!(text.contains("kaffediem_writer_commit_waits_total 0\n"));
         assert!(text.contains("kaffediem_wal_checkpoints_total{by=\"checkpointer\"} 2\n"));
         assert!(text.contains("kaffediem_wal_checkpoints_total{by=\"writer\"} 0\n"));
+        assert!(text.contains("kaffediem_writer_foreign_checks_total 0\n"));
         assert!(text.contains("# TYPE kaffediem_open_sockets gauge\nkaffediem_open_sockets 2\n"));
         assert!(text.contains("kaffediem_joined_channels{topic=\"collection:order\"} 3\n"));
         assert!(text.contains("kaffediem_write_transaction_seconds_bucket{le=\"+Inf\"} 0\n"));

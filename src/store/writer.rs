@@ -82,6 +82,12 @@ pub struct WriterCounts {
     /// WAL checkpoints the writer ran itself between two batches, because unbroken load had
     /// kept the checkpointer's from completing until the WAL held [`WAL_LIMIT_PAGES`].
     pub writer_checkpoints: AtomicU64,
+    /// Wake-ups the file watcher delivered to the writer's queue (the database or its WAL
+    /// changed, the daemon's own commits included).
+    pub wakeups: AtomicU64,
+    /// Looks for other processes' commits (`PRAGMA data_version`): before every batch, at a
+    /// wake-up, [`SETTLE`] after one, and once a second.
+    pub foreign_checks: AtomicU64,
 }
 
 /// After a commit that answered `jobs` jobs (more than one), the next batch waits until
@@ -187,7 +193,8 @@ impl Writer {
             None
         };
         let (queue, inbox) = mpsc::channel();
-        let watcher = watch(path, queue.clone());
+        let wake_pending = Arc::new(AtomicBool::new(false));
+        let watcher = watch(path, queue.clone(), Arc::clone(&wake_pending));
         let path = path.to_owned();
         let closed = Arc::new(AtomicBool::new(false));
         let pulse = Arc::new(Pulse::new());
@@ -213,6 +220,7 @@ impl Writer {
                     replicated: engine_replicated,
                     checkpointer,
                     gather: None,
+                    wake_pending,
                 };
                 engine.run(inbox);
             })
@@ -411,6 +419,8 @@ struct Engine {
     checkpointer: Option<Checkpointer>,
     /// Set by a commit that answered several jobs: how long the next batch may wait for them.
     gather: Option<Gather>,
+    /// A wake-up from the watcher is queued ([`watch`]); cleared when it is taken.
+    wake_pending: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -449,7 +459,10 @@ impl Engine {
                             // Served by the check right before the batch. Breaking here
                             // would split the jobs queued behind a slow commit into one
                             // fsync each (every commit of ours wakes the watcher).
-                            Some(Msg::Wake) => next_check = Instant::now() + SETTLE,
+                            Some(Msg::Wake) => {
+                                self.take_wake();
+                                next_check = Instant::now() + SETTLE;
+                            }
                             Some(other) => {
                                 held = Some(other);
                                 break;
@@ -476,6 +489,7 @@ impl Engine {
                     let _ = done.send(());
                 }
                 Ok(Msg::Wake) => {
+                    self.take_wake();
                     self.check_foreign();
                     next_check = Instant::now() + SETTLE;
                 }
@@ -494,6 +508,12 @@ impl Engine {
             }
         }
         tracing::debug!("writer thread stopped");
+    }
+
+    /// A wake-up from the watcher was taken off the queue: the next change queues another.
+    fn take_wake(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+        self.counts.wakeups.fetch_add(1, Ordering::Relaxed);
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 //! commits, in a transaction that also empties the log. Finding them costs the rows changed.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
 
@@ -44,6 +45,7 @@ impl Engine {
     /// which our own commits never do); if so, put back a `seq` it broke. One PRAGMA when
     /// nothing happened.
     pub(super) fn notice_foreign(&mut self) -> bool {
+        self.counts.foreign_checks.fetch_add(1, Ordering::Relaxed);
         let version = match data_version(&self.conn) {
             Ok(v) if v == self.data_version => return false,
             Ok(v) => v,

@@ -2,8 +2,8 @@
 //! tick; and the heartbeat it leaves on every round.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::Msg;
@@ -15,6 +15,8 @@ pub(super) const FOREIGN_POLL: Duration = Duration::from_secs(1);
 /// How soon after a file event the writer looks again. The events come from the WAL writes;
 /// the commit becomes visible only when the other process then updates the shared-memory
 /// index, which raises no event, so the check made at the event itself can be too early.
+/// (The watch reports a burst of events once, and the rest of it at most
+/// [`crate::watch::COALESCE`] later, when the writer looks again too.)
 pub(super) const SETTLE: Duration = Duration::from_millis(30);
 
 /// When the writer thread last came round its loop: at least once a second while idle, after
@@ -61,10 +63,19 @@ impl Pulse {
 
 /// Watch the database's directory and wake the writer when the file or its WAL changes.
 /// Without a watcher (an unsupported file system) the once-a-second check still works.
-pub(super) fn watch(path: &Path, queue: mpsc::Sender<Msg>) -> Option<FileWatch> {
-    // Several events arrive per commit; each wake-up costs the writer one PRAGMA.
+///
+/// `pending` is set when a wake-up is queued and cleared by the writer when it takes it, so
+/// the queue holds at most one: the daemon's own commits change the WAL too, a few writes per
+/// page, and each wake-up taken costs the writer a `PRAGMA data_version`.
+pub(super) fn watch(
+    path: &Path,
+    queue: mpsc::Sender<Msg>,
+    pending: Arc<AtomicBool>,
+) -> Option<FileWatch> {
     match crate::watch::watch_file(path, &["-wal"], move || {
-        let _ = queue.send(Msg::Wake);
+        if !pending.swap(true, Ordering::AcqRel) {
+            let _ = queue.send(Msg::Wake);
+        }
     }) {
         Ok(w) => Some(w),
         Err(e) => {
