@@ -207,7 +207,7 @@ impl Rig {
             let config = WebSocketConfig::default()
                 .max_message_size(None)
                 .max_frame_size(None);
-            subscribers::join(stream, addr, &["collection:order"], config)
+            subscribers::join(stream, addr, &[("collection:order", "{}")], config)
                 .await
                 .map(Stream::Ws)
         })

@@ -410,7 +410,14 @@ async fn run_sockets(
         Place::Sqlite if args.target.is_none() => Placement::Sqlite { db: spec.db_path() },
         Place::Sqlite => return Err("--place sqlite needs a daemon started by the tool".into()),
     };
-    let run = measure(args, &server, &placement, n, false).await;
+    let run = measure(
+        args,
+        &server,
+        &placement,
+        n,
+        Screens::Phoenix(subscribers::ORDER_SCREEN),
+    )
+    .await;
     if args.target.is_none() {
         match server.stop() {
             Ok(true) => {}
@@ -431,7 +438,7 @@ async fn run_pocketbase(
     eprintln!("   PocketBase:");
     let server = pocketbase::start(binary, dir).await?;
     let placement = pocketbase::placement(&server);
-    let run = measure(args, &server, &placement, n, true).await;
+    let run = measure(args, &server, &placement, n, Screens::PocketBase).await;
     if let Err(e) = server.stop() {
         eprintln!("   pocketbase {e}");
     }
@@ -447,13 +454,22 @@ fn quiet(args: &RunArgs) -> Duration {
     }
 }
 
+/// Who the subscribers of a run are.
+#[derive(Clone, Copy)]
+enum Screens {
+    /// Phoenix sockets joined to these topics.
+    Phoenix(subscribers::Topics),
+    /// PocketBase's realtime event streams.
+    PocketBase,
+}
+
 /// Idle RSS, N subscribers, orders one at a time, orders concurrently, peak RSS.
 async fn measure(
     args: &RunArgs,
     server: &Server,
     placement: &Placement,
     n: usize,
-    pocketbase: bool,
+    screens: Screens,
 ) -> Result<SocketRun, String> {
     tokio::time::sleep(SETTLE).await;
     let idle = server.rss();
@@ -461,16 +477,10 @@ async fn measure(
     let (l, m) = (args.latency_orders, args.orders);
     let nonce = format!("bench-{}-{}-", std::process::id(), tracker_nonce());
     let tracker = Tracker::new(&nonce, l + m);
-    let subs = match pocketbase {
-        true => pocketbase::subscribe(server.addr, n, Arc::clone(&tracker)).await?,
-        false => {
-            subscribers::open(
-                server.addr,
-                n,
-                subscribers::ORDER_SCREEN,
-                Arc::clone(&tracker),
-            )
-            .await?
+    let subs = match screens {
+        Screens::PocketBase => pocketbase::subscribe(server.addr, n, Arc::clone(&tracker)).await?,
+        Screens::Phoenix(topics) => {
+            subscribers::open(server.addr, n, topics, Arc::clone(&tracker)).await?
         }
     };
     let ramp = subs.ramp.as_secs_f64();

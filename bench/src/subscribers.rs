@@ -127,16 +127,25 @@ impl Subscribers {
     }
 }
 
-/// The screens of the main runs: order and status joined on every socket.
-pub const ORDER_SCREEN: &[&str] = &["collection:order", "collection:status"];
+/// What a socket joins: (topic, join payload) pairs.
+pub type Topics = &'static [(&'static str, &'static str)];
+
+/// The screens of the main runs: order and status joined on every socket, orders without
+/// options (the last days' orders in the snapshot, SPEC 3.1).
+pub const ORDER_SCREEN: Topics = &[("collection:order", "{}"), ("collection:status", "{}")];
+/// A kitchen screen: today's orders (`from_date: "today"`, the rolling window) and status.
+pub const KITCHEN_SCREEN: Topics = &[
+    ("collection:order", r#"{"options":{"from_date":"today"}}"#),
+    ("collection:status", "{}"),
+];
 /// A menu board.
-pub const MENU_SCREEN: &[&str] = &["collection:menu"];
+pub const MENU_SCREEN: Topics = &[("collection:menu", "{}")];
 
 /// Open `n` sockets to `server` (V2), join each to `topics`, and start reading.
 pub async fn open(
     server: SocketAddr,
     n: usize,
-    topics: &'static [&'static str],
+    topics: Topics,
     tracker: Arc<Tracker>,
 ) -> Result<Subscribers, String> {
     open_with(n, tracker, move |i| async move {
@@ -221,7 +230,7 @@ pub async fn tcp(server: SocketAddr, i: usize) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
-async fn connect(server: SocketAddr, i: usize, topics: &[&str]) -> Result<Ws, String> {
+async fn connect(server: SocketAddr, i: usize, topics: &[(&str, &str)]) -> Result<Ws, String> {
     let stream = tcp(server, i).await?;
     // Small read buffers: the client side holds N sockets too (tungstenite's default is
     // 128 KiB each).
@@ -231,12 +240,12 @@ async fn connect(server: SocketAddr, i: usize, topics: &[&str]) -> Result<Ws, St
     join(stream, server, topics, config).await
 }
 
-/// The WebSocket handshake on `stream`, then a join to each of `topics` (each must be
-/// answered `ok`).
+/// The WebSocket handshake on `stream`, then a join to each of `topics` with its payload
+/// (each must be answered `ok`).
 pub async fn join(
     stream: TcpStream,
     server: SocketAddr,
-    topics: &[&str],
+    topics: &[(&str, &str)],
     config: WebSocketConfig,
 ) -> Result<Ws, String> {
     let url = format!("ws://{server}/socket/websocket?vsn=2.0.0");
@@ -244,8 +253,8 @@ pub async fn join(
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     if !topics.is_empty() {
-        for (r, topic) in topics.iter().enumerate() {
-            let frame = format!(r#"["{r}","{r}","{topic}","phx_join",{{}}]"#);
+        for (r, (topic, payload)) in topics.iter().enumerate() {
+            let frame = format!(r#"["{r}","{r}","{topic}","phx_join",{payload}]"#);
             ws.send(Message::text(frame))
                 .await
                 .map_err(|e| format!("join: {e}"))?;

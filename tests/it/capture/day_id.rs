@@ -201,7 +201,11 @@ async fn the_shells_orders_of_today_are_counted_and_no_number_comes_twice() {
     assert_eq!(place(&daemon, bun).await, 903);
     sh.execute_batch("CREATE TABLE scratch (x); DROP TABLE scratch;")
         .expect("schema change");
-    assert_eq!(place(&daemon, bun).await, 904, "counted afresh past the junk");
+    assert_eq!(
+        place(&daemon, bun).await,
+        904,
+        "counted afresh past the junk"
+    );
     sh.execute(
         "UPDATE kaffediem_meta SET value = 'junk' WHERE key = 'day_max'",
         [],
