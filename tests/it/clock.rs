@@ -12,7 +12,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::http::{call, get_json};
+use crate::support::http::{call, enabled_item, get_json};
 use crate::support::process::{run, text, Daemon as Process, Site};
 use crate::support::{Daemon, Socket};
 
@@ -75,18 +75,6 @@ impl FakeClock {
     }
 }
 
-/// An enabled item of the demo menu.
-async fn an_item(addr: SocketAddr) -> i64 {
-    let (_, menu) = get_json(addr, "/api/menu").await;
-    menu["indexes"]["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .find(|i| i["enable"] == true)
-        .and_then(|i| i["id"].as_i64())
-        .expect("an enabled item")
-}
-
 async fn place(addr: SocketAddr, token: &str, item: i64) -> Value {
     let reply = call(addr, "POST", "/api/collections/order/records")
         .header("authorization", &format!("Bearer {token}"))
@@ -145,7 +133,7 @@ async fn a_clock_set_back_across_midnight_never_moves_stamps_day_ids_or_today_ba
     clock.apply(&mut serve);
     let daemon = Process::start(serve);
     let addr = daemon.addr;
-    let item = an_item(addr).await;
+    let item = enabled_item(addr).await;
 
     let mut kitchen = Socket::connect(&daemon.ws_url()).await;
     let joined = kitchen
@@ -276,7 +264,7 @@ async fn a_restart_on_a_clock_behind_the_data_keeps_numbering_the_same_day() {
 
     clock.set(DAY2_0030);
     let mut daemon = serve();
-    let item = an_item(daemon.addr).await;
+    let item = enabled_item(daemon.addr).await;
     let first = place(daemon.addr, ADMIN_TOKEN, item).await;
     assert_eq!(first["day_id"], 101);
     daemon.terminate();
@@ -296,7 +284,7 @@ async fn a_restart_on_a_clock_behind_the_data_keeps_numbering_the_same_day() {
 #[tokio::test]
 async fn the_midnight_roll_over_is_a_commit_with_its_own_seq_in_the_change_log() {
     let daemon = Daemon::demo().await;
-    let item = an_item(daemon.addr).await;
+    let item = enabled_item(daemon.addr).await;
     // 23:59:50 in Oslo.
     daemon
         .clock

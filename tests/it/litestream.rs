@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::http::call;
+use crate::support::http::{call, enabled_item};
 use crate::support::process::{text, Daemon, Site};
 
 const TOKEN: &str = "litestream-admin";
@@ -212,18 +212,6 @@ async fn replicated_daemon(bin: &Path, external_replication: bool) -> (Site, Dae
     (site, daemon, replicator)
 }
 
-async fn an_item(addr: std::net::SocketAddr) -> i64 {
-    let items = call(addr, "GET", "/api/collections/item/records")
-        .send()
-        .await
-        .json();
-    items
-        .as_array()
-        .and_then(|a| a.iter().find(|i| i["enable"] == true))
-        .and_then(|i| i["id"].as_i64())
-        .expect("an enabled item")
-}
-
 /// Orders placed by the tills until the daemon stops answering or `stop` is set: what was
 /// sent, what was acknowledged (201).
 #[derive(Default)]
@@ -308,7 +296,7 @@ impl Burst {
 
 /// Four tills placing orders until the daemon dies; returns once `at_least` are acknowledged.
 async fn burst(addr: std::net::SocketAddr, tag: &str, at_least: usize) -> Burst {
-    let item = an_item(addr).await;
+    let item = enabled_item(addr).await;
     let placed = Arc::new(Placed::default());
     let tills = (0..4)
         .map(|t| {

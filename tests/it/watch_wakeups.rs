@@ -6,9 +6,9 @@
 
 use std::net::SocketAddr;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::support::http::call;
+use crate::support::http::{call, enabled_item};
 use crate::support::Daemon;
 
 const ADMIN: &str = "Bearer admin-secret";
@@ -28,23 +28,10 @@ fn metric(body: &str, sample: &str) -> u64 {
         .unwrap_or_else(|| panic!("no sample {sample} in:\n{body}"))
 }
 
-/// An enabled item of the demo menu.
-async fn an_item(addr: SocketAddr) -> i64 {
-    let reply = call(addr, "GET", "/api/menu").send().await;
-    let menu: Value = reply.json();
-    menu["indexes"]["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .find(|i| i["enable"] == true)
-        .and_then(|i| i["id"].as_i64())
-        .expect("an enabled item")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_commits_wake_the_writer_at_most_about_once_each() {
     let daemon = Daemon::demo().await;
-    let item = an_item(daemon.addr).await;
+    let item = enabled_item(daemon.addr).await;
     let before = scrape(daemon.addr).await;
     // Two tills, so that some commits serve both.
     let till = |n: u64| {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use crate::support::http::call;
+use crate::support::http::{call, enabled_item};
 use crate::support::process::{text, Daemon, Site};
 use crate::support::Socket;
 
@@ -32,18 +32,6 @@ fn serve(site: &Site, demo: bool) -> Daemon {
 fn stop(mut daemon: Daemon) {
     daemon.terminate();
     assert!(daemon.wait().success(), "{}", daemon.log());
-}
-
-async fn first_item(daemon: &Daemon) -> i64 {
-    let items = call(daemon.addr, "GET", "/api/collections/item/records")
-        .send()
-        .await
-        .json();
-    items
-        .as_array()
-        .and_then(|a| a.iter().find(|i| i["enable"] == true))
-        .and_then(|i| i["id"].as_i64())
-        .expect("an enabled item")
 }
 
 /// Place one order over HTTP; its id.
@@ -109,7 +97,7 @@ fn order_ids_in(file: &std::path::Path) -> BTreeSet<i64> {
 async fn restore_drill_backup_while_orders_flow_then_resume_gets_exactly_the_restored_orders() {
     let site = Site::new();
     let daemon = serve(&site, true);
-    let item = first_item(&daemon).await;
+    let item = enabled_item(daemon.addr).await;
     let before = join_orders(&daemon, json!({})).await;
     let first_epoch = epoch_of(&before);
 
@@ -221,7 +209,7 @@ async fn restore_drill_backup_while_orders_flow_then_resume_gets_exactly_the_res
 async fn a_cp_copy_keeps_its_epoch_but_an_old_cp_copy_put_back_begins_a_new_one() {
     let site = Site::new();
     let daemon = serve(&site, true);
-    let item = first_item(&daemon).await;
+    let item = enabled_item(daemon.addr).await;
     for n in 0..3 {
         place(&daemon, item, &format!("first-{n}")).await;
     }
@@ -270,7 +258,7 @@ async fn a_cp_copy_keeps_its_epoch_but_an_old_cp_copy_put_back_begins_a_new_one(
 async fn a_backup_restored_over_a_crashed_database_is_not_mixed_with_the_old_write_ahead_log() {
     let site = Site::new();
     let daemon = serve(&site, true);
-    let item = first_item(&daemon).await;
+    let item = enabled_item(daemon.addr).await;
     for n in 0..3 {
         place(&daemon, item, &format!("before-{n}")).await;
     }

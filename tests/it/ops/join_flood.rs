@@ -3,6 +3,7 @@
 //! orders, `/healthz` and the systemd watchdog need never queues behind them.
 
 use super::*;
+use crate::support::http::enabled_item;
 
 /// Orders in the file: more than one snapshot may hold (`limits.snapshot_max_records`).
 const ORDERS: usize = 3_000;
@@ -157,15 +158,7 @@ async fn sockets_that_join_and_hang_up_cost_no_snapshots_and_stall_nobody() {
     let busy = Busy::start("2000000");
     let daemon = &busy.daemon;
     let addr = daemon.addr;
-    let items = call(addr, "GET", "/api/collections/item/records")
-        .send()
-        .await
-        .json();
-    let item = items
-        .as_array()
-        .and_then(|all| all.iter().find(|i| i["enable"] == true))
-        .map(|i| i["id"].clone())
-        .expect("an enabled item in the demo café");
+    let item = enabled_item(addr).await;
     let before = snapshot_reads(addr).await;
 
     let url = daemon.ws_url();

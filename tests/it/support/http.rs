@@ -121,3 +121,13 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> (StatusCode, Value) {
     let status = reply.status;
     (status, reply.json())
 }
+
+/// The id of an enabled item of the café's menu (the demo's first one): something to order.
+pub async fn enabled_item(addr: SocketAddr) -> i64 {
+    let (_, items) = get_json(addr, "/api/collections/item/records").await;
+    items
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["enable"] == true))
+        .and_then(|i| i["id"].as_i64())
+        .expect("an enabled item in the café's menu")
+}
