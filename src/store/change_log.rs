@@ -179,7 +179,8 @@ pub fn ensure_triggers(conn: &mut Connection) -> Result<(), StoreError> {
 /// Whether the log holds rows nobody has published yet.
 pub fn pending(conn: &Connection) -> Result<bool, StoreError> {
     Ok(conn
-        .query_row("SELECT 1 FROM kaffediem_changes LIMIT 1", [], |_| Ok(()))
+        .prepare_cached("SELECT 1 FROM kaffediem_changes LIMIT 1")?
+        .query_row([], |_| Ok(()))
         .optional()?
         .is_some())
 }

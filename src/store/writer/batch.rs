@@ -124,7 +124,10 @@ impl Engine {
             (true, true) => Some(Ok(i64::MIN)),
             (true, false) => Some(change_log::mark(tx)),
         };
-        if let Err(e) = tx.execute_batch(&format!("SAVEPOINT {JOB_SAVEPOINT}")) {
+        if let Err(e) = tx
+            .prepare_cached(&format!("SAVEPOINT {JOB_SAVEPOINT}"))
+            .and_then(|mut s| s.execute([]))
+        {
             let outcome = job(Err(schema::unavailable(&self.path, e)));
             (outcome.reply)(None);
             return None;
@@ -160,8 +163,9 @@ impl Engine {
                 .map_err(|e| self.classify(e)),
         };
         let released = prepared.and_then(|p| {
-            tx.execute_batch(&format!("RELEASE {JOB_SAVEPOINT}"))
-                .map(|()| p)
+            tx.prepare_cached(&format!("RELEASE {JOB_SAVEPOINT}"))
+                .and_then(|mut s| s.execute([]))
+                .map(|_| p)
                 .map_err(|e| schema::unavailable(&self.path, e))
         });
         match released {

@@ -30,12 +30,12 @@ impl Engine {
         let seq = capture::next_seq(conn, self.seq)?;
         // Kept as a floor for `seq` (see `capture::recover_seq`); readers look at the change
         // log to tell whether everything is published.
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO kaffediem_meta (key, value) \
              SELECT 'published_version', value FROM kaffediem_meta WHERE key = 'collections_version' \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [],
-        )?;
+        )?
+        .execute([])?;
         let mut out = Vec::with_capacity(changes.len());
         let colors = match changes.iter().any(|c| c.0 == Collection::Order) {
             true => Some(records::label_colors(conn)?),
