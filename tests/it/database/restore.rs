@@ -182,10 +182,22 @@ async fn restore_drill_backup_while_orders_flow_then_resume_gets_exactly_the_res
             "id {id} was seen before"
         );
     }
-    // A resume within the new epoch works as before: just the changes.
-    let now = join_orders(&daemon, json!({})).await;
+    // A resume within the new epoch works as before: just the changes. The screen waits for
+    // the order's broadcast first: the fan-out logs a change and sends it under one lock, and
+    // the 201 comes before the fan-out has done either (a resume a moment earlier would get
+    // no changes and then the broadcast).
+    let mut screen = Socket::connect(&daemon.ws_url()).await;
+    let now = screen
+        .join_ok("collection:order", json!({ "options": {} }))
+        .await;
     let seq = now["seq"].as_u64().expect("seq");
-    place(&daemon, item, "after-restore-resume").await;
+    let id = place(&daemon, item, "after-restore-resume").await;
+    loop {
+        let frame = screen.recv().await;
+        if frame[3] == "change" && frame[4]["record"]["id"] == id {
+            break;
+        }
+    }
     let delta = join_orders(&daemon, json!({"since": seq, "epoch": second_epoch})).await;
     assert!(delta["items"].is_null(), "{delta}");
     assert_eq!(
